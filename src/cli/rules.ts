@@ -1,0 +1,26 @@
+/**
+ * cli/rules.ts: `espgate rules install|remove|show`.
+ */
+import type { Config } from '../config/load.js';
+import { gateOps } from '../daemon/system.js';
+
+/** rulesCommand runs one rules action and prints what it did. */
+export async function rulesCommand(action: 'install' | 'remove' | 'show', cfg: Config): Promise<void> {
+  const gate = gateOps();
+  switch (action) {
+    case 'show':
+      process.stdout.write(await gate.show(cfg));
+      return;
+    case 'install': {
+      const notes = await gate.install(cfg);
+      for (const n of notes) console.log(`note: ${n}`);
+      console.log('gate installed: traffic to protected peers goes only through the tunnel; with no daemon running it is dropped.');
+      console.log('`espgate rules remove` is the only way to let cleartext through again.');
+      return;
+    }
+    case 'remove': {
+      const removed = await gate.remove(cfg);
+      console.log(removed ? 'gate removed: traffic to the peers is no longer forced through the tunnel.' : 'gate was not installed; nothing to remove.');
+    }
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * cli/up.ts: `espgate up -c FILE`: the daemon in the foreground, systemd style.
+ *   SIGTERM, SIGINT: remove what this daemon added, exit 0
+ *   SIGHUP:          re-read the config; peers and SAs change, untouched peers keep their state
+ */
+import type { Logger } from '../log.js';
+import { loadConfig } from '../config/load.js';
+import { Daemon } from '../daemon/daemon.js';
+import { linuxSystem } from '../daemon/system.js';
+import { staticSaFactory } from '../daemon/sa-factory.js';
+import { GatewayError } from '../errors.js';
+
+/** runUp starts the daemon and resolves when it has stopped. Rejects if start-up fails. */
+export async function runUp(file: string, log: Logger): Promise<void> {
+  const cfg = loadConfig(file);
+  const daemon = new Daemon(cfg, linuxSystem(), log, staticSaFactory(cfg.stateDir));
+  let stopping: Promise<void> | undefined;
+  let resolveDone: () => void = () => {};
+  const done = new Promise<void>((r) => { resolveDone = r; });
+  const stop = (sig: string): void => {
+    if (stopping) return;
+    log.info({ signal: sig }, 'stopping');
+    stopping = daemon.stop().then(resolveDone, (e: unknown) => { log.error({ err: e }, 'stop failed'); resolveDone(); });
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGHUP', () => {
+    try {
+      daemon.reload(loadConfig(file));
+    } catch (e) {
+      log.error({ err: GatewayError.isGatewayError(e) ? e.message : e }, 'reload refused; still running on the previous config');
+    }
+  });
+  await daemon.start();
+  await done;
+}

@@ -1,0 +1,226 @@
+/**
+ * config/load.ts: read → YAML parse → schema → semantic validation → frozen Config.
+ * Every mistake is reported with its path in the file (and line where YAML knows it) before
+ * anything on the system is touched.
+ */
+import { readFileSync } from 'node:fs';
+import { BlockList, isIP } from 'node:net';
+import { parseDocument, isMap, isSeq } from 'yaml';
+import type { ZodError } from 'zod';
+import { GatewayError } from '../errors.js';
+import { configSchema, type RawConfig } from './schema.js';
+
+/** Config is the validated, frozen configuration. */
+export type Config = Readonly<RawConfig>;
+
+/** ConfigProblem is one mistake: where (dotted path) and what. */
+export interface ConfigProblem {
+  readonly path: string;
+  readonly message: string;
+  readonly line?: number;
+}
+
+/** formatPath renders ['peers', 1, 'sa', 'out', 'key'] as peers[1].sa.out.key. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) {
+    if (typeof p === 'number') out += `[${p}]`;
+    else out += out === '' ? String(p) : `.${String(p)}`;
+  }
+  return out === '' ? '(top level)' : out;
+}
+
+/** problemsError builds the one GatewayError that lists every problem. */
+function problemsError(file: string, problems: readonly ConfigProblem[]): GatewayError {
+  const lines = problems.map((p) => `  ${file}${p.line === undefined ? '' : `:${p.line}`}: ${p.path}: ${p.message}`);
+  const err = new GatewayError('ERR_CONFIG', `invalid config ${file}:\n${lines.join('\n')}`);
+  (err as GatewayError & { problems: readonly ConfigProblem[] }).problems = problems;
+  return err;
+}
+
+interface Cidr { addr: string; len: number; family: 4 | 6 }
+
+function splitCidr(text: string): Cidr {
+  const [addr = '', len = '0'] = text.split('/');
+  return { addr, len: Number(len), family: isIP(addr) === 6 ? 6 : 4 };
+}
+
+/** hostBitsZero reports whether the address has no bits set past the prefix length. */
+export function hostBitsZero(c: Cidr): boolean {
+  const bytes = addrBytes(c.addr, c.family);
+  const bits = c.family === 4 ? 32 : 128;
+  for (let i = c.len; i < bits; i++) {
+    const byte = bytes[i >> 3] ?? 0;
+    if ((byte >> (7 - (i & 7))) & 1) return false;
+  }
+  return true;
+}
+
+/** addrBytes converts an address text to bytes (control plane only; validated by isIP first). */
+export function addrBytes(addr: string, family: 4 | 6): Uint8Array {
+  if (family === 4) return Uint8Array.from(addr.split('.').map(Number));
+  const [head = '', tail] = addr.split('::');
+  const parseGroups = (s: string): number[] => {
+    if (s === '') return [];
+    const out: number[] = [];
+    for (const g of s.split(':')) {
+      if (g.includes('.')) { const b = g.split('.').map(Number); out.push(((b[0] ?? 0) << 8) | (b[1] ?? 0), ((b[2] ?? 0) << 8) | (b[3] ?? 0)); }
+      else out.push(parseInt(g, 16));
+    }
+    return out;
+  };
+  const h = parseGroups(head);
+  const t = tail === undefined ? [] : parseGroups(tail);
+  const groups = tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+  const out = new Uint8Array(16);
+  groups.forEach((g, i) => { out[2 * i] = g >> 8; out[2 * i + 1] = g & 0xff; });
+  return out;
+}
+
+function contains(outer: Cidr, inner: Cidr): boolean {
+  if (outer.family !== inner.family || inner.len < outer.len) return false;
+  const bl = new BlockList();
+  bl.addSubnet(outer.addr, outer.len, outer.family === 4 ? 'ipv4' : 'ipv6');
+  return bl.check(inner.addr, inner.family === 4 ? 'ipv4' : 'ipv6');
+}
+
+function overlaps(a: Cidr, b: Cidr): boolean {
+  return contains(a, b) || contains(b, a);
+}
+
+/** validateSemantics checks what a schema cannot: prefixes, overlaps, uniqueness, containment. */
+export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
+  const problems: ConfigProblem[] = [];
+  const add = (path: PropertyKey[], message: string): void => { problems.push({ path: formatPath(path), message }); };
+
+  const allCidrs: { path: PropertyKey[]; c: Cidr }[] = [];
+  const check = (path: PropertyKey[], text: string): Cidr => {
+    const c = splitCidr(text);
+    if (!hostBitsZero(c)) add(path, `${text} has host bits set past /${c.len}`);
+    allCidrs.push({ path, c });
+    return c;
+  };
+
+  const reals: { c: Cidr; i: number }[] = [];
+  const fakes: { c: Cidr; i: number }[] = [];
+  cfg.prefixes.forEach((p, i) => {
+    const r = check(['prefixes', i, 'real'], p.real);
+    const f = check(['prefixes', i, 'fake'], p.fake);
+    if (r.family !== f.family) add(['prefixes', i], `real ${p.real} and fake ${p.fake} are not the same address family`);
+    else if (r.len !== f.len) add(['prefixes', i], `real /${r.len} and fake /${f.len} must have the same length`);
+    reals.push({ c: r, i });
+    fakes.push({ c: f, i });
+  });
+  const ranges = [...reals.map((x) => ({ ...x, kind: 'real' })), ...fakes.map((x) => ({ ...x, kind: 'fake' }))];
+  for (let a = 0; a < ranges.length; a++) {
+    for (let b = a + 1; b < ranges.length; b++) {
+      const x = ranges[a]!; const y = ranges[b]!;
+      if (overlaps(x.c, y.c)) add(['prefixes', y.i, y.kind], `${y.c.addr}/${y.c.len} overlaps prefixes[${x.i}].${x.kind} ${x.c.addr}/${x.c.len}`);
+    }
+  }
+
+  const inFake = (c: Cidr): number => fakes.findIndex((f) => overlaps(f.c, c));
+  cfg.local.protect.forEach((t, i) => {
+    const c = check(['local', 'protect', i], t);
+    const f = inFake(c);
+    if (f >= 0) add(['local', 'protect', i], `${t} overlaps the fake prefix prefixes[${f}].fake`);
+  });
+
+  const names = new Set<string>();
+  const inSpis = new Map<number, number>();
+  const outSpis = new Map<number, number>();
+  const peerPrefixes: { c: Cidr; i: number; j: number }[] = [];
+  cfg.peers.forEach((p, i) => {
+    if (names.has(p.name)) add(['peers', i, 'name'], `duplicate peer name "${p.name}"`);
+    names.add(p.name);
+    const ep = p.endpoint;
+    const epC: Cidr = { addr: ep, len: isIP(ep) === 4 ? 32 : 128, family: isIP(ep) === 6 ? 6 : 4 };
+    if (inFake(epC) >= 0) add(['peers', i, 'endpoint'], `${ep} lies inside a fake prefix; the endpoint must be a real address`);
+    p.protect.forEach((t, j) => {
+      const c = check(['peers', i, 'protect', j], t);
+      if (!reals.some((r) => contains(r.c, c))) add(['peers', i, 'protect', j], `${t} is not inside any prefixes[].real, so it cannot be mapped to a fake address`);
+      for (const q of peerPrefixes) {
+        if (overlaps(q.c, c)) add(['peers', i, 'protect', j], `${t} overlaps peers[${q.i}].protect[${q.j}] (${cfg.peers[q.i]?.name ?? ''}): each address belongs to one peer`);
+      }
+      cfg.local.protect.forEach((l, k) => {
+        if (overlaps(splitCidr(l), c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${l}`);
+      });
+      peerPrefixes.push({ c, i, j });
+    });
+    const prevIn = inSpis.get(p.sa.in.spi);
+    if (prevIn !== undefined) add(['peers', i, 'sa', 'in', 'spi'], `inbound SPI 0x${p.sa.in.spi.toString(16)} is already used by peers[${prevIn}]`);
+    inSpis.set(p.sa.in.spi, i);
+    const prevOut = outSpis.get(p.sa.out.spi);
+    if (prevOut !== undefined && cfg.peers[prevOut]?.endpoint === p.endpoint) add(['peers', i, 'sa', 'out', 'spi'], `outbound SPI 0x${p.sa.out.spi.toString(16)} is already used towards the same endpoint by peers[${prevOut}]`);
+    outSpis.set(p.sa.out.spi, i);
+    if (p.sa.in.key.equals(p.sa.out.key)) add(['peers', i, 'sa', 'in', 'key'], 'inbound and outbound SAs must not share a key (the same key in both directions reuses GCM nonces)');
+  });
+  return problems;
+}
+
+/** yamlLine finds the 1-based line of a path in the document, when it exists. */
+function yamlLine(doc: ReturnType<typeof parseDocument>, src: string, path: readonly PropertyKey[]): number | undefined {
+  let node: unknown = doc.contents;
+  let lastRange: [number, number, number] | undefined;
+  for (const p of path) {
+    if (isMap(node)) {
+      const pair = node.items.find((it) => (it.key as { value?: unknown } | null)?.value === p);
+      if (pair === undefined) break;
+      const k = pair.key as { range?: [number, number, number] } | null;
+      if (k?.range) lastRange = k.range;
+      node = pair.value;
+    } else if (isSeq(node) && typeof p === 'number') {
+      node = node.items[p];
+      const r = (node as { range?: [number, number, number] } | undefined)?.range;
+      if (r) lastRange = r;
+    } else break;
+  }
+  if (lastRange === undefined) return undefined;
+  return src.slice(0, lastRange[0]).split('\n').length;
+}
+
+/** parseConfig validates config text; `file` is only used in messages. Throws GatewayError('ERR_CONFIG'). */
+export function parseConfig(text: string, file = 'config'): Config {
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  if (doc.errors.length > 0) {
+    throw problemsError(file, doc.errors.map((e) => ({ path: '(yaml)', message: e.message.split('\n')[0] ?? e.message, ...(e.linePos?.[0] ? { line: e.linePos[0].line } : {}) })));
+  }
+  const data: unknown = doc.toJS();
+  const parsed = configSchema.safeParse(data ?? {});
+  if (!parsed.success) {
+    const problems = (parsed.error as ZodError).issues.map((iss) => {
+      const line = yamlLine(doc, text, iss.path);
+      let message = iss.message;
+      if (iss.code === 'unrecognized_keys') message = `unknown field(s): ${iss.keys.join(', ')}`;
+      return { path: formatPath(iss.path), message, ...(line === undefined ? {} : { line }) };
+    });
+    throw problemsError(file, problems);
+  }
+  const semantic = validateSemantics(parsed.data);
+  if (semantic.length > 0) {
+    throw problemsError(file, semantic.map((p) => {
+      const line = yamlLine(doc, text, p.path.split(/\.|\[|\]/).filter((s) => s !== '').map((s) => (/^[0-9]+$/.test(s) ? Number(s) : s)));
+      return line === undefined ? p : { ...p, line };
+    }));
+  }
+  return deepFreeze(parsed.data);
+}
+
+/** loadConfig reads and validates a config file. */
+export function loadConfig(file: string): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (cause) {
+    throw new GatewayError('ERR_CONFIG', `cannot read config ${file}: ${(cause as Error).message}`, { cause });
+  }
+  return parseConfig(text, file);
+}
+
+function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Buffer.isBuffer(o)) {
+    for (const v of Object.values(o)) deepFreeze(v);
+    Object.freeze(o);
+  }
+  return o;
+}

@@ -1,0 +1,86 @@
+/**
+ * config/schema.ts: the one documented config file, as a zod schema. docs/config.md is generated
+ * from the `describe()` texts here (npm run docs:config), so the reference cannot drift.
+ *
+ * Everything is strict: an unknown field is an error that names its path.
+ */
+import { z } from 'zod';
+import { isIP } from 'node:net';
+
+const HEX_KEY_LENGTHS: Record<number, string> = { 40: 'AES-128-GCM', 72: 'AES-256-GCM' };
+
+/** parseSpi accepts 0x-hex strings or integers. */
+const spi = z
+  .union([z.number().int(), z.string().regex(/^(0x[0-9a-fA-F]{1,8}|[0-9]{1,10})$/, 'SPI must be an integer or a 0x-prefixed hex string')])
+  .transform((v) => (typeof v === 'number' ? v : Number(v)))
+  .refine((v) => v >= 256 && v <= 0xffffffff, 'SPI must be in 256..0xffffffff (RFC 4303 reserves 1..255)')
+  .describe('Security Parameter Index: integer or "0x..." hex, 256..0xffffffff.');
+
+const key = z
+  .string()
+  .regex(/^0x[0-9a-fA-F]+$/, 'key must be 0x followed by hex digits (key || 4-byte salt, as `ip xfrm state ... aead rfc4106(gcm(aes))` takes it)')
+  .superRefine((v, ctx) => {
+    if (HEX_KEY_LENGTHS[v.length - 2] === undefined) {
+      ctx.addIssue({ code: 'custom', message: `key must have 40 hex digits (AES-128 key + salt) or 72 (AES-256 key + salt), got ${v.length - 2}` });
+    }
+  })
+  .transform((v) => Buffer.from(v.slice(2), 'hex'))
+  .describe('Key material in hex: the AES key followed by the 4-byte salt (RFC 4106), 40 or 72 hex digits after 0x.');
+
+const address = z
+  .string()
+  .refine((v) => isIP(v) !== 0, 'not an IPv4 or IPv6 address')
+  .describe('An IPv4 or IPv6 address.');
+
+/** cidr validates the text form; host-bit and containment checks happen in validate.ts. */
+const cidr = z
+  .string()
+  .refine((v) => {
+    const [a, l, ...rest] = v.split('/');
+    if (a === undefined || l === undefined || rest.length > 0 || !/^[0-9]{1,3}$/.test(l)) return false;
+    const fam = isIP(a);
+    const len = Number(l);
+    return (fam === 4 && len <= 32) || (fam === 6 && len <= 128);
+  }, 'not a prefix in CIDR form (address/length)')
+  .describe('A prefix in CIDR form, e.g. 198.18.0.0/24 or 2001:db8::/64.');
+
+const saSchema = z
+  .strictObject({
+    spi,
+    aead: z.enum(['aes-gcm-16']).default('aes-gcm-16').describe('AEAD algorithm: aes-gcm-16 (RFC 4106, 16-byte ICV); key size follows the key length.'),
+    key,
+    esn: z.boolean().default(false).describe('Extended (64-bit) sequence numbers, RFC 4303 §2.2.1.'),
+  })
+  .describe('One static security association.');
+
+const peerSchema = z
+  .strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, 'peer name: 1-32 of A-Z a-z 0-9 _ . -').describe('Peer name, unique.'),
+    endpoint: address.describe('The peer\'s outer (tunnel) address: where ESP is sent and where it must come from.'),
+    protect: z.array(cidr).min(1).describe('The peer\'s protected inner prefixes (real addresses); each must lie inside some prefixes[].real.'),
+    sa: z.strictObject({ out: saSchema, in: saSchema }).describe('Static SAs: out = what we send (the peer\'s in), in = what we accept.'),
+    replayWindow: z.number().int().min(64).max(65536).refine((v) => v % 32 === 0, 'replayWindow must be a multiple of 32').default(1024)
+      .describe('Anti-replay window size in packets (multiple of 32, 64..65536).'),
+  });
+
+/** configSchema is the whole file. */
+export const configSchema = z.strictObject({
+  name: z.string().max(64).optional().describe('Label for logs and status.'),
+  mode: z.enum(['host', 'gateway']).default('host').describe('host: protect this host\'s own traffic; gateway: also steer traffic forwarded from the LAN.'),
+  tun: z.strictObject({
+    name: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'interface name: 1-15 of A-Z a-z 0-9 _ . -').default('eg0').describe('TUN interface name.'),
+    mtu: z.number().int().min(1280).max(9000).optional().describe('TUN MTU; default: outer link MTU minus the ESP overhead of the algorithm.'),
+  }).prefault({}).describe('The TUN device.'),
+  queue: z.number().int().min(0).max(65535).default(0).describe('NFQUEUE number on which inbound ESP is taken.'),
+  stateDir: z.string().min(1).default('/var/lib/espgate').describe('Directory for sequence-number reservations, the lock file and the control socket.'),
+  guard: z.boolean().default(true).describe('Fail-closed filter rules: drop cleartext to or from protected peers.'),
+  local: z.strictObject({
+    protect: z.array(cidr).min(1).describe('Inner addresses that peers may send to: this host\'s addresses, or the LANs behind a gateway.'),
+  }),
+  prefixes: z.array(z.strictObject({ real: cidr, fake: cidr })).min(1)
+    .describe('Real <-> fake offset maps: same family and length; the fake prefix is routed to the TUN.'),
+  peers: z.array(peerSchema).min(1).describe('Protected peers.'),
+});
+
+/** RawConfig is the parsed file before semantic validation. */
+export type RawConfig = z.output<typeof configSchema>;

@@ -1,0 +1,181 @@
+/**
+ * daemon/daemon.ts: the daemon's lifecycle. Everything that touches the kernel comes in through
+ * the System interface, so the whole daemon runs in a unit test with fakes (test/support/).
+ *
+ *      ┌──────┐  start()  ┌────┐  stop()  ┌────────┐
+ *      │ down │ ────────► │ up │ ───────► │ closed │
+ *      └──────┘           └────┘          └────────┘
+ *          │ start() fails: everything added so far is removed again, state → closed
+ *
+ * start(): lock (control socket) → rules (if absent) → blackhole routes → TUN + routes →
+ *          raw sockets → NFQUEUE → engine. The gate (rules + blackholes) goes in before the TUN
+ *          exists, so nothing steered can leave in the clear during start-up.
+ * stop():  engine → NFQUEUE → sockets → TUN → (routes, rules: only if this daemon added them).
+ *          If the operator installed the rules with `espgate rules install`, they stay: the gate
+ *          stays closed until `espgate rules remove`.
+ * reload(): re-reads the config and swaps the data path's tables; untouched peers keep their SAs.
+ */
+import type { Server } from 'node:net';
+import { join } from 'node:path';
+import type { Config } from '../config/load.js';
+import type { TunDevice, EspSender, EspReceiver } from '../io/types.js';
+import type { Logger } from '../log.js';
+import { RateLimitedLog } from '../log.js';
+import { Engine, type EngineTables } from '../datapath/engine.js';
+import { buildTables, type SaFactory } from './tables.js';
+import { listenControl, closeControl } from './control.js';
+import { statusOf, type DaemonStatus } from './status.js';
+import { GatewayError } from '../errors.js';
+
+/** System is every kernel edge the daemon uses. */
+export interface System {
+  openTun(name: string): TunDevice;
+  configureTun(name: string, mtuBytes: number, fakePrefixes: readonly string[]): Promise<void>;
+  linkMtuTowards(addr: string): Promise<number>;
+  openSender(): EspSender;
+  openReceiver(queue: number): EspReceiver;
+  /** gateInstalled says whether the gate (rules + blackhole routes) is in place, installed by anyone. */
+  gateInstalled(cfg: Config): Promise<boolean>;
+  /** installGate installs rules and blackhole routes atomically per table; idempotent. */
+  installGate(cfg: Config): Promise<void>;
+  removeGate(cfg: Config): Promise<void>;
+}
+
+/** DaemonState is the lifecycle state. */
+export type DaemonState = 'down' | 'up' | 'closed';
+
+/** ESP_OVERHEAD_V4/V6: outer IP + ESP header + IV + max padding + trailer + ICV (AES-GCM-16). */
+export const ESP_OVERHEAD_V4 = 20 + 8 + 8 + 3 + 2 + 16;
+export const ESP_OVERHEAD_V6 = 40 + 8 + 8 + 3 + 2 + 16;
+
+/** tunMtuFor returns the largest 4-aligned inner MTU whose ESP packet fits in linkMtu. */
+export function tunMtuFor(linkMtuBytes: number, outerFamilies: ReadonlySet<4 | 6>): number {
+  const overhead = outerFamilies.has(6) ? ESP_OVERHEAD_V6 : ESP_OVERHEAD_V4;
+  return (linkMtuBytes - overhead) & ~3;
+}
+
+/** Daemon owns the engine, the control socket and what it added to the system. */
+export class Daemon {
+  state: DaemonState = 'down';
+  readonly startedMs = Date.now();
+  engine: Engine | undefined;
+  tunMtu = 0;
+  #cfg: Config;
+  readonly #sys: System;
+  readonly #log: Logger;
+  readonly #sas: SaFactory;
+  readonly #added: string[] = [];
+  #tun: TunDevice | undefined;
+  #sender: EspSender | undefined;
+  #receiver: EspReceiver | undefined;
+  #control: Server | undefined;
+  #dropLog: RateLimitedLog;
+
+  constructor(cfg: Config, sys: System, log: Logger, sas: SaFactory) {
+    this.#cfg = cfg;
+    this.#sys = sys;
+    this.#log = log;
+    this.#sas = sas;
+    this.#dropLog = new RateLimitedLog((_k, msg, suppressed) => log.warn({ suppressed }, msg));
+  }
+
+  get config(): Config {
+    return this.#cfg;
+  }
+
+  get controlPath(): string {
+    return join(this.#cfg.stateDir, 'espgate.sock');
+  }
+
+  fakePrefixes(): string[] {
+    return this.#cfg.prefixes.map((p) => p.fake);
+  }
+
+  /** start brings the gateway up; on failure it undoes what it did and rethrows. */
+  async start(): Promise<void> {
+    if (this.state !== 'down') throw new GatewayError('ERR_CONTROL', `cannot start from state ${this.state}`);
+    const cfg = this.#cfg;
+    try {
+      this.#control = await listenControl(this.controlPath, (req) => this.#handleControl(req));
+      this.#added.push('control');
+      this.#log.warn('static SAs from the config: RFC 4106 forbids AES-GCM with statically configured keys in production; use this for testing and debugging only (sequence numbers are persisted so a restart never reuses an IV)');
+
+      if (!(await this.#sys.gateInstalled(cfg))) {
+        this.#added.push('gate'); // before the call: a half-applied install is removed on failure
+        await this.#sys.installGate(cfg);
+        this.#log.info('gate installed: rules and blackhole routes (removed again on stop)');
+      } else this.#log.info('gate already installed (by `espgate rules install`): it stays closed after stop until `espgate rules remove`');
+
+      const tables = buildTables(cfg, this.#sas);
+      const families = new Set<4 | 6>(cfg.peers.map((p) => (p.endpoint.includes(':') ? 6 : 4)));
+      const first = cfg.peers[0];
+      const linkMtu = first === undefined ? 1500 : await this.#sys.linkMtuTowards(first.endpoint);
+      this.tunMtu = cfg.tun.mtu ?? tunMtuFor(linkMtu, families);
+
+      this.#tun = this.#sys.openTun(cfg.tun.name);
+      await this.#sys.configureTun(cfg.tun.name, this.tunMtu, this.fakePrefixes());
+      this.#sender = this.#sys.openSender();
+      this.#receiver = this.#sys.openReceiver(cfg.queue);
+      this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
+      this.engine.onDrop = (reason, dir) => { this.#dropLog.note(`${dir}:${reason}`, `drop ${dir}bound: ${reason}`); };
+      this.engine.start();
+      this.state = 'up';
+      this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
+    } catch (e) {
+      await this.#teardown();
+      this.state = 'closed';
+      throw e;
+    }
+  }
+
+  /** stop removes what this daemon added; idempotent. */
+  async stop(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    await this.#teardown();
+    this.#log.info('espgate stopped');
+  }
+
+  /** reload swaps in a new config's tables (same TUN, queue and prefixes required). */
+  reload(next: Config): void {
+    const cur = this.#cfg;
+    if (next.tun.name !== cur.tun.name || next.queue !== cur.queue || next.mode !== cur.mode
+      || JSON.stringify(next.prefixes) !== JSON.stringify(cur.prefixes)) {
+      throw new GatewayError('ERR_CONFIG', 'reload can change peers and SAs only; tun, queue, mode and prefixes need a restart');
+    }
+    const engine = this.engine;
+    if (engine === undefined) throw new GatewayError('ERR_CONTROL', 'not up');
+    engine.setTables(buildTables(next, this.#sas, engine.tables));
+    this.#cfg = next;
+    this.#log.info({ peers: next.peers.length }, 'config reloaded');
+  }
+
+  status(): DaemonStatus {
+    return statusOf(this);
+  }
+
+  #handleControl(req: { cmd: string }): unknown {
+    switch (req.cmd) {
+      case 'status': return this.status();
+      case 'ping': return { ok: true };
+      default: return { error: `unknown command "${req.cmd}"` };
+    }
+  }
+
+  async #teardown(): Promise<void> {
+    this.engine?.stop();
+    const steps: [string, () => Promise<void> | void][] = [
+      ['receiver', () => this.#receiver?.close()],
+      ['sender', () => this.#sender?.close()],
+      ['tun', () => this.#tun?.close()],
+      ['gate', async () => { if (this.#added.includes('gate')) await this.#sys.removeGate(this.#cfg); }],
+      ['control', async () => { if (this.#control) await closeControl(this.#control, this.controlPath); }],
+    ];
+    for (const [name, fn] of steps) {
+      try { await fn(); } catch (e) { this.#log.error({ err: e }, `teardown step ${name} failed`); }
+    }
+    this.#added.length = 0;
+  }
+}
+
+export type { EngineTables };

@@ -1,0 +1,87 @@
+/**
+ * daemon/netdev.ts: the TUN's link settings and the routes of the fake prefixes, applied with
+ * one `ip -batch -` call per step (never one process per route). Through the installer's
+ * Runner (src/netfilter/runner.ts), so that the daemon can be tested with a fake.
+ *
+ * What is set up, per fake prefix P (IPv4 or IPv6):
+ *   ip link set dev TUN mtu M addrgenmode none   (no IPv6 link-local: nothing but steered traffic)
+ *   ip link set dev TUN up
+ *   ip route replace P dev TUN                  (steered traffic enters the TUN)
+ *   ip route replace blackhole P metric 4242    (fail closed: if the TUN disappears, the
+ *                                                fake destinations go nowhere, never out a NIC)
+ */
+import { GatewayError } from '../errors.js';
+import type { Runner, RunResult } from '../netfilter/runner.js';
+
+/** IP_TIMEOUT_MS bounds every ip(8) call. */
+const IP_TIMEOUT_MS = 10_000;
+
+/** Exec is a Runner bound to ip(8) with a time limit. */
+type Exec = (args: readonly string[], stdin?: string) => Promise<RunResult>;
+
+function ipOf(runner: Runner): Exec {
+  return (args, stdin) => runner.run('ip', args, stdin, IP_TIMEOUT_MS);
+}
+
+/** BLACKHOLE_METRIC is the metric of the fail-closed blackhole routes (above the TUN route's 0). */
+export const BLACKHOLE_METRIC = 4242;
+
+function familyFlag(prefix: string): '-4' | '-6' {
+  return prefix.includes(':') ? '-6' : '-4';
+}
+
+async function ipBatch(runner: Runner, lines: readonly string[], what: string): Promise<void> {
+  if (lines.length === 0) return;
+  const r = await ipOf(runner)(['-batch', '-'], lines.join('\n') + '\n');
+  if (r.missing) throw new GatewayError('ERR_MISSING_TOOL', 'ip(8) not found: install iproute2');
+  if (r.code !== 0) throw new GatewayError('ERR_NETLINK', `${what} failed: ${r.stderr.trim() || `ip exited ${String(r.code)}`}`);
+}
+
+/** configureTun sets MTU, disables address autoconfiguration, brings the TUN up and routes the fake prefixes into it. */
+export async function configureTun(runner: Runner, tun: string, mtuBytes: number, fakePrefixes: readonly string[]): Promise<void> {
+  await ipBatch(runner, [
+    `link set dev ${tun} mtu ${mtuBytes} addrgenmode none`,
+    `link set dev ${tun} up`,
+    ...fakePrefixes.map((p) => `route replace ${p} dev ${tun}`),
+  ], `configuring ${tun}`);
+}
+
+/** installBlackholes adds the fail-closed blackhole routes for the fake prefixes. */
+export async function installBlackholes(runner: Runner, fakePrefixes: readonly string[]): Promise<void> {
+  await ipBatch(runner, fakePrefixes.map((p) => `route replace blackhole ${p} metric ${BLACKHOLE_METRIC}`), 'adding blackhole routes');
+}
+
+/** removeBlackholes deletes them again; missing routes are not an error. */
+export async function removeBlackholes(runner: Runner, fakePrefixes: readonly string[]): Promise<void> {
+  const exec = ipOf(runner);
+  for (const p of fakePrefixes) {
+    await exec([familyFlag(p), 'route', 'del', 'blackhole', p, 'metric', String(BLACKHOLE_METRIC)]);
+  }
+}
+
+/** hasBlackholes reports whether every fake prefix has its blackhole route. */
+export async function hasBlackholes(runner: Runner, fakePrefixes: readonly string[]): Promise<boolean> {
+  const exec = ipOf(runner);
+  for (const p of fakePrefixes) {
+    const r = await exec([familyFlag(p), 'route', 'show', 'type', 'blackhole', p]);
+    if (r.code !== 0 || !r.stdout.includes(`metric ${BLACKHOLE_METRIC}`)) return false;
+  }
+  return true;
+}
+
+/** linkMtuTowards returns the MTU of the interface the kernel uses to reach `addr` (default 1500 if unknown). */
+export async function linkMtuTowards(runner: Runner, addr: string): Promise<number> {
+  const exec = ipOf(runner);
+  const r = await exec(['-j', familyFlag(addr), 'route', 'get', addr]);
+  if (r.code !== 0) return 1500;
+  try {
+    const routes = JSON.parse(r.stdout) as { dev?: string; mtu?: number }[];
+    const dev = routes[0]?.dev;
+    if (dev === undefined) return 1500;
+    const l = await exec(['-j', 'link', 'show', 'dev', dev]);
+    const links = JSON.parse(l.stdout) as { mtu?: number }[];
+    return links[0]?.mtu ?? 1500;
+  } catch {
+    return 1500;
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * daemon/status.ts: the status document (`espgate status --json`). Its shape is part of the
+ * public interface: fields are only ever added, never renamed (schemaVersion bumps otherwise).
+ */
+import { DROP_REASONS, type DropReason } from '../drops.js';
+import type { Daemon } from './daemon.js';
+
+/** SaStatus is one SA in the status document. */
+export interface SaStatus {
+  readonly direction: 'in' | 'out';
+  readonly spi: string;
+  readonly algorithm: string;
+  readonly packets: number;
+  readonly bytes: number;
+  /** drops counted on this SA by reason (only reasons with a count). */
+  readonly drops: Readonly<Partial<Record<DropReason, number>>>;
+}
+
+/** PeerStatus is one peer. Times are ms since the epoch, 0 = never. */
+export interface PeerStatus {
+  readonly name: string;
+  readonly endpoint: string;
+  readonly sas: readonly SaStatus[];
+  readonly txPackets: number;
+  readonly txBytes: number;
+  readonly rxPackets: number;
+  readonly rxBytes: number;
+  readonly lastTxMs: number;
+  readonly lastRxMs: number;
+}
+
+/** DaemonStatus is the whole document. */
+export interface DaemonStatus {
+  readonly schemaVersion: 1;
+  readonly name: string | null;
+  readonly state: string;
+  readonly pid: number;
+  readonly uptimeMs: number;
+  readonly tun: { readonly name: string; readonly mtu: number };
+  readonly totals: Readonly<Record<string, number>>;
+  readonly drops: Readonly<Record<DropReason, number>>;
+  readonly peers: readonly PeerStatus[];
+}
+
+function nonZero(c: Readonly<Record<DropReason, number>>): Partial<Record<DropReason, number>> {
+  return Object.fromEntries(Object.entries(c).filter(([, n]) => n > 0));
+}
+
+const hex = (spi: number): string => `0x${spi.toString(16).padStart(8, '0')}`;
+
+/** statusOf reads the daemon's counters into a plain document. */
+export function statusOf(d: Daemon): DaemonStatus {
+  const e = d.engine;
+  const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, e?.drops.counts[r] ?? 0])) as Record<DropReason, number>;
+  const peers: PeerStatus[] = [];
+  if (e !== undefined) {
+    const t = e.tables;
+    const inbound = t.sadb.inboundSas();
+    for (const peer of t.peers.values()) {
+      const sas: SaStatus[] = [];
+      const out = t.sadb.outbound(peer.name);
+      if (out) sas.push({ direction: 'out', spi: hex(out.spi), algorithm: out.algorithm, packets: out.stats.packets, bytes: out.stats.bytes, drops: nonZero(out.drops.counts) });
+      for (const s of inbound) {
+        if (s.peer === peer.name) sas.push({ direction: 'in', spi: hex(s.spi), algorithm: s.algorithm, packets: s.stats.packets, bytes: s.stats.bytes, drops: nonZero(s.drops.counts) });
+      }
+      peers.push({ name: peer.name, endpoint: peer.endpoint, sas, ...peer.stats });
+    }
+  }
+  return {
+    schemaVersion: 1,
+    name: d.config.name ?? null,
+    state: d.state,
+    pid: process.pid,
+    uptimeMs: Date.now() - d.startedMs,
+    tun: { name: d.config.tun.name, mtu: d.tunMtu },
+    totals: { ...(e?.totals ?? {}) },
+    drops,
+    peers,
+  };
+}

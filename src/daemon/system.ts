@@ -1,0 +1,60 @@
+/**
+ * daemon/system.ts: the real System: io/ for TUN, raw sockets and NFQUEUE; netfilter/ for the
+ * rules; netdev.ts for links and routes. Netfilter state lives in the config's stateDir, so
+ * several daemons (one per network namespace in the lab) never share it.
+ */
+import type { Config } from '../config/load.js';
+import type { System } from './daemon.js';
+import { openTun } from '../io/tun.js';
+import { openEspSender } from '../io/rawsock.js';
+import { openEspReceiver } from '../io/nfqueue.js';
+import { buildRulesSpec } from '../netfilter/model.js';
+import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
+import { spawnRunner, type Runner } from '../netfilter/runner.js';
+import { rulesInputOf } from './rules-input.js';
+import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards } from './netdev.js';
+
+const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
+
+/** gateOps are the gate operations, shared by the daemon and `espgate rules`. */
+export function gateOps(runner: Runner = spawnRunner()) {
+  const opts = (cfg: Config) => ({ runner, stateDir: cfg.stateDir });
+  return {
+    async installed(cfg: Config): Promise<boolean> {
+      const spec = buildRulesSpec(rulesInputOf(cfg));
+      const st = await status(spec.tag, { ...opts(cfg), spec });
+      return st.installed && (await hasBlackholes(runner, fakes(cfg)));
+    },
+    async install(cfg: Config): Promise<readonly string[]> {
+      await installBlackholes(runner, fakes(cfg));
+      const r = await install(buildRulesSpec(rulesInputOf(cfg)), opts(cfg));
+      return r.notes;
+    },
+    async remove(cfg: Config): Promise<boolean> {
+      const spec = buildRulesSpec(rulesInputOf(cfg));
+      const r = await uninstall(spec.tag, opts(cfg));
+      await removeBlackholes(runner, fakes(cfg));
+      return r.removed;
+    },
+    async show(cfg: Config): Promise<string> {
+      const r = await dryRunInstall(buildRulesSpec(rulesInputOf(cfg)), opts(cfg));
+      const routes = fakes(cfg).map((p) => `ip route replace blackhole ${p} metric 4242`).join('\n');
+      return `${r.formatted}\n# routes (fail closed)\n${routes}\n`;
+    },
+  };
+}
+
+/** linuxSystem is the System of a real Linux host. */
+export function linuxSystem(runner: Runner = spawnRunner()): System {
+  const gate = gateOps(runner);
+  return {
+    openTun: (name) => openTun(name),
+    configureTun: (name, mtu, prefixes) => configureTun(runner, name, mtu, prefixes),
+    linkMtuTowards: (addr) => linkMtuTowards(runner, addr),
+    openSender: () => openEspSender(),
+    openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
+    gateInstalled: (cfg) => gate.installed(cfg),
+    installGate: async (cfg) => { await gate.install(cfg); },
+    removeGate: async (cfg) => { await gate.remove(cfg); },
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * daemon/tables.ts: builds the data path's EngineTables from a Config. Pure apart from the
+ * SaFactory (which may persist sequence reservations). On reload, SAs whose SPI and key did not
+ * change are carried over from the previous tables, so their sequence and replay state survive.
+ */
+import { isIP } from 'node:net';
+import type { Config } from '../config/load.js';
+import { addrBytes } from '../config/load.js';
+import { PrefixTable } from '../datapath/prefix-table.js';
+import type { EngineTables, PeerRuntime } from '../datapath/engine.js';
+import { OffsetMap } from '../steer/fake-offset.js';
+import { Sadb } from '../esp/sadb.js';
+import type { InboundSa, OutboundSa } from '../esp/sa.js';
+
+/** SaConfig is one SA entry of the config. */
+export type SaConfig = Config['peers'][number]['sa']['out'];
+
+/** SaFactory creates SA objects for one peer's static SAs. */
+export interface SaFactory {
+  outbound(peer: string, sa: SaConfig): OutboundSa;
+  inbound(peer: string, endpoint: string, sa: SaConfig, replayWindow: number): InboundSa;
+  /** sameKey tells whether an existing SA was made from this config entry (for reload). */
+  sameKey(existing: OutboundSa | InboundSa, sa: SaConfig): boolean;
+}
+
+function insertCidr<V>(t4: PrefixTable<V>, t6: PrefixTable<V>, cidr: string, v: V): void {
+  const [addr = '', len = '0'] = cidr.split('/');
+  const fam = isIP(addr) === 6 ? 6 : 4;
+  (fam === 4 ? t4 : t6).insert(addrBytes(addr, fam), Number(len), v);
+}
+
+/** buildTables makes fresh tables; `previous` lends its SAs to unchanged peers. */
+export function buildTables(cfg: Config, sas: SaFactory, previous?: EngineTables): EngineTables {
+  const offsets = new OffsetMap(cfg.prefixes.map((p) => ({ real: p.real, fake: p.fake })));
+  const peerByDst4 = new PrefixTable<PeerRuntime>(4);
+  const peerByDst6 = new PrefixTable<PeerRuntime>(6);
+  const local4 = new PrefixTable<true>(4);
+  const local6 = new PrefixTable<true>(6);
+  const sadb = new Sadb();
+  const peers = new Map<string, PeerRuntime>();
+  for (const c of cfg.local.protect) insertCidr(local4, local6, c, true);
+
+  for (const p of cfg.peers) {
+    const old = previous?.peers.get(p.name);
+    const sameEndpoint = old !== undefined && old.endpoint === p.endpoint;
+    const oldOut = sameEndpoint ? previous?.sadb.outbound(p.name) : undefined;
+    const oldIn = sameEndpoint ? previous?.sadb.inbound(p.sa.in.spi) : undefined;
+    sadb.setOutbound(p.name, oldOut !== undefined && sas.sameKey(oldOut, p.sa.out) ? oldOut : sas.outbound(p.name, p.sa.out));
+    sadb.addInbound(oldIn !== undefined && oldIn.peer === p.name && sas.sameKey(oldIn, p.sa.in) ? oldIn : sas.inbound(p.name, p.endpoint, p.sa.in, p.replayWindow));
+    const peer: PeerRuntime = {
+      name: p.name,
+      endpoint: p.endpoint,
+      endpointFamily: isIP(p.endpoint) === 6 ? 6 : 4,
+      protect4: new PrefixTable<true>(4),
+      protect6: new PrefixTable<true>(6),
+      stats: old?.stats ?? { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxMs: 0, lastTxMs: 0 },
+    };
+    for (const c of p.protect) {
+      insertCidr(peer.protect4, peer.protect6, c, true);
+      insertCidr(peerByDst4, peerByDst6, c, peer);
+    }
+    peers.set(p.name, peer);
+  }
+  return { offsets, peerByDst4, peerByDst6, local4, local6, sadb, peers };
+}

@@ -1,0 +1,234 @@
+/**
+ * datapath/engine.ts: the two directions of the data path, wired over the io/ interfaces.
+ *
+ * Outbound flow (one TUN readiness event → one batch):
+ *   1. readTun      TunDevice.readBatch into pooled buffers at HEADROOM (room for ESP header + IV)
+ *   2. unmap        rewriteOutbound: inner destination fake → real (ICMP errors: quoted source too)
+ *   3. classify     inner destination → peer (PrefixTable, O(1) per prefix length)
+ *   4. seal         sealEsp with the peer's outbound SA (sequence assigned here, in order, never wraps)
+ *   5. send         EspSender.send to the peer's endpoint (kernel adds the outer IP header)
+ *
+ * Inbound flow (one ESP packet from NFQUEUE, outer IP header included):
+ *   1. outer        validate the outer IPv4/IPv6 header, find the ESP payload (fragments: drop)
+ *   2. lookup       SPI → inbound SA → peer; the outer source must be that peer's endpoint
+ *   3. open         replay check (no mutation) → ICV verify + decrypt → replay accept
+ *   4. policy       inner is IP of the version next-header says; inner source ∈ peer.protect,
+ *                   inner destination ∈ local.protect
+ *   5. map          rewriteInbound: inner source real → fake (ICMP errors: quoted destination too)
+ *   6. writeTun     TunDevice.write; the kernel routes, conntrack un-NATs
+ *
+ * Nothing here throws per packet: every stage returns 'ok' or a DropReason, counted in
+ * DropCounters (global) and in the SA's own counters. The engine is single-threaded: it runs on
+ * the main event loop; per-SA sequence numbers are assigned in one place.
+ */
+import type { TunDevice, EspSender, EspReceiver, Family } from '../io/types.js';
+import { DropCounters, type DropReason } from '../drops.js';
+import { PrefixTable } from './prefix-table.js';
+import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
+import type { OffsetMap } from '../steer/fake-offset.js';
+import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
+import type { Sadb } from '../esp/sadb.js';
+
+/** HEADROOM is reserved in front of each TUN read: ESP header + IV, so sealEsp works in place. */
+export const HEADROOM = ESP_HEADROOM;
+/** BATCH_SIZE is the number of packets read from the TUN per readiness event at most. */
+export const BATCH_SIZE = 64;
+/** MAX_PACKET is the largest inner packet we handle (TUN MTU is at most 9000). */
+const MAX_PACKET = 9216;
+
+/** PeerRuntime is one peer as the data path sees it. */
+export interface PeerRuntime {
+  readonly name: string;
+  readonly endpoint: string;
+  readonly endpointFamily: Family;
+  /** protect4/protect6 hold the peer's protected prefixes, for the inbound source check. */
+  readonly protect4: PrefixTable<true>;
+  readonly protect6: PrefixTable<true>;
+  /** stats for `espgate status` */
+  readonly stats: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxMs: number; lastTxMs: number };
+}
+
+/** EngineTables are what the control plane builds from the config (and later IKE) for the data path. */
+export interface EngineTables {
+  readonly offsets: OffsetMap;
+  /** peerByDst4/6: inner real destination → peer (outbound classify). */
+  readonly peerByDst4: PrefixTable<PeerRuntime>;
+  readonly peerByDst6: PrefixTable<PeerRuntime>;
+  /** local4/6: our protected addresses (inbound destination check). */
+  readonly local4: PrefixTable<true>;
+  readonly local6: PrefixTable<true>;
+  /** sadb: inbound SAs by SPI (with their peer's outer source), outbound SAs by peer name. */
+  readonly sadb: Sadb;
+  /** peers by name (an inbound SA names its peer). */
+  readonly peers: ReadonlyMap<string, PeerRuntime>;
+}
+
+const IPV4_SRC = 12;
+const IPV4_DST = 16;
+const IPV6_SRC = 8;
+const IPV6_DST = 24;
+const PROTO_ESP = 50;
+
+/** Engine runs both directions. Create it, then start(); stop() detaches from the I/O. */
+export class Engine {
+  readonly drops = new DropCounters();
+  readonly totals = { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0 };
+  /** onDrop is called for every drop (rate-limited logging is the caller's job). */
+  onDrop: (reason: DropReason, dir: 'in' | 'out', detail: string) => void = () => {};
+
+  #tables: EngineTables;
+  readonly #tun: TunDevice;
+  readonly #sender: EspSender;
+  readonly #receiver: EspReceiver;
+  readonly #bufs: Buffer[];
+  readonly #sizes = new Int32Array(BATCH_SIZE);
+  #running = false;
+
+  constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver) {
+    this.#tables = tables;
+    this.#tun = tun;
+    this.#sender = sender;
+    this.#receiver = receiver;
+    this.#bufs = Array.from({ length: BATCH_SIZE }, () => Buffer.alloc(HEADROOM + MAX_PACKET + ESP_MAX_TAILROOM));
+  }
+
+  /** tables are replaced atomically on reload (SIGHUP) or when SAs change; safe between events. */
+  setTables(tables: EngineTables): void {
+    this.#tables = tables;
+  }
+
+  get tables(): EngineTables {
+    return this.#tables;
+  }
+
+  start(): void {
+    this.#running = true;
+    this.#tun.onReadable(() => this.drainTun());
+    this.#receiver.start((pkt) => this.handleEsp(pkt));
+  }
+
+  stop(): void {
+    this.#running = false;
+  }
+
+  /** drainTun reads and processes batches until the TUN is empty (bounded per event). */
+  drainTun(): void {
+    for (let round = 0; round < 16 && this.#running; round++) {
+      const n = this.#tun.readBatch(this.#bufs, this.#sizes, HEADROOM);
+      if (n === 0) return;
+      for (let i = 0; i < n; i++) {
+        this.totals.tunRead++;
+        const buf = this.#bufs[i]!;
+        const len = this.#sizes[i]!;
+        const r = this.handleOutbound(buf, HEADROOM, len);
+        if (r !== 'ok') this.#drop(r, 'out', buf, HEADROOM);
+      }
+      if (n < this.#bufs.length) return;
+    }
+  }
+
+  /**
+   * handleOutbound processes one inner packet read from the TUN at buf[off, off+len), with
+   * off >= HEADROOM and ESP_MAX_TAILROOM bytes free after it: ESP is sealed in place from
+   * buf[off - HEADROOM].
+   */
+  handleOutbound(buf: Buffer, off: number, len: number): DropReason | 'ok' {
+    const t = this.#tables;
+    if (len < 1) return 'truncated';
+    const version = buf[off]! >> 4;
+    const rw = rewriteOutbound(buf, off, len, t.offsets);
+    if (rw !== 'ok') return rw;
+    let peer: PeerRuntime | undefined;
+    if (version === 4) peer = t.peerByDst4.lookup(buf, off + IPV4_DST);
+    else if (version === 6) peer = t.peerByDst6.lookup(buf, off + IPV6_DST);
+    else return 'bad-inner';
+    if (peer === undefined) return 'no-peer';
+    const sa = t.sadb.outbound(peer.name);
+    if (sa === undefined) return 'no-sa';
+    const espOff = off - HEADROOM;
+    const n = sealEsp(sa, buf, off, len, buf, espOff);
+    if (typeof n !== 'number') return n;
+    if (!this.#sender.send(peer.endpointFamily, peer.endpoint, buf, espOff, n)) return 'send-error';
+    this.totals.espSent++;
+    peer.stats.txPackets++;
+    peer.stats.txBytes += len;
+    peer.stats.lastTxMs = Date.now();
+    return 'ok';
+  }
+
+  /** handleEsp processes one inbound ESP packet, outer IP header included. */
+  handleEsp(pkt: Buffer): void {
+    this.totals.espReceived++;
+    const r = this.handleInbound(pkt);
+    if (r !== 'ok') this.#drop(r, 'in', pkt, 0);
+  }
+
+  /** handleInbound returns 'ok' when the inner packet was written to the TUN. */
+  handleInbound(pkt: Buffer): DropReason | 'ok' {
+    const t = this.#tables;
+    if (pkt.length < 20) return 'truncated';
+    const version = pkt[0]! >> 4;
+    let espOff: number;
+    let espEnd: number;
+    let srcOff: number;
+    let srcLen: number;
+    if (version === 4) {
+      const ihl = (pkt[0]! & 0x0f) * 4;
+      const total = pkt.readUInt16BE(2);
+      if (ihl < 20 || total < ihl || total > pkt.length) return 'bad-outer';
+      if ((pkt.readUInt16BE(6) & 0x3fff) !== 0) return 'bad-outer'; // MF set or fragment offset: ESP fragment
+      if (pkt[9] !== PROTO_ESP) return 'bad-outer';
+      espOff = ihl;
+      espEnd = total;
+      srcOff = IPV4_SRC;
+      srcLen = 4;
+    } else if (version === 6) {
+      if (pkt.length < 40) return 'truncated';
+      const payload = pkt.readUInt16BE(4);
+      if (40 + payload > pkt.length) return 'bad-outer';
+      if (pkt[6] !== PROTO_ESP) return 'bad-outer'; // extension headers (incl. fragments) before ESP: not accepted
+      espOff = 40;
+      espEnd = 40 + payload;
+      srcOff = IPV6_SRC;
+      srcLen = 16;
+    } else return 'bad-outer';
+
+    const hdr = parseEspHeader(pkt, espOff, espEnd - espOff);
+    if (typeof hdr === 'string') return hdr;
+    const sa = t.sadb.lookupInbound(hdr.spi, pkt, srcOff, srcLen);
+    if (typeof sa === 'string') return sa;
+    const peer = t.peers.get(sa.peer);
+    if (peer === undefined) return 'unknown-spi';
+    const opened = openEsp(sa, pkt, espOff, espEnd - espOff);
+    if (opened === 'dummy') return 'ok'; // authenticated TFC dummy packet: discarded by design, counted on the SA
+    if (typeof opened === 'string') return opened;
+    const { innerOff, innerLen, nextHeader } = opened;
+    const inner = pkt;
+
+    const iv = inner[innerOff]! >> 4;
+    if ((iv === 4 && nextHeader !== NEXT_HEADER_IPV4) || (iv === 6 && nextHeader !== NEXT_HEADER_IPV6)) return 'bad-inner';
+    if (iv === 4) {
+      if (innerLen < 20 || inner.readUInt16BE(innerOff + 2) !== innerLen) return 'bad-inner';
+      if (peer.protect4.lookup(inner, innerOff + IPV4_SRC) === undefined) return 'policy';
+      if (t.local4.lookup(inner, innerOff + IPV4_DST) === undefined) return 'policy';
+    } else if (iv === 6) {
+      if (innerLen < 40 || inner.readUInt16BE(innerOff + 4) + 40 !== innerLen) return 'bad-inner';
+      if (peer.protect6.lookup(inner, innerOff + IPV6_SRC) === undefined) return 'policy';
+      if (t.local6.lookup(inner, innerOff + IPV6_DST) === undefined) return 'policy';
+    } else return 'bad-inner';
+
+    const rw = rewriteInbound(inner, innerOff, innerLen, t.offsets);
+    if (rw !== 'ok') return rw;
+    if (!this.#tun.write(inner, innerOff, innerLen)) return 'tun-write';
+    this.totals.tunWritten++;
+    peer.stats.rxPackets++;
+    peer.stats.rxBytes += innerLen;
+    peer.stats.lastRxMs = Date.now();
+    return 'ok';
+  }
+
+  #drop(reason: DropReason, dir: 'in' | 'out', _buf: Buffer, _off: number): void {
+    this.drops.add(reason);
+    this.onDrop(reason, dir, '');
+  }
+}
