@@ -19,6 +19,13 @@ const EXIT: Partial<Record<ErrorCode, number>> = {
   ERR_CONFIG: 2, ERR_PREFIX: 2, ERR_ESP_KEY: 2, ERR_ALREADY_RUNNING: 3, ERR_CONTROL: 4,
 };
 
+/**
+ * exitWhenDone is set by `up`: the nfqueue binding has no close(), so its netlink socket keeps
+ * the event loop alive after the daemon has removed everything it added; the CLI then ends
+ * the process itself with the exit code it chose.
+ */
+let exitWhenDone = false;
+
 function program(): Command {
   const p = new Command('espgate')
     .description('IPsec ESP tunnel-mode gateway: fake-offset steering, AES-GCM ESP, conntrack-consistent reinjection')
@@ -28,7 +35,7 @@ function program(): Command {
   p.command('up')
     .description('run the daemon in the foreground (installs rules/TUN/routes if absent; SIGTERM/SIGINT removes what it added)')
     .requiredOption('-c, --config <file>', 'config file (YAML)')
-    .action(async (o: { config: string }) => { await runUp(o.config, createLogger()); });
+    .action(async (o: { config: string }) => { exitWhenDone = true; await runUp(o.config, createLogger()); });
 
   p.command('check')
     .description('validate a config and print what would be installed; changes nothing')
@@ -88,3 +95,7 @@ async function main(): Promise<void> {
 }
 
 await main();
+if (exitWhenDone) {
+  // eslint-disable-next-line no-restricted-syntax -- see exitWhenDone: a native handle without close()
+  process.exit();
+}

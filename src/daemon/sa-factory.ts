@@ -7,7 +7,8 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { InboundSa, OutboundSa } from '../esp/sa.js';
 import { FileSeqReserver } from '../esp/seq-store.js';
-import { parseIpAddress } from '../esp/sadb.js';
+import { parseIpAddress } from '../packet/address.js';
+import { GatewayError } from '../errors.js';
 import type { AeadName } from '../esp/aead.js';
 import type { SaConfig, SaFactory } from './tables.js';
 
@@ -21,6 +22,12 @@ function fingerprint(sa: SaConfig): string {
   return `${sa.spi}:${sa.aead}:${sa.esn}:${createHash('sha256').update(sa.key).digest('hex')}`;
 }
 
+function endpointBytes(endpoint: string): Uint8Array {
+  const a = parseIpAddress(endpoint);
+  if (a === undefined) throw new GatewayError('ERR_CONFIG', `peer endpoint ${endpoint} is not an IP address`);
+  return a.bytes;
+}
+
 /** staticSaFactory creates SAs whose outbound sequence numbers are reserved in `stateDir/seq`. */
 export function staticSaFactory(stateDir: string): SaFactory {
   const reserver = new FileSeqReserver(join(stateDir, 'seq'));
@@ -32,7 +39,7 @@ export function staticSaFactory(stateDir: string): SaFactory {
       return o;
     },
     inbound(peer, endpoint, sa, replayWindow) {
-      const i = new InboundSa({ spi: sa.spi, algorithm: algorithmOf(sa), keyMaterial: sa.key, esn: sa.esn, replayWindow, peer, outerSource: parseIpAddress(endpoint) });
+      const i = new InboundSa({ spi: sa.spi, algorithm: algorithmOf(sa), keyMaterial: sa.key, esn: sa.esn, replayWindow, peer, outerSource: endpointBytes(endpoint) });
       made.set(i, fingerprint(sa));
       return i;
     },
