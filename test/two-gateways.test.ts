@@ -59,14 +59,14 @@ function setup() {
 }
 
 const addrs = (p: Buffer): [string, string] => {
-  const v = p[0]! >> 4;
+  const v = p[0] >> 4;
   return v === 4 ? [formatIpAddress(p, 12, 4), formatIpAddress(p, 16, 4)] : [formatIpAddress(p, 8, 6), formatIpAddress(p, 24, 6)];
 };
 
 /** checksumsOk verifies the IPv4 header checksum and the transport checksum by recomputation. */
 function checksumsOk(p: Buffer): boolean {
-  if (p[0]! >> 4 === 4 && internetChecksum(p, 0, 20) !== 0) return false;
-  const v4 = p[0]! >> 4 === 4;
+  if (p[0] >> 4 === 4 && internetChecksum(p, 0, 20) !== 0) return false;
+  const v4 = p[0] >> 4 === 4;
   const l4 = v4 ? 20 : 40;
   const proto = v4 ? p[9] : p[6];
   const stored = p.readUInt16BE(l4 + (proto === 6 ? 16 : proto === 17 ? 6 : 2));
@@ -79,25 +79,25 @@ test('two gateways: UDP over IPv4 and TCP over IPv6, both directions, real addre
     // 1. alice → bob, IPv4 UDP, as the kernel hands it to the TUN after the OUTPUT NETMAP
     g.tunA.inject(buildIpPacket({ src: '198.18.0.1', dst: '198.19.0.2', protocol: 17, payload: udpDatagram(40000, 53, Buffer.from('hello bob')) }));
     assert.equal(g.link.wire.length, 1);
-    const wire = g.link.wire[0]!;
+    const wire = g.link.wire[0];
     assert.equal(wire[9], 50, 'only ESP on the wire');
     assert.deepEqual(addrs(wire), ['198.18.0.1', '198.18.0.2']);
     assert.equal(wire.indexOf('hello bob'), -1, 'payload not visible on the wire');
     assert.equal(g.tunB.fromDaemon.length, 1);
-    const got = g.tunB.fromDaemon[0]!;
+    const got = g.tunB.fromDaemon[0];
     assert.deepEqual(addrs(got), ['198.19.0.1', '198.18.0.2'], 'bob sees alice in the fake prefix (routes back into the tunnel)');
     assert.ok(checksumsOk(got), 'checksums valid after rewrite');
     assert.ok(got.includes('hello bob'));
 
     // 2. bob's reply after conntrack de-NAT: dst is alice's fake address
     g.tunB.inject(buildIpPacket({ src: '198.18.0.2', dst: '198.19.0.1', protocol: 17, payload: udpDatagram(53, 40000, Buffer.from('hi alice')) }));
-    const back = g.tunA.fromDaemon[0]!;
+    const back = g.tunA.fromDaemon[0];
     assert.deepEqual(addrs(back), ['198.19.0.2', '198.18.0.1']);
     assert.ok(checksumsOk(back));
 
     // 3. IPv6 TCP SYN alice → bob over the IPv4 outer
     g.tunA.inject(buildIpPacket({ src: '2001:db8:0:1::1', dst: '2001:db8:0:ff01::2', protocol: 6, payload: tcpSegment({ srcPort: 41000, dstPort: 22, seq: 1, ack: 0, flags: 0x02, window: 65535 }) }));
-    const syn = g.tunB.fromDaemon[1]!;
+    const syn = g.tunB.fromDaemon[1];
     assert.deepEqual(addrs(syn), ['2001:db8:0:ff01::1', '2001:db8:0:1::2']);
     assert.ok(checksumsOk(syn));
 
@@ -111,16 +111,16 @@ test('two gateways: hostile input is dropped and counted by reason, nothing reac
   const g = setup();
   try {
     g.tunA.inject(buildIpPacket({ src: '198.18.0.1', dst: '198.19.0.2', protocol: 17, payload: udpDatagram(1, 2, Buffer.from('x')) }));
-    const good = g.link.wire[0]!;
+    const good = g.link.wire[0];
     g.link.deliver = false; // seq 2: sealed but not yet delivered
     g.tunA.inject(buildIpPacket({ src: '198.18.0.1', dst: '198.19.0.2', protocol: 17, payload: udpDatagram(1, 2, Buffer.from('y')) }));
     g.link.deliver = true;
-    const fresh = g.link.wire[1]!;
+    const fresh = g.link.wire[1];
     const before = g.tunB.fromDaemon.length;
     const cases: [number, string, Buffer, string][] = [];
     const replay = Buffer.from(good);
     cases.push([1, 'replay of an accepted packet', replay, 'replay']);
-    const flipped = Buffer.from(fresh); flipped[flipped.length - 1]! ^= 1;
+    const flipped = Buffer.from(fresh); flipped[flipped.length - 1] ^= 1;
     cases.push([2, 'ICV bit flip on an unseen sequence number', flipped, 'auth']);
     const spi = Buffer.from(good); spi.writeUInt32BE(0xdead, 20);
     cases.push([3, 'unknown SPI', spi, 'unknown-spi']);

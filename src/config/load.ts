@@ -114,7 +114,7 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
   const ranges = [...reals.map((x) => ({ ...x, kind: 'real' })), ...fakes.map((x) => ({ ...x, kind: 'fake' }))];
   for (let a = 0; a < ranges.length; a++) {
     for (let b = a + 1; b < ranges.length; b++) {
-      const x = ranges[a]!; const y = ranges[b]!;
+      const x = ranges[a]; const y = ranges[b];
       if (overlaps(x.c, y.c)) add(['prefixes', y.i, y.kind], `${y.c.addr}/${y.c.len} overlaps prefixes[${x.i}].${x.kind} ${x.c.addr}/${x.c.len}`);
     }
   }
@@ -192,6 +192,7 @@ export function parseConfig(text: string, file = 'config'): Config {
       const line = yamlLine(doc, text, iss.path);
       let message = iss.message;
       if (iss.code === 'unrecognized_keys') message = `unknown field(s): ${iss.keys.join(', ')}`;
+      else if (iss.code === 'invalid_type' && iss.input === undefined) message = `required field is missing (expected ${iss.expected})`;
       return { path: formatPath(iss.path), message, ...(line === undefined ? {} : { line }) };
     });
     throw problemsError(file, problems);

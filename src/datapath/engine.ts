@@ -23,7 +23,7 @@
  */
 import type { TunDevice, EspSender, EspReceiver, Family } from '../io/types.js';
 import { DropCounters, type DropReason } from '../drops.js';
-import { PrefixTable } from './prefix-table.js';
+import type { PrefixTable } from './prefix-table.js';
 import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import type { OffsetMap } from '../steer/fake-offset.js';
 import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
@@ -118,8 +118,8 @@ export class Engine {
       if (n === 0) return;
       for (let i = 0; i < n; i++) {
         this.totals.tunRead++;
-        const buf = this.#bufs[i]!;
-        const len = this.#sizes[i]!;
+        const buf = this.#bufs[i];
+        const len = this.#sizes[i];
         const r = this.handleOutbound(buf, HEADROOM, len);
         if (r !== 'ok') this.#drop(r, 'out', buf, HEADROOM);
       }
@@ -135,7 +135,7 @@ export class Engine {
   handleOutbound(buf: Buffer, off: number, len: number): DropReason | 'ok' {
     const t = this.#tables;
     if (len < 1) return 'truncated';
-    const version = buf[off]! >> 4;
+    const version = buf[off] >> 4;
     const rw = rewriteOutbound(buf, off, len, t.offsets);
     if (rw !== 'ok') return rw;
     let peer: PeerRuntime | undefined;
@@ -167,13 +167,13 @@ export class Engine {
   handleInbound(pkt: Buffer): DropReason | 'ok' {
     const t = this.#tables;
     if (pkt.length < 20) return 'truncated';
-    const version = pkt[0]! >> 4;
+    const version = pkt[0] >> 4;
     let espOff: number;
     let espEnd: number;
     let srcOff: number;
     let srcLen: number;
     if (version === 4) {
-      const ihl = (pkt[0]! & 0x0f) * 4;
+      const ihl = (pkt[0] & 0x0f) * 4;
       const total = pkt.readUInt16BE(2);
       if (ihl < 20 || total < ihl || total > pkt.length) return 'bad-outer';
       if ((pkt.readUInt16BE(6) & 0x3fff) !== 0) return 'bad-outer'; // MF set or fragment offset: ESP fragment
@@ -205,7 +205,7 @@ export class Engine {
     const { innerOff, innerLen, nextHeader } = opened;
     const inner = pkt;
 
-    const iv = inner[innerOff]! >> 4;
+    const iv = inner[innerOff] >> 4;
     if ((iv === 4 && nextHeader !== NEXT_HEADER_IPV4) || (iv === 6 && nextHeader !== NEXT_HEADER_IPV6)) return 'bad-inner';
     if (iv === 4) {
       if (innerLen < 20 || inner.readUInt16BE(innerOff + 2) !== innerLen) return 'bad-inner';

@@ -31,7 +31,7 @@ export class FakeTun implements TunDevice {
     let n = 0;
     while (n < bufs.length && this.toDaemon.length > 0) {
       const p = this.toDaemon.shift()!;
-      const b = bufs[n]!;
+      const b = bufs[n];
       const len = Math.min(p.length, b.length - offset);
       p.copy(b, offset, 0, len);
       sizes[n] = len;
