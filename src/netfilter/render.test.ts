@@ -1,0 +1,222 @@
+/**
+ * render.test.ts: render() against the reviewed golden files in rules/golden/, plus the
+ * properties the design depends on (O(1) rules in the number of peers, one jump per chain,
+ * state-aware re-rendering). UPDATE_GOLDEN=1 rewrites the golden files instead of comparing.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, test } from 'node:test';
+import { parseSave } from './inspect.js';
+import type { SavedRuleset } from './inspect.js';
+import { buildRulesSpec, IPT_CHAIN_NAME_MAX, IPSET_NAME_MAX } from './model.js';
+import type { RulesInput } from './model.js';
+import {
+  formatTexts, planRules, renderFamilyRestore, renderInstall, renderSetsInstall, renderSetsRemove,
+  renderUninstall, ruleCount, ruleLines, savedFromPlan,
+} from './render.js';
+
+/** projectRoot walks up from this file (src/ or dist/src/) to the directory holding package.json. */
+function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 10; i++) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    dir = dirname(dir);
+  }
+  throw new Error('package.json not found above the test file');
+}
+
+const V4 = { pairs: [{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }], peerAddrs: ['198.18.0.2/32'], endpoints: ['198.18.0.2'] };
+const V6 = {
+  pairs: [{ real: '2001:db8:1::/64', fake: '2001:db8:ff01::/64' }],
+  peerAddrs: ['2001:db8:1::2/128', '2001:db8:1::100/120'],
+  endpoints: ['2001:db8:1::2'],
+};
+const BASE = { tun: 'eg0', queueNum: 7, mssClamp: true, guard: true } as const;
+
+/** GOLDEN lists the reviewed specs; each file holds the install and the uninstall texts. */
+const GOLDEN: readonly { file: string; input: RulesInput }[] = [
+  { file: 'host-v4-one-pair.txt', input: { ...BASE, mode: 'host', families: { v4: V4 } } },
+  { file: 'host-dual-stack.txt', input: { ...BASE, mode: 'host', families: { v4: V4, v6: V6 } } },
+  {
+    file: 'gateway-v4-two-pairs.txt',
+    input: {
+      ...BASE, mode: 'gateway', families: {
+        v4: {
+          pairs: [{ real: '198.18.1.0/24', fake: '198.19.1.0/24' }, { real: '198.18.2.0/24', fake: '198.19.2.0/24' }],
+          peerAddrs: ['198.18.1.0/25', '198.18.2.0/24'],
+          endpoints: ['203.0.113.1', '203.0.113.2'],
+        },
+      },
+    },
+  },
+  { file: 'gateway-dual-stack.txt', input: { ...BASE, mode: 'gateway', families: { v4: V4, v6: V6 } } },
+  { file: 'host-v4-no-guard-no-clamp.txt', input: { ...BASE, mssClamp: false, guard: false, mode: 'host', families: { v4: V4 } } },
+];
+
+function golden(input: RulesInput): string {
+  const spec = buildRulesSpec(input);
+  return `## install\n\n${formatTexts(renderInstall(spec))}\n## uninstall\n\n${formatTexts(renderUninstall(spec))}`;
+}
+
+describe('render: golden files', () => {
+  const dir = join(projectRoot(), 'rules', 'golden');
+  GOLDEN.forEach(({ file, input }, i) => {
+    test(`case ${i + 1}: ${file}`, () => {
+      const got = golden(input);
+      const path = join(dir, file);
+      if (process.env['UPDATE_GOLDEN'] === '1') {
+        writeFileSync(path, got);
+        return;
+      }
+      assert.ok(existsSync(path), `${path} is missing: run with UPDATE_GOLDEN=1 and review it`);
+      assert.equal(got, readFileSync(path, 'utf8'), `${file} differs from render(); if intended, UPDATE_GOLDEN=1 and review the diff`);
+    });
+  });
+});
+
+function peers(n: number): string[] {
+  // n distinct /32s inside 198.18.0.0/16.
+  return Array.from({ length: n }, (_, i) => `198.18.${Math.floor(i / 250)}.${(i % 250) + 1}/32`);
+}
+
+describe('render: rule count does not depend on the number of peers', () => {
+  const mk = (n: number): RulesInput => ({
+    ...BASE, mode: 'gateway', families: {
+      v4: { pairs: [{ real: '198.18.0.0/16', fake: '198.19.0.0/16' }], peerAddrs: peers(n), endpoints: peers(n).map((p) => p.split('/')[0] ?? '') },
+    },
+  });
+  const one = buildRulesSpec(mk(1));
+  const many = buildRulesSpec(mk(1000));
+
+  test('case 1: same iptables text for 1 and 1000 peers', () => {
+    assert.equal(renderInstall(one).iptables, renderInstall(many).iptables);
+    assert.equal(ruleCount(planRules(one)), ruleCount(planRules(many)));
+  });
+  test('case 2: only the ipset text grows, by one add per extra peer and endpoint', () => {
+    const a = renderInstall(one).ipset.split('\n').length;
+    const b = renderInstall(many).ipset.split('\n').length;
+    assert.equal(b - a, 2 * 999);
+  });
+  test('case 3: a set past the ipset default capacity gets an explicit maxelem', () => {
+    const big = renderSetsInstall('T', [{ name: 'T-PEER4', type: 'hash:net', family: 'inet', members: peers(70000).map(() => '198.18.0.1/32') }], new Set());
+    assert.match(big, /^create T-PEER4 hash:net family inet maxelem 70000$/m);
+  });
+});
+
+describe('render: structure', () => {
+  const specs = GOLDEN.map((g) => buildRulesSpec(g.input));
+  test('case 1: every chain is jumped to exactly once, from its builtin, at the top', () => {
+    for (const spec of specs) {
+      for (const fam of ['v4', 'v6'] as const) {
+        const text = fam === 'v4' ? renderInstall(spec).iptables : renderInstall(spec).ip6tables;
+        const plan = planRules(spec).families.find((f) => f.family === fam);
+        if (plan === undefined) { assert.equal(text, ''); continue; }
+        for (const c of plan.chains) {
+          // Within its own table section, exactly one insert from the right builtin.
+          const section = text.split('COMMIT').find((s) => s.includes(`*${c.table}\n`)) ?? '';
+          assert.deepEqual(section.split('\n').filter((l) => l.endsWith(`-j ${c.chain}`)), [`-I ${c.builtin} 1 -j ${c.chain}`]);
+        }
+      }
+    }
+  });
+  test('case 2: names fit iptables and ipset limits for the longest tag', () => {
+    const spec = buildRulesSpec({ ...GOLDEN[3].input, tag: 'A'.repeat(23) });
+    const plan = planRules(spec);
+    for (const f of plan.families) for (const c of f.chains) assert.ok(c.chain.length <= IPT_CHAIN_NAME_MAX, c.chain);
+    for (const s of plan.sets) assert.ok(`${s.name}-T`.length <= IPSET_NAME_MAX, s.name);
+  });
+  test('case 3: ESP is never NATed', () => {
+    for (const spec of specs) {
+      for (const f of planRules(spec).families) {
+        for (const c of f.chains.filter((x) => x.table === 'nat' && (x.builtin === 'OUTPUT' || x.builtin === 'PREROUTING'))) {
+          for (const l of ruleLines(c).filter((x) => x.includes('NETMAP'))) assert.match(l, /! -p esp/);
+        }
+      }
+    }
+  });
+  test('case 4: the NFQUEUE rule has no --queue-bypass (fail closed)', () => {
+    for (const spec of specs) {
+      for (const f of planRules(spec).families) {
+        const q = f.chains.find((c) => c.table === 'raw');
+        assert.deepEqual(ruleLines(q!).filter((l) => l.includes('NFQUEUE')).length, 1);
+        for (const l of ruleLines(q!)) assert.doesNotMatch(l, /queue-bypass/);
+      }
+    }
+  });
+  test('case 5: IPv6 guard never drops neighbour discovery before its RETURN', () => {
+    const spec = buildRulesSpec(GOLDEN[3].input);
+    const v6 = planRules(spec).families.find((f) => f.family === 'v6');
+    for (const c of v6?.chains.filter((x) => x.table === 'filter') ?? []) {
+      const lines = ruleLines(c);
+      // Every DROP that matches on the peer set could hit ND between peers; ND must RETURN first.
+      const drops = lines.map((l, i) => (l.endsWith('-j DROP') && l.includes('--match-set') ? i : -1)).filter((i) => i >= 0);
+      assert.ok(drops.length > 0, c.chain);
+      for (const t of [133, 134, 135, 136, 137]) {
+        const ret = lines.indexOf(`-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`);
+        assert.ok(ret >= 0 && drops.every((d) => ret < d), `${c.chain}: ND type ${t} must RETURN before any peer-set DROP`);
+      }
+    }
+  });
+});
+
+describe('render: against current state', () => {
+  const spec = buildRulesSpec(GOLDEN[1].input);
+  const plan = planRules(spec);
+  const v4 = plan.families.find((f) => f.family === 'v4');
+  const installed: SavedRuleset = savedFromPlan(plan, 'v4');
+
+  test('case 1: re-install flushes and refills our chains but inserts no second jump', () => {
+    const text = renderFamilyRestore('ESPGATE', 'v4', v4, installed);
+    assert.doesNotMatch(text, /^-I /m);
+    assert.doesNotMatch(text, /^-D /m);
+    assert.match(text, /^:ESPGATE-OUT - \[0:0\]$/m);
+  });
+  test('case 2: duplicate and misplaced jumps are deleted, one canonical jump kept', () => {
+    const save = parseSave([
+      '*filter', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':ESPGATE-OUT - [0:0]', ':ESPGATE-IN - [0:0]',
+      '-A INPUT -j ESPGATE-OUT', '-A OUTPUT -j ESPGATE-OUT', '-A OUTPUT -o eth0 -j ESPGATE-OUT', '-A OUTPUT -j ESPGATE-OUT', 'COMMIT', '',
+    ].join('\n'));
+    const text = renderFamilyRestore('ESPGATE', 'v4', v4, save);
+    const filter = text.slice(text.indexOf('*filter'));
+    assert.deepEqual(filter.split('\n').filter((l) => l.startsWith('-D ')), [
+      '-D INPUT -j ESPGATE-OUT', '-D OUTPUT -o eth0 -j ESPGATE-OUT', '-D OUTPUT -j ESPGATE-OUT',
+    ]);
+    assert.deepEqual(filter.split('\n').filter((l) => l.startsWith('-I ')), ['-I INPUT 1 -j ESPGATE-IN']);
+  });
+  test('case 3: chains no longer wanted are flushed and deleted after their jumps', () => {
+    const gw = planRules(buildRulesSpec(GOLDEN[3].input));
+    const text = renderFamilyRestore('ESPGATE', 'v4', v4, savedFromPlan(gw, 'v4'));
+    const nat = text.slice(text.indexOf('*nat'), text.indexOf('COMMIT', text.indexOf('*nat')));
+    const lines = nat.split('\n');
+    assert.ok(lines.includes('-D PREROUTING -j ESPGATE-PRE'));
+    assert.ok(lines.includes('-X ESPGATE-PRE'));
+    assert.ok(lines.indexOf('-D PREROUTING -j ESPGATE-PRE') < lines.indexOf('-X ESPGATE-PRE'));
+    assert.ok(lines.indexOf(':ESPGATE-PRE - [0:0]') < lines.indexOf('-X ESPGATE-PRE'));
+  });
+  test('case 4: nothing wanted and nothing present renders nothing (no table gets created)', () => {
+    const other = parseSave('*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\nCOMMIT\n');
+    assert.equal(renderFamilyRestore('ESPGATE', 'v4', undefined, other), '');
+    assert.equal(renderFamilyRestore('ESPGATE', 'v4', undefined, new Map()), '');
+  });
+  test('case 5: tables without our chains are not named', () => {
+    const text = renderInstall(buildRulesSpec(GOLDEN[4].input)).iptables;
+    assert.doesNotMatch(text, /^\*mangle$/m);
+    const filter = text.slice(text.indexOf('*filter'));
+    assert.match(filter, /^:ESPGATE-OUT /m);
+    assert.doesNotMatch(filter, /^:ESPGATE-IN /m);
+  });
+  test('case 6: sets already present are not created again; leftover staging sets are destroyed first', () => {
+    const text = renderSetsInstall('ESPGATE', plan.sets, new Set(['ESPGATE-PEER4', 'ESPGATE-PEER4-T']));
+    assert.doesNotMatch(text, /^create ESPGATE-PEER4 /m);
+    const lines = text.split('\n');
+    assert.ok(lines.indexOf('destroy ESPGATE-PEER4-T') < lines.indexOf('create ESPGATE-PEER4-T hash:net family inet'));
+  });
+  test('case 7: set removal keeps wanted sets and their staging names', () => {
+    const present = new Set(['ESPGATE-PEER4', 'ESPGATE-PEER4-T', 'ESPGATE-PEER6', 'OTHER']);
+    const v4only = plan.sets.filter((s) => s.family === 'inet');
+    assert.equal(renderSetsRemove('ESPGATE', v4only, present), '# espgate ESPGATE: ipset restore input\ndestroy ESPGATE-PEER6\n');
+    assert.equal(renderSetsRemove('ESPGATE', plan.sets, new Set(['OTHER'])), '');
+  });
+});
