@@ -1,0 +1,380 @@
+// tun.cc: the smallest native piece of espgate. One TunQueue object owns one file descriptor of
+// /dev/net/tun attached to a TUN interface (IFF_TUN | IFF_NO_PI, optionally IFF_MULTI_QUEUE).
+//
+// What lives here, and why it is native:
+//   - open + ioctl(TUNSETIFF) + ioctl(TUNSETPERSIST): plain syscalls, done once.
+//   - readBatch: loops read() on the non-blocking fd until EAGAIN or the batch is full, so one
+//     JS -> C++ transition moves up to bufs.length packets.
+//   - write / writeBatch: one write() per packet (a TUN fd takes exactly one packet per write).
+//   - poll: a libuv uv_poll_t on the fd that calls one JS callback on the main thread when the
+//     fd becomes readable; the JS side then drains it with synchronous readBatch calls.
+//
+// Error policy (see src/io/tun-native.ts): open-time failures throw a JS Error whose `code` is
+// the errno name ("EPERM", "ENOENT", ...). Per-packet results are return values, never
+// exceptions: readBatch returns the count (or -errno when the very first read failed with
+// something other than EAGAIN), write returns 1 (sent), 0 (refused: EAGAIN/ENOBUFS/EINVAL...)
+// or -errno (the device is gone).
+//
+// Threading: every method runs on the JS main thread; the object is not shared with workers.
+
+#include <napi.h>
+#include <uv.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/if.h>
+#include <linux/if_tun.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <memory>
+#include <string>
+
+namespace {
+
+// ErrnoName returns "EPERM" for EPERM etc. (glibc >= 2.32), or "E<number>".
+std::string ErrnoName(int err) {
+  const char* n = strerrorname_np(err);
+  if (n != nullptr) return n;
+  return "E" + std::to_string(err);
+}
+
+// ThrowErrno throws Error("<what>: <ENAME> (<strerror>)") with .code, .errno and .syscall set,
+// the same shape as Node's own system errors.
+void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& what) {
+  std::string name = ErrnoName(err);
+  Napi::Error e = Napi::Error::New(env, what + ": " + name + " (" + strerror(err) + ")");
+  e.Set("code", Napi::String::New(env, name));
+  e.Set("errno", Napi::Number::New(env, err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.ThrowAsJavaScriptException();
+}
+
+// BufferView returns the bytes of a Buffer/Uint8Array argument (honouring its byteOffset).
+bool BufferView(Napi::Value v, uint8_t** data, size_t* len) {
+  if (!v.IsTypedArray()) return false;
+  Napi::TypedArray ta = v.As<Napi::TypedArray>();
+  if (ta.TypedArrayType() != napi_uint8_array) return false;
+  Napi::Uint8Array u8 = v.As<Napi::Uint8Array>();
+  *data = u8.Data();
+  *len = u8.ByteLength();
+  return true;
+}
+
+// Open flags passed from JS (bit set), kept apart from the kernel's IFF_* values.
+constexpr uint32_t kOpenMultiQueue = 1;  // IFF_MULTI_QUEUE
+constexpr uint32_t kOpenExclusive = 2;   // IFF_TUN_EXCL: fail with EBUSY if the name exists
+
+}  // namespace
+
+// TunQueue is one open queue (fd) of a TUN interface. JS: new TunQueue(path, name, flags).
+class TunQueue : public Napi::ObjectWrap<TunQueue> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(
+        env, "TunQueue",
+        {
+            InstanceAccessor<&TunQueue::GetName>("name"),
+            InstanceAccessor<&TunQueue::GetFd>("fd"),
+            InstanceMethod<&TunQueue::ReadBatch>("readBatch"),
+            InstanceMethod<&TunQueue::Write>("write"),
+            InstanceMethod<&TunQueue::WriteBatch>("writeBatch"),
+            InstanceMethod<&TunQueue::SetPersist>("setPersist"),
+            InstanceMethod<&TunQueue::Poll>("poll"),
+            InstanceMethod<&TunQueue::Unpoll>("unpoll"),
+            InstanceMethod<&TunQueue::Close>("close"),
+        });
+    exports.Set("TunQueue", ctor);
+    return exports;
+  }
+
+  // TunQueue(path, name, flags) opens path (normally /dev/net/tun) non-blocking and attaches it
+  // to the TUN interface `name`, creating the interface if it does not exist.
+  explicit TunQueue(const Napi::CallbackInfo& info) : Napi::ObjectWrap<TunQueue>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsString() || !info[1].IsString() || !info[2].IsNumber()) {
+      Napi::TypeError::New(env, "TunQueue(path: string, name: string, flags: number)")
+          .ThrowAsJavaScriptException();
+      return;
+    }
+    std::string path = info[0].As<Napi::String>().Utf8Value();
+    std::string name = info[1].As<Napi::String>().Utf8Value();
+    uint32_t flags = info[2].As<Napi::Number>().Uint32Value();
+    if (name.size() >= IFNAMSIZ) {
+      Napi::RangeError::New(env, "interface name longer than 15 bytes").ThrowAsJavaScriptException();
+      return;
+    }
+
+    int fd = open(path.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) {
+      ThrowErrno(env, errno, "open", "open " + path);
+      return;
+    }
+
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, name.data(), name.size());
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    if (flags & kOpenMultiQueue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
+    if (flags & kOpenExclusive) ifr.ifr_flags |= IFF_TUN_EXCL;
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
+      int err = errno;
+      close(fd);
+      ThrowErrno(env, err, "ioctl", "TUNSETIFF " + name);
+      return;
+    }
+    fd_ = fd;
+    name_.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
+  }
+
+  ~TunQueue() override { CloseFd(); }
+
+ private:
+  // name is the interface name the kernel chose (equal to the requested one unless it had %d).
+  Napi::Value GetName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), name_); }
+
+  // fd is the file descriptor, or -1 after close().
+  Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  // readBatch(bufs: Uint8Array[], sizes: Int32Array, offset: number): number
+  // Reads packets into bufs[i] at `offset` until EAGAIN or min(bufs.length, sizes.length) packets.
+  // sizes[i] gets the number of bytes read. A packet longer than bufs[i].length - offset is
+  // truncated by the kernel to exactly that length (read(2) does not report the full size), so
+  // the caller compares the IP header's declared length with sizes[i] and drops short ones.
+  // Returns the count, or -errno when the first read fails with anything but EAGAIN (gone).
+  Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
+      Napi::TypeError::New(env, "readBatch(bufs: Buffer[], sizes: Int32Array, offset: number)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    Napi::Array bufs = info[0].As<Napi::Array>();
+    Napi::TypedArray sizesTa = info[1].As<Napi::TypedArray>();
+    if (sizesTa.TypedArrayType() != napi_int32_array) {
+      Napi::TypeError::New(env, "sizes must be an Int32Array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int32_t* sizes = sizesTa.As<Napi::Int32Array>().Data();
+    size_t offset = info[2].As<Napi::Number>().Uint32Value();
+    uint32_t limit = bufs.Length();
+    if (sizesTa.ElementLength() < limit) limit = static_cast<uint32_t>(sizesTa.ElementLength());
+
+    uint32_t n = 0;
+    while (n < limit) {
+      uint8_t* data;
+      size_t len;
+      if (!BufferView(bufs.Get(n), &data, &len) || len <= offset) {
+        Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      ssize_t r = read(fd_, data + offset, len - offset);
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) break;
+        if (n == 0) return Napi::Number::New(env, -errno);
+        break;  // report what we have; the next call sees the error again
+      }
+      sizes[n] = static_cast<int32_t>(r);
+      n++;
+    }
+    return Napi::Number::New(env, n);
+  }
+
+  // WriteOne writes one packet: 1 = sent, 0 = refused (queue full or malformed), -errno = gone.
+  int WriteOne(const uint8_t* data, size_t len) {
+    for (;;) {
+      ssize_t r = write(fd_, data, len);
+      if (r >= 0) return 1;
+      switch (errno) {
+        case EINTR:
+          continue;
+        case EAGAIN:
+        case ENOBUFS:
+        case ENOMEM:
+        case EINVAL:    // not an IPv4/IPv6 packet (IFF_NO_PI takes the version nibble)
+        case EMSGSIZE:
+        case EFAULT:
+          return 0;
+        default:
+          return -errno;  // EBADFD / EIO / EBADF: the interface is gone
+      }
+    }
+  }
+
+  // write(buf: Uint8Array, offset: number, length: number): number (see WriteOne)
+  Napi::Value Write(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* data;
+    size_t len;
+    if (info.Length() < 3 || !BufferView(info[0], &data, &len) || !info[1].IsNumber() ||
+        !info[2].IsNumber()) {
+      Napi::TypeError::New(env, "write(buf: Buffer, offset: number, length: number)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t off = info[1].As<Napi::Number>().Uint32Value();
+    size_t n = info[2].As<Napi::Number>().Uint32Value();
+    if (off + n > len) {
+      Napi::RangeError::New(env, "offset + length beyond the buffer").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    return Napi::Number::New(env, WriteOne(data + off, n));
+  }
+
+  // writeBatch(bufs: Uint8Array[], offset: number, sizes: Int32Array, count: number): number
+  // Writes packet i from bufs[i] at `offset`, sizes[i] bytes, for i < count. Returns how many
+  // the kernel took (refused ones are skipped and not counted), or -errno if the device is gone.
+  Napi::Value WriteBatch(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 4 || !info[0].IsArray() || !info[1].IsNumber() || !info[2].IsTypedArray() ||
+        !info[3].IsNumber()) {
+      Napi::TypeError::New(env, "writeBatch(bufs: Buffer[], offset: number, sizes: Int32Array, count: number)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Array bufs = info[0].As<Napi::Array>();
+    size_t offset = info[1].As<Napi::Number>().Uint32Value();
+    Napi::TypedArray sizesTa = info[2].As<Napi::TypedArray>();
+    if (sizesTa.TypedArrayType() != napi_int32_array) {
+      Napi::TypeError::New(env, "sizes must be an Int32Array").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int32_t* sizes = sizesTa.As<Napi::Int32Array>().Data();
+    uint32_t count = info[3].As<Napi::Number>().Uint32Value();
+    if (count > bufs.Length() || count > sizesTa.ElementLength()) {
+      Napi::RangeError::New(env, "count exceeds bufs or sizes").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    int32_t sent = 0;
+    for (uint32_t i = 0; i < count; i++) {
+      uint8_t* data;
+      size_t len;
+      if (!BufferView(bufs.Get(i), &data, &len) || sizes[i] < 0 ||
+          offset + static_cast<size_t>(sizes[i]) > len) {
+        Napi::RangeError::New(env, "bufs[i] shorter than offset + sizes[i]").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      int r = WriteOne(data + offset, static_cast<size_t>(sizes[i]));
+      if (r < 0) return Napi::Number::New(env, r);
+      sent += r;
+    }
+    return Napi::Number::New(env, sent);
+  }
+
+  // setPersist(on: boolean): TUNSETPERSIST, so the interface outlives this fd (and the process).
+  Napi::Value SetPersist(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int on = info.Length() > 0 && info[0].ToBoolean().Value() ? 1 : 0;
+    if (fd_ < 0) {
+      ThrowErrno(env, EBADF, "ioctl", "TUNSETPERSIST " + name_);
+      return env.Undefined();
+    }
+    if (ioctl(fd_, TUNSETPERSIST, on) < 0) {
+      ThrowErrno(env, errno, "ioctl", "TUNSETPERSIST " + name_);
+      return env.Undefined();
+    }
+    return env.Undefined();
+  }
+
+  // poll(cb: (status: number) => void): start watching the fd for readability. cb runs on the main
+  // thread each time libuv sees the fd readable (level-triggered: drain it, or it fires again).
+  // status is 0, or a negative libuv error code. Calling poll again replaces the callback.
+  Napi::Value Poll(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsFunction()) {
+      Napi::TypeError::New(env, "poll(cb: function)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) {
+      ThrowErrno(env, EBADF, "uv_poll_start", "poll " + name_);
+      return env.Undefined();
+    }
+    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
+    if (poll_ == nullptr) {
+      uv_loop_t* loop = nullptr;
+      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
+        Napi::Error::New(env, "no libuv loop").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      poll_ = new uv_poll_t;
+      int rc = uv_poll_init(loop, poll_, fd_);
+      if (rc != 0) {
+        delete poll_;
+        poll_ = nullptr;
+        Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      poll_->data = this;
+      asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "espgate:tun");
+    }
+    int rc = uv_poll_start(poll_, UV_READABLE, OnReadable);
+    if (rc != 0) {
+      Napi::Error::New(env, std::string("uv_poll_start: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+    }
+    return env.Undefined();
+  }
+
+  // unpoll(): stop watching (the callback is kept; poll(cb) starts again).
+  Napi::Value Unpoll(const Napi::CallbackInfo& info) {
+    if (poll_ != nullptr) uv_poll_stop(poll_);
+    return info.Env().Undefined();
+  }
+
+  // close(): stop polling, release the callback and close the fd. Idempotent.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    CloseFd();
+    callback_.Reset();
+    asyncContext_.reset();
+    return info.Env().Undefined();
+  }
+
+  // OnReadable runs on the main thread (libuv callback). It calls the JS callback through
+  // MakeCallback so that promise jobs and nextTicks queued by it run before libuv goes on.
+  static void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
+    TunQueue* self = static_cast<TunQueue*>(handle->data);
+    if (self == nullptr || self->callback_.IsEmpty()) return;
+    Napi::Env env = self->Env();
+    Napi::HandleScope scope(env);
+    self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *self->asyncContext_);
+    if (env.IsExceptionPending()) {
+      // No JS frame is below us: hand the exception to process 'uncaughtException'.
+      Napi::Error e = env.GetAndClearPendingException();
+      napi_fatal_exception(env, e.Value());
+    }
+  }
+
+  // CloseFd stops and frees the poll handle (uv_close is asynchronous; the handle is deleted in
+  // its close callback), then closes the fd. libuv requires the poll to stop before the close.
+  void CloseFd() {
+    if (poll_ != nullptr) {
+      uv_poll_stop(poll_);
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (fd_ >= 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+
+  int fd_ = -1;
+  std::string name_;
+  uv_poll_t* poll_ = nullptr;
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+};
+
+Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
+  exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
+  return TunQueue::Init(env, exports);
+}
+
+NODE_API_MODULE(espgate_tun, InitAll)

@@ -1,0 +1,166 @@
+/**
+ * io/tun-native.ts: TunDevice over the node-addon-api addon in src/io/native/ (tun.cc).
+ *
+ * Readiness is a libuv uv_poll_t inside the addon: when the fd turns readable the addon calls
+ * our callback on the main thread, and the data path drains the fd with synchronous readBatch
+ * calls (one JS -> C++ transition per batch, one read(2) per packet).
+ */
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+import { GatewayError } from '../errors.js';
+import {
+  TUN_DEVICE_PATH,
+  checkAttachable,
+  errnoCode,
+  findProjectRoot,
+  tunGoneError,
+  tunOpenError,
+  validateTunName,
+} from './tun-common.js';
+import type { TunDeviceExt, TunOptions } from './tun-common.js';
+
+/** NATIVE_ADDON_RELPATH is where `npm run build:native` leaves the addon, from the project root. */
+export const NATIVE_ADDON_RELPATH = 'src/io/native/build/Release/espgate_tun.node';
+
+/** The addon's TunQueue, as tun.cc defines it. */
+interface NativeTunQueue {
+  readonly name: string;
+  readonly fd: number;
+  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number;
+  write(buf: Buffer, offset: number, length: number): number;
+  writeBatch(bufs: Buffer[], offset: number, sizes: Int32Array, count: number): number;
+  setPersist(on: boolean): void;
+  poll(cb: (status: number) => void): void;
+  unpoll(): void;
+  close(): void;
+}
+
+interface NativeAddon {
+  TunQueue: new (path: string, name: string, flags: number) => NativeTunQueue;
+}
+
+const OPEN_MULTI_QUEUE = 1;
+const OPEN_EXCLUSIVE = 2;
+
+let addon: NativeAddon | undefined;
+let addonError: unknown;
+
+/**
+ * loadNativeAddon returns the addon, or undefined (with the reason kept for
+ * nativeAddonError) when it has not been built. The result is cached.
+ */
+export function loadNativeAddon(): NativeAddon | undefined {
+  if (addon !== undefined) return addon;
+  if (addonError !== undefined) return undefined;
+  try {
+    const require = createRequire(import.meta.url);
+    addon = require(join(findProjectRoot(), NATIVE_ADDON_RELPATH)) as NativeAddon;
+    return addon;
+  } catch (e) {
+    addonError = e;
+    return undefined;
+  }
+}
+
+/** nativeAddonError says why loadNativeAddon returned undefined. */
+export function nativeAddonError(): unknown {
+  return addonError;
+}
+
+/**
+ * NativeTun is a TunDevice over one addon TunQueue. Main thread only. Created by
+ * openNativeTun.
+ */
+class NativeTun implements TunDeviceExt {
+  readonly impl = 'native' as const;
+  readonly name: string;
+  readonly #q: NativeTunQueue;
+  #closed = false;
+
+  constructor(q: NativeTunQueue) {
+    this.#q = q;
+    this.name = q.name;
+  }
+
+  get fd(): number {
+    return this.#closed ? -1 : this.#q.fd;
+  }
+
+  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number {
+    const n = this.#q.readBatch(bufs, sizes, offset);
+    if (n < 0) this.#gone(-n);
+    return n;
+  }
+
+  write(buf: Buffer, offset: number, length: number): boolean {
+    const r = this.#q.write(buf, offset, length);
+    if (r < 0) this.#gone(-r);
+    return r === 1;
+  }
+
+  writeBatch(bufs: Buffer[], offset: number, sizes: Int32Array, count: number): number {
+    const r = this.#q.writeBatch(bufs, offset, sizes, count);
+    if (r < 0) this.#gone(-r);
+    return r;
+  }
+
+  setPersist(on: boolean): void {
+    try {
+      this.#q.setPersist(on);
+    } catch (e) {
+      throw tunOpenError(e, 'persist', this.name, TUN_DEVICE_PATH);
+    }
+  }
+
+  onReadable(cb: () => void): void {
+    if (this.#closed) throw tunGoneError(this.name, 9 /* EBADF */);
+    this.#q.poll(() => cb());
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#q.close();
+  }
+
+  /** #gone closes the device and throws: a fatal read/write error (style: it closes the device). */
+  #gone(errno: number): never {
+    this.close();
+    throw tunGoneError(this.name, errno);
+  }
+}
+
+/**
+ * openNativeTun opens (creating or attaching to) the TUN interface `name` through the addon.
+ * Throws GatewayError('ERR_TUN') with the fix in the message when it cannot.
+ */
+export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt {
+  validateTunName(name);
+  const mod = loadNativeAddon();
+  if (mod === undefined) {
+    throw new GatewayError('ERR_TUN', `the native TUN addon is not built (${NATIVE_ADDON_RELPATH}): run 'npm run build:native'`, { cause: addonError });
+  }
+  const mode = opts.mode ?? 'any';
+  checkAttachable(name, mode);
+  const path = opts.devicePath ?? TUN_DEVICE_PATH;
+  const flags = (opts.multiQueue === true ? OPEN_MULTI_QUEUE : 0) | (mode === 'create' ? OPEN_EXCLUSIVE : 0);
+  let q: NativeTunQueue;
+  try {
+    q = new mod.TunQueue(path, name, flags);
+  } catch (e) {
+    const syscall = typeof e === 'object' && e !== null && 'syscall' in e ? e.syscall : undefined;
+    if (errnoCode(e) === undefined) throw e; // a programming error (TypeError), not the kernel
+    throw tunOpenError(e, syscall === 'open' ? 'open' : 'setiff', name, path);
+  }
+  const dev = new NativeTun(q);
+  if (opts.persist === true) {
+    try {
+      dev.setPersist(true);
+    } catch (e) {
+      dev.close();
+      throw e;
+    }
+  }
+  return dev;
+}
