@@ -117,6 +117,9 @@ function outboundExceptions(family: IpFamily): string[] {
   return family === 'v4' ? [] : ndReturns();
 }
 
+/** NFQUEUE_MAX_ESP_BYTES is the largest ESP packet queued to the daemon (src/io/nfqueue.ts: the binding's 65535-byte receive buffer). */
+export const NFQUEUE_MAX_ESP_BYTES = 65000;
+
 function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
   const { tag, tun } = spec;
   const gw = spec.mode === 'gateway';
@@ -128,7 +131,8 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     chains.push({ table, builtin: BUILTIN_OF[suffix], chain: chainName(tag, suffix), purpose, lines });
   };
 
-  add('raw', 'PRE', 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no --queue-bypass: dropped while the daemon is down', [
+  add('raw', 'PRE', 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no --queue-bypass: dropped while the daemon is down. ESP over 65000 bytes is dropped first: the nfqueue binding cannot give it a verdict, so it would hold a queue slot forever', [
+    `-p esp -m length --length ${NFQUEUE_MAX_ESP_BYTES + 1}:65535 -j DROP`,
     `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j NFQUEUE --queue-num ${spec.queueNum}`,
   ]);
 
