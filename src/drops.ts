@@ -14,7 +14,7 @@ export const DROP_REASONS = [
   'too-old',          // sequence number left of the replay window
   'auth',             // ICV did not verify
   'bad-padding',      // pad length too large or padding bytes not 1,2,3,... (RFC 4303 §2.4)
-  'bad-next-header',  // next header not 4 (IPv4) or 41 (IPv6), or 59 dummy
+  'bad-next-header',  // next header not 4 (IPv4) or 41 (IPv6); 59 (TFC dummy) is not a drop: openEsp returns 'dummy'
   'bad-inner',        // decrypted payload is not a valid IP packet of that version
   'policy',           // inner addresses are not that peer's protected prefixes / our own
   'unmapped',         // address not inside any configured real (or fake) prefix
@@ -22,6 +22,7 @@ export const DROP_REASONS = [
   'no-peer',          // no peer protects the inner destination
   'no-sa',            // the peer has no usable outbound SA
   'seq-exhausted',    // the SA reached the end of its sequence space and refuses to send
+  'seq-store',        // the next block of sequence numbers could not be reserved durably (disk): not sent
   'too-big',          // inner packet larger than the tunnel MTU (an ICMP error is sent back)
   // I/O
   'tun-write',        // TUN write failed (queue full, device gone)

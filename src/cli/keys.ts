@@ -1,6 +1,6 @@
 /**
  * cli/keys.ts: the configured SAs as Wireshark `esp_sa` UAT lines, so that an operator can
- * decrypt a capture:  tshark -r cap.pcap -o esp.enable_encryption_dissector:TRUE \
+ * decrypt a capture:  tshark -r cap.pcap -o esp.enable_encryption_decode:TRUE \
  *                       -o "uat:esp_sa:<one line>" ...   (or save them as ~/.config/wireshark/esp_sa)
  */
 import { isIP } from 'node:net';

@@ -122,7 +122,8 @@ export function espSealedLength(sa: OutboundSa, innerLen: number): number {
  *   'bad-inner'     the inner packet is empty or not IPv4/IPv6 (version nibble)
  *   'too-big'       out has no room for the sealed packet
  *   'no-sa'         the SA reached a hard lifetime limit
- *   'seq-exhausted' the SA's sequence space is used up (or its reservation failed)
+ *   'seq-exhausted' the SA's sequence space is used up
+ *   'seq-store'     the next block of sequence numbers could not be reserved durably
  * For zero copies, read the inner packet to out[outOff + 16] (ESP_OFFSET_PAYLOAD headroom)
  * and pass that same buffer and offset; any other placement (even overlapping) is copied first.
  */

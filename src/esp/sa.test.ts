@@ -90,13 +90,13 @@ test('sa: reservations are made in blocks, before a number above the mark is use
   assert.equal(SEQ_RESERVE_BLOCK_DEFAULT, 65536);
 });
 
-test('sa: a failing reserver drops the packet as seq-exhausted, keeps the number, and recovers', () => {
+test('sa: a failing reserver drops the packet as seq-store, keeps the number, and recovers', () => {
   const r = new MemReserver();
   const sa = new OutboundSa({ ...base, reserver: r, reserveBlock: 2 });
   assert.equal(sa.takeSeq(), null);
   assert.equal(sa.takeSeq(), null);
   r.failing = true;
-  assert.equal(sa.takeSeq(), 'seq-exhausted');
+  assert.equal(sa.takeSeq(), 'seq-store');
   assert.ok(GatewayError.isGatewayError(sa.lastReserveError));
   assert.equal(seqOf(sa), 2n);
   assert.equal(sa.exhausted, false);

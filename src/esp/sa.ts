@@ -19,7 +19,7 @@
  * numbers ahead. A reserver that persists marks (FileSeqReserver, seq-store.ts) lets a
  * restarted daemon resume above every number it may have used, so a (key, IV) pair is never
  * reused even with static keys. If reserve() throws, the packet is dropped as
- * 'seq-exhausted' (nothing may be sent without a durable reservation) and the next packet
+ * 'seq-store' (nothing may be sent without a durable reservation) and the next packet
  * tries again; the error is kept in `lastReserveError` for the control plane.
  */
 import { DropCounters } from '../drops.js';
@@ -213,9 +213,9 @@ export class OutboundSa extends SaBase {
   /**
    * takeSeq assigns the next sequence number into seqHi/seqLo, reserving ahead first when it
    * crosses the reserved mark. Returns 'seq-exhausted' (and changes nothing) when the space is
-   * used up or the reservation could not be made durable.
+   * used up, 'seq-store' when the reservation could not be made durable.
    */
-  takeSeq(): 'seq-exhausted' | null {
+  takeSeq(): 'seq-exhausted' | 'seq-store' | null {
     if (this.exhausted) return 'seq-exhausted';
     const lo = (this.seqLo + 1) >>> 0;
     let hi = this.seqHi;
@@ -227,7 +227,7 @@ export class OutboundSa extends SaBase {
       }
     }
     if (hi > this.#reservedHi || (hi === this.#reservedHi && lo > this.#reservedLo)) {
-      if (!this.#reserveFrom(hi, lo)) return 'seq-exhausted';
+      if (!this.#reserveFrom(hi, lo)) return 'seq-store';
     }
     this.seqHi = hi;
     this.seqLo = lo;

@@ -94,7 +94,7 @@ test('seq-store: errors are ERR_SEQ_STORE', () => {
     assert.equal(existsSync(join(dir, 'gone')), false);
     // An SA with a failing store refuses to send rather than send unreserved numbers.
     const sa = new OutboundSa({ spi: 0x500, algorithm: 'aes128gcm16', keyMaterial: new Uint8Array(20), reserver: gone });
-    assert.equal(sa.takeSeq(), 'seq-exhausted');
+    assert.equal(sa.takeSeq(), 'seq-store');
     assert.ok(isStoreError(sa.lastReserveError));
   });
 });
