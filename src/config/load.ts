@@ -4,10 +4,11 @@
  * anything on the system is touched.
  */
 import { readFileSync } from 'node:fs';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { parseDocument, isMap, isSeq } from 'yaml';
 import type { ZodError } from 'zod';
 import { GatewayError } from '../errors.js';
+import { parseCidr, parseIpAddress, cidrContains, cidrsOverlap, formatCidr, type Cidr, type CidrResult } from '../packet/address.js';
 import { configSchema, type RawConfig } from './schema.js';
 
 /** Config is the validated, frozen configuration. */
@@ -38,54 +39,21 @@ function problemsError(file: string, problems: readonly ConfigProblem[]): Gatewa
   return err;
 }
 
-interface Cidr { addr: string; len: number; family: 4 | 6 }
-
-function splitCidr(text: string): Cidr {
-  const [addr = '', len = '0'] = text.split('/');
-  return { addr, len: Number(len), family: isIP(addr) === 6 ? 6 : 4 };
+/** toCidr parses a schema-checked CIDR text; a parse failure (host bits) is reported by the caller. */
+function toCidr(text: string): CidrResult {
+  return parseCidr(text);
 }
 
-/** hostBitsZero reports whether the address has no bits set past the prefix length. */
-export function hostBitsZero(c: Cidr): boolean {
-  const bytes = addrBytes(c.addr, c.family);
-  const bits = c.family === 4 ? 32 : 128;
-  for (let i = c.len; i < bits; i++) {
-    const byte = bytes[i >> 3] ?? 0;
-    if ((byte >> (7 - (i & 7))) & 1) return false;
-  }
-  return true;
-}
-
-/** addrBytes converts an address text to bytes (control plane only; validated by isIP first). */
-export function addrBytes(addr: string, family: 4 | 6): Uint8Array {
-  if (family === 4) return Uint8Array.from(addr.split('.').map(Number));
-  const [head = '', tail] = addr.split('::');
-  const parseGroups = (s: string): number[] => {
-    if (s === '') return [];
-    const out: number[] = [];
-    for (const g of s.split(':')) {
-      if (g.includes('.')) { const b = g.split('.').map(Number); out.push(((b[0] ?? 0) << 8) | (b[1] ?? 0), ((b[2] ?? 0) << 8) | (b[3] ?? 0)); }
-      else out.push(parseInt(g, 16));
-    }
-    return out;
-  };
-  const h = parseGroups(head);
-  const t = tail === undefined ? [] : parseGroups(tail);
-  const groups = tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
-  const out = new Uint8Array(16);
-  groups.forEach((g, i) => { out[2 * i] = g >> 8; out[2 * i + 1] = g & 0xff; });
-  return out;
-}
-
+/** contains reports whether prefix `inner` lies inside prefix `outer`. */
 function contains(outer: Cidr, inner: Cidr): boolean {
-  if (outer.family !== inner.family || inner.len < outer.len) return false;
-  const bl = new BlockList();
-  bl.addSubnet(outer.addr, outer.len, outer.family === 4 ? 'ipv4' : 'ipv6');
-  return bl.check(inner.addr, inner.family === 4 ? 'ipv4' : 'ipv6');
+  return outer.family === inner.family && inner.prefixLen >= outer.prefixLen && cidrContains(outer, inner.bytes);
 }
 
-function overlaps(a: Cidr, b: Cidr): boolean {
-  return contains(a, b) || contains(b, a);
+/** addrBytes converts a schema-checked address text to its 4 or 16 bytes. */
+export function addrBytes(addr: string): Uint8Array {
+  const a = parseIpAddress(addr);
+  if (a === undefined) throw new GatewayError('ERR_CONFIG', `not an IP address: ${addr}`);
+  return a.bytes;
 }
 
 /** validateSemantics checks what a schema cannot: prefixes, overlaps, uniqueness, containment. */
@@ -93,13 +61,15 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
   const problems: ConfigProblem[] = [];
   const add = (path: PropertyKey[], message: string): void => { problems.push({ path: formatPath(path), message }); };
 
-  const allCidrs: { path: PropertyKey[]; c: Cidr }[] = [];
   const check = (path: PropertyKey[], text: string): Cidr => {
-    const c = splitCidr(text);
-    if (!hostBitsZero(c)) add(path, `${text} has host bits set past /${c.len}`);
-    allCidrs.push({ path, c });
-    return c;
+    const r = toCidr(text);
+    if (r.ok) return r.cidr;
+    add(path, r.message);
+    const a = parseIpAddress(text.split('/')[0] ?? '');
+    const fam = a?.family ?? 4;
+    return { family: fam, bytes: a?.bytes ?? new Uint8Array(fam === 4 ? 4 : 16), prefixLen: Number(text.split('/')[1] ?? 0) };
   };
+  const show = (c: Cidr): string => formatCidr(c);
 
   const reals: { c: Cidr; i: number }[] = [];
   const fakes: { c: Cidr; i: number }[] = [];
@@ -107,7 +77,7 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
     const r = check(['prefixes', i, 'real'], p.real);
     const f = check(['prefixes', i, 'fake'], p.fake);
     if (r.family !== f.family) add(['prefixes', i], `real ${p.real} and fake ${p.fake} are not the same address family`);
-    else if (r.len !== f.len) add(['prefixes', i], `real /${r.len} and fake /${f.len} must have the same length`);
+    else if (r.prefixLen !== f.prefixLen) add(['prefixes', i], `real /${r.prefixLen} and fake /${f.prefixLen} must have the same length`);
     reals.push({ c: r, i });
     fakes.push({ c: f, i });
   });
@@ -115,11 +85,11 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
   for (let a = 0; a < ranges.length; a++) {
     for (let b = a + 1; b < ranges.length; b++) {
       const x = ranges[a]; const y = ranges[b];
-      if (overlaps(x.c, y.c)) add(['prefixes', y.i, y.kind], `${y.c.addr}/${y.c.len} overlaps prefixes[${x.i}].${x.kind} ${x.c.addr}/${x.c.len}`);
+      if (cidrsOverlap(x.c, y.c)) add(['prefixes', y.i, y.kind], `${show(y.c)} overlaps prefixes[${x.i}].${x.kind} ${show(x.c)}`);
     }
   }
 
-  const inFake = (c: Cidr): number => fakes.findIndex((f) => overlaps(f.c, c));
+  const inFake = (c: Cidr): number => fakes.findIndex((f) => cidrsOverlap(f.c, c));
   cfg.local.protect.forEach((t, i) => {
     const c = check(['local', 'protect', i], t);
     const f = inFake(c);
@@ -134,16 +104,17 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
     if (names.has(p.name)) add(['peers', i, 'name'], `duplicate peer name "${p.name}"`);
     names.add(p.name);
     const ep = p.endpoint;
-    const epC: Cidr = { addr: ep, len: isIP(ep) === 4 ? 32 : 128, family: isIP(ep) === 6 ? 6 : 4 };
+    const epC = check(['peers', i, 'endpoint'], `${ep}/${isIP(ep) === 6 ? 128 : 32}`);
     if (inFake(epC) >= 0) add(['peers', i, 'endpoint'], `${ep} lies inside a fake prefix; the endpoint must be a real address`);
     p.protect.forEach((t, j) => {
       const c = check(['peers', i, 'protect', j], t);
       if (!reals.some((r) => contains(r.c, c))) add(['peers', i, 'protect', j], `${t} is not inside any prefixes[].real, so it cannot be mapped to a fake address`);
       for (const q of peerPrefixes) {
-        if (overlaps(q.c, c)) add(['peers', i, 'protect', j], `${t} overlaps peers[${q.i}].protect[${q.j}] (${cfg.peers[q.i]?.name ?? ''}): each address belongs to one peer`);
+        if (cidrsOverlap(q.c, c)) add(['peers', i, 'protect', j], `${t} overlaps peers[${q.i}].protect[${q.j}] (${cfg.peers[q.i]?.name ?? ''}): each address belongs to one peer`);
       }
       cfg.local.protect.forEach((l, k) => {
-        if (overlaps(splitCidr(l), c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${l}`);
+        const lc = toCidr(l);
+        if (lc.ok && cidrsOverlap(lc.cidr, c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${l}`);
       });
       peerPrefixes.push({ c, i, j });
     });

@@ -25,8 +25,7 @@ export interface SaFactory {
 
 function insertCidr<V>(t4: PrefixTable<V>, t6: PrefixTable<V>, cidr: string, v: V): void {
   const [addr = '', len = '0'] = cidr.split('/');
-  const fam = isIP(addr) === 6 ? 6 : 4;
-  (fam === 4 ? t4 : t6).insert(addrBytes(addr, fam), Number(len), v);
+  (isIP(addr) === 6 ? t6 : t4).insert(addrBytes(addr), Number(len), v);
 }
 
 /** buildTables makes fresh tables; `previous` lends its SAs to unchanged peers. */

@@ -6,6 +6,8 @@
  * text we render equals what `iptables-save` / `ip6tables-save` print back.
  */
 
+import { formatIpAddress, parseIpAddress } from '../packet/address.js';
+
 /** IpFamily names the two address families the installer handles. */
 export type IpFamily = 'v4' | 'v6';
 
@@ -16,8 +18,6 @@ export const IPV6_LEN = 16;
 /** IPV4_BITS and IPV6_BITS are the maximum prefix lengths. */
 export const IPV4_BITS = 32;
 export const IPV6_BITS = 128;
-
-const IPV6_GROUPS = 8;
 
 /** A Cidr is an address plus a prefix length; `addr` holds 4 or 16 bytes. */
 export interface Cidr {
@@ -31,115 +31,24 @@ export function familyBits(family: IpFamily): number {
   return family === 'v4' ? IPV4_BITS : IPV6_BITS;
 }
 
-function parseIpv4Bytes(text: string): Uint8Array | undefined {
-  const parts = text.split('.');
-  if (parts.length !== IPV4_LEN) return undefined;
-  const out = new Uint8Array(IPV4_LEN);
-  for (let i = 0; i < IPV4_LEN; i++) {
-    const p = parts[i] ?? '';
-    // Decimal only, no leading zeros (inet_pton refuses "010" as ambiguous octal in some libcs).
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
-    const v = Number(p);
-    if (v > 255) return undefined;
-    out[i] = v;
-  }
-  return out;
-}
-
-function parseGroups(text: string): number[] | undefined {
-  if (text === '') return [];
-  const out: number[] = [];
-  for (const g of text.split(':')) {
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-    out.push(parseInt(g, 16));
-  }
-  return out;
-}
-
-function parseIpv6Bytes(text: string): Uint8Array | undefined {
-  if (text.includes('%')) return undefined; // zone ids have no meaning in a rule
-  let body = text;
-  let tail: number[] = [];
-  // A trailing dotted quad stands for the last two groups.
-  const lastColon = body.lastIndexOf(':');
-  if (lastColon >= 0 && body.slice(lastColon + 1).includes('.')) {
-    const v4 = parseIpv4Bytes(body.slice(lastColon + 1));
-    if (v4 === undefined) return undefined;
-    tail = [((v4[0] ?? 0) << 8) | (v4[1] ?? 0), ((v4[2] ?? 0) << 8) | (v4[3] ?? 0)];
-    body = body.slice(0, lastColon + 1);
-    if (body.endsWith(':') && !body.endsWith('::')) body = body.slice(0, -1);
-  }
-  const halves = body.split('::');
-  if (halves.length > 2) return undefined;
-  let groups: number[];
-  if (halves.length === 2) {
-    const head = parseGroups(halves[0] ?? '');
-    const rest = parseGroups(halves[1] ?? '');
-    if (head === undefined || rest === undefined) return undefined;
-    const fill = IPV6_GROUPS - head.length - rest.length - tail.length;
-    if (fill < 1) return undefined; // "::" stands for at least one zero group
-    groups = [...head, ...new Array<number>(fill).fill(0), ...rest, ...tail];
-  } else {
-    const all = parseGroups(body);
-    if (all === undefined) return undefined;
-    groups = [...all, ...tail];
-    if (groups.length !== IPV6_GROUPS) return undefined;
-  }
-  const out = new Uint8Array(IPV6_LEN);
-  groups.forEach((g, i) => {
-    out[2 * i] = g >> 8;
-    out[2 * i + 1] = g & 0xff;
-  });
-  return out;
-}
-
-/** parseIp parses an address of either family; it returns undefined for anything else. */
+/** parseIp parses an IPv4 or IPv6 address (the one parser: src/packet/address.ts). */
 export function parseIp(text: string): { family: IpFamily; addr: Uint8Array } | undefined {
-  if (text.includes(':')) {
-    const addr = parseIpv6Bytes(text);
-    return addr === undefined ? undefined : { family: 'v6', addr };
-  }
-  const addr = parseIpv4Bytes(text);
-  return addr === undefined ? undefined : { family: 'v4', addr };
+  const a = parseIpAddress(text);
+  return a === undefined ? undefined : { family: a.family === 4 ? 'v4' : 'v6', addr: a.bytes };
 }
 
-/** formatIp prints an address as glibc inet_ntop does. */
+/**
+ * formatIp prints an address as glibc inet_ntop does, which is what iptables-save prints:
+ * RFC 5952, plus the deprecated IPv4-compatible form (first 96 bits zero, word 6 non-zero) in
+ * dotted notation, "::198.18.0.1".
+ */
 export function formatIp(family: IpFamily, addr: Uint8Array): string {
-  if (family === 'v4') return Array.from(addr.subarray(0, IPV4_LEN)).join('.');
-  const words: number[] = [];
-  for (let i = 0; i < IPV6_GROUPS; i++) words.push(((addr[2 * i] ?? 0) << 8) | (addr[2 * i + 1] ?? 0));
-  // First longest run of zero words, of length >= 2.
-  let bestBase = -1;
-  let bestLen = 0;
-  for (let i = 0; i < IPV6_GROUPS; ) {
-    if (words[i] !== 0) { i++; continue; }
-    let j = i;
-    while (j < IPV6_GROUPS && words[j] === 0) j++;
-    if (j - i > bestLen) { bestBase = i; bestLen = j - i; }
-    i = j;
+  if (family === 'v6' && addr.subarray(0, 12).every((b) => b === 0) && ((addr[12] ?? 0) | (addr[13] ?? 0)) !== 0) {
+    return `::${formatIpAddress(addr, 12, 4)}`;
   }
-  if (bestLen < 2) { bestBase = -1; bestLen = 0; }
-  // glibc prints an embedded IPv4 address for ::a.b.c.d and ::ffff:a.b.c.d.
-  const embedded = bestBase === 0 && (bestLen === 6 || (bestLen === 5 && words[5] === 0xffff));
-  let out = '';
-  for (let i = 0; i < IPV6_GROUPS; i++) {
-    if (i === bestBase) {
-      out += ':';
-      i += bestLen - 1;
-      if (i === IPV6_GROUPS - 1) out += ':';
-      continue;
-    }
-    if (i > 0) out += ':';
-    if (i === 6 && embedded) {
-      out += Array.from(addr.subarray(12, 16)).join('.');
-      break;
-    }
-    out += (words[i] ?? 0).toString(16);
-  }
-  return out;
+  return formatIpAddress(addr, 0, family === 'v4' ? 4 : 6);
 }
 
-/** maskAddr returns a copy of addr with every bit after prefixLen cleared. */
 export function maskAddr(addr: Uint8Array, prefixLen: number): Uint8Array {
   const out = new Uint8Array(addr);
   for (let i = 0; i < out.length; i++) {
