@@ -26,7 +26,7 @@ done
 
 # Packages the lab, the demo and the daemon use. netcat: either ncat or netcat-openbsd will do.
 # make/g++ build the native addon (node-gyp); iputils-ping gives ping in the namespaces.
-PACKAGES=(iptables iproute2 conntrack tcpdump tshark libnetfilter-queue-dev ipset iperf3 socat python3
+PACKAGES=(iptables iproute2 conntrack tcpdump tshark libnetfilter-queue-dev ipset nftables iperf3 socat python3
           iputils-ping make g++)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
