@@ -1,0 +1,97 @@
+/**
+ * The daemon's lifecycle over a fake System: the gate goes in before the TUN exists, stop
+ * removes only what this daemon added, a failed start undoes everything, and reload keeps the
+ * state of untouched peers.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { Daemon, tunMtuFor, type System } from '../src/daemon/daemon.js';
+import { staticSaFactory } from '../src/daemon/sa-factory.js';
+import { parseConfig, type Config } from '../src/config/load.js';
+import { EXAMPLE } from '../src/config/reference.js';
+import { GatewayError } from '../src/errors.js';
+import { FakeTun } from './support/fakes.js';
+
+function fakeSystem(opts: { gatePresent?: boolean; failTun?: boolean } = {}) {
+  const calls: string[] = [];
+  let gate = opts.gatePresent ?? false;
+  const tun = new FakeTun();
+  const sys: System = {
+    openTun: (name) => { calls.push(`openTun ${name}`); if (opts.failTun) throw new GatewayError('ERR_TUN', 'no /dev/net/tun'); return tun; },
+    configureTun: async (name, mtu) => { calls.push(`configureTun ${name} ${mtu}`); },
+    linkMtuTowards: async () => 1500,
+    openSender: () => { calls.push('openSender'); return { send: () => true, close: () => { calls.push('closeSender'); } }; },
+    openReceiver: () => { calls.push('openReceiver'); return { start: () => {}, close: () => { calls.push('closeReceiver'); } }; },
+    gateInstalled: async () => gate,
+    installGate: async () => { calls.push('installGate'); gate = true; },
+    removeGate: async () => { calls.push('removeGate'); gate = false; },
+  };
+  return { sys, calls, tun, gate: () => gate };
+}
+
+function withConfig(fn: (cfg: Config) => Promise<void>): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'egd-'));
+  const cfg = parseConfig(EXAMPLE.replace('/var/lib/espgate', dir), 'example');
+  return fn(cfg).finally(() => rmSync(dir, { recursive: true, force: true }));
+}
+
+const silent = pino({ level: 'silent' });
+
+test('daemon: gate before TUN; stop removes what it added (numbered steps)', () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  const d = new Daemon(cfg, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  assert.equal(d.state, 'up');
+  assert.ok(f.calls.indexOf('installGate') < f.calls.indexOf('openTun eg0'), '1: the gate is in before the TUN exists');
+  assert.equal(d.tunMtu, 1440, '2: 1500 - 57 (IPv4 outer, AES-GCM-16), 4-aligned');
+  assert.equal(d.status().peers[0]?.sas.length, 2, '3: status lists both SAs');
+  await d.stop();
+  assert.equal(d.state, 'closed');
+  assert.equal(f.gate(), false, '4: the gate this daemon installed is removed');
+  assert.ok(f.calls.includes('closeReceiver') && f.calls.includes('closeSender') && f.tun.closed, '5: I/O closed');
+  await d.stop();
+  assert.equal(f.calls.filter((c) => c === 'removeGate').length, 1, '6: stop is idempotent');
+}));
+
+test('daemon: a gate installed by `rules install` stays closed after stop', () => withConfig(async (cfg) => {
+  const f = fakeSystem({ gatePresent: true });
+  const d = new Daemon(cfg, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  await d.stop();
+  assert.equal(f.gate(), true);
+  assert.ok(!f.calls.includes('installGate') && !f.calls.includes('removeGate'));
+}));
+
+test('daemon: a failed start undoes everything and leaves the state closed', () => withConfig(async (cfg) => {
+  const f = fakeSystem({ failTun: true });
+  const d = new Daemon(cfg, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await assert.rejects(d.start(), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_TUN');
+  assert.equal(d.state, 'closed');
+  assert.equal(f.gate(), false, 'gate removed again');
+}));
+
+test('daemon: reload keeps untouched SAs (and their sequence state) and refuses structural changes', () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  const d = new Daemon(cfg, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  const before = d.engine?.tables.sadb.outbound('bob');
+  assert.ok(before);
+  d.reload(parseConfig(EXAMPLE.replace('/var/lib/espgate', cfg.stateDir), 'again'));
+  assert.equal(d.engine?.tables.sadb.outbound('bob'), before, 'same SA object after reload');
+  const rekeyed = EXAMPLE.replace('/var/lib/espgate', cfg.stateDir).replace('0x000102030405060708090a0b0c0d0e0f10111213', '0x' + '55'.repeat(20));
+  d.reload(parseConfig(rekeyed, 'rekeyed'));
+  assert.notEqual(d.engine?.tables.sadb.outbound('bob'), before, 'a changed key makes a new SA');
+  const moved = EXAMPLE.replace('/var/lib/espgate', cfg.stateDir).replace('name: eg0', 'name: eg1');
+  assert.throws(() => d.reload(parseConfig(moved, 'moved')), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_CONFIG');
+  await d.stop();
+}));
+
+test('tunMtuFor: IPv4 and IPv6 outer overheads', () => {
+  assert.equal(tunMtuFor(1500, new Set([4])), 1440);
+  assert.equal(tunMtuFor(1500, new Set([4, 6])), 1420);
+  assert.equal(tunMtuFor(9000, new Set([6])), 8920);
+});
