@@ -22,13 +22,13 @@ function fakeSystem(opts: { gatePresent?: boolean; failTun?: boolean } = {}) {
   const tun = new FakeTun();
   const sys: System = {
     openTun: (name) => { calls.push(`openTun ${name}`); if (opts.failTun) throw new GatewayError('ERR_TUN', 'no /dev/net/tun'); return tun; },
-    configureTun: async (name, mtu) => { calls.push(`configureTun ${name} ${mtu}`); },
-    linkMtuTowards: async () => 1500,
+    configureTun: (name, mtu) => { calls.push(`configureTun ${name} ${mtu}`); return Promise.resolve(); },
+    linkMtuTowards: () => Promise.resolve(1500),
     openSender: () => { calls.push('openSender'); return { send: () => true, close: () => { calls.push('closeSender'); } }; },
     openReceiver: () => { calls.push('openReceiver'); return { start: () => {}, close: () => { calls.push('closeReceiver'); } }; },
-    gateInstalled: async () => gate,
-    installGate: async () => { calls.push('installGate'); gate = true; },
-    removeGate: async () => { calls.push('removeGate'); gate = false; },
+    gateInstalled: () => Promise.resolve(gate),
+    installGate: () => { calls.push('installGate'); gate = true; return Promise.resolve(); },
+    removeGate: () => { calls.push('removeGate'); gate = false; return Promise.resolve(); },
   };
   return { sys, calls, tun, gate: () => gate };
 }
