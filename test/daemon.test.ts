@@ -5,11 +5,11 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { Daemon, tunMtuFor, type System } from '../src/daemon/daemon.js';
+import { Daemon, tunMtuFor, markGateOwner, GATE_OWNER_FILE, type System } from '../src/daemon/daemon.js';
 import { staticSaFactory } from '../src/daemon/sa-factory.js';
 import { parseConfig, type Config } from '../src/config/load.js';
 import { EXAMPLE } from '../src/config/reference.js';
@@ -22,8 +22,9 @@ function fakeSystem(opts: { gatePresent?: boolean; failTun?: boolean } = {}) {
   const tun = new FakeTun();
   const sys: System = {
     openTun: (name) => { calls.push(`openTun ${name}`); if (opts.failTun) throw new GatewayError('ERR_TUN', 'no /dev/net/tun'); return tun; },
-    configureTun: (name, mtu) => { calls.push(`configureTun ${name} ${mtu}`); return Promise.resolve(); },
+    configureTun: (name, mtu, _prefixes, src) => { calls.push(`configureTun ${name} ${mtu} src ${src.v4 ?? '-'} ${src.v6 ?? '-'}`); return Promise.resolve(); },
     linkMtuTowards: () => Promise.resolve(1500),
+    localAddresses: () => Promise.resolve(['192.0.2.9', '198.18.0.1', '2001:db8:0:1::1']),
     openSender: () => { calls.push('openSender'); return { send: () => true, close: () => { calls.push('closeSender'); } }; },
     openReceiver: () => { calls.push('openReceiver'); return { start: () => {}, close: () => { calls.push('closeReceiver'); } }; },
     gateInstalled: () => Promise.resolve(gate),
@@ -48,6 +49,7 @@ test('daemon: gate before TUN; stop removes what it added (numbered steps)', () 
   assert.equal(d.state, 'up');
   assert.ok(f.calls.indexOf('installGate') < f.calls.indexOf('openTun eg0'), '1: the gate is in before the TUN exists');
   assert.equal(d.tunMtu, 1440, '2: 1500 - 57 (IPv4 outer, AES-GCM-16), 4-aligned');
+  assert.ok(f.calls.includes('configureTun eg0 1440 src 198.18.0.1 2001:db8:0:1::1'), '2b: fake routes get our address inside local.protect as source');
   assert.equal(d.status().peers[0]?.sas.length, 2, '3: status lists both SAs');
   await d.stop();
   assert.equal(d.state, 'closed');
@@ -64,6 +66,16 @@ test('daemon: a gate installed by `rules install` stays closed after stop', () =
   await d.stop();
   assert.equal(f.gate(), true);
   assert.ok(!f.calls.includes('installGate') && !f.calls.includes('removeGate'));
+}));
+
+test('daemon: a gate left by a crashed daemon is adopted and removed on stop', () => withConfig(async (cfg) => {
+  markGateOwner(cfg.stateDir, true); // what the crashed daemon left behind
+  const f = fakeSystem({ gatePresent: true });
+  const d = new Daemon(cfg, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  await d.stop();
+  assert.equal(f.gate(), false, 'adopted gate removed');
+  assert.equal(existsSync(join(cfg.stateDir, GATE_OWNER_FILE)), false, 'owner mark cleared');
 }));
 
 test('daemon: a failed start undoes everything and leaves the state closed', () => withConfig(async (cfg) => {

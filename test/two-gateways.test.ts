@@ -19,6 +19,7 @@ import { buildIpPacket, udpDatagram, tcpSegment, transportChecksum } from '../sr
 import { formatIpAddress } from '../src/packet/address.js';
 import { internetChecksum } from '../src/packet/checksum.js';
 import { FakeTun, EspLink } from './support/fakes.js';
+import { sealEsp } from '../src/esp/codec.js';
 
 const K_AB = '0x' + '11'.repeat(16) + 'a1a2a3a4';
 const K_BA = '0x' + '22'.repeat(16) + 'b1b2b3b4';
@@ -139,9 +140,16 @@ test('two gateways: hostile input is dropped and counted by reason, nothing reac
     g.link.inject('198.18.0.2', Buffer.from(fresh));
     assert.equal(g.tunB.fromDaemon.length, before + 1, 'the forged copy did not move the replay window: the genuine seq 2 still passes');
 
-    // 7. an inner packet whose source is not alice's protected address (alice's SA, dave's address)
+    // 7. an inner packet whose source is not alice's: alice refuses to seal it (bob would drop it)
     g.tunA.inject(buildIpPacket({ src: '198.18.0.4', dst: '198.19.0.2', protocol: 17, payload: udpDatagram(1, 2) }));
-    assert.equal(g.B.drops.counts.policy, 1, 'case 7: spoofed inner source is a policy drop');
+    assert.equal(g.A.drops.counts.policy, 1, 'case 7a: alice does not seal a foreign inner source');
+    // 7b. the same packet sealed with alice's SA anyway (a compromised or buggy peer): bob drops it
+    const spoofed = buildIpPacket({ src: '198.18.0.4', dst: '198.18.0.2', protocol: 17, payload: udpDatagram(1, 2) });
+    const esp = Buffer.alloc(spoofed.length + 64);
+    const n = sealEsp(g.A.tables.sadb.outbound('bob')!, spoofed, 0, spoofed.length, esp, 0);
+    assert.equal(typeof n, 'number');
+    g.link.inject('198.18.0.2', buildIpPacket({ src: '198.18.0.1', dst: '198.18.0.2', protocol: 50, payload: esp.subarray(0, n as number) }));
+    assert.equal(g.B.drops.counts.policy, 1, 'case 7b: spoofed inner source is a policy drop at bob');
     // 8. a packet to an address that is no peer of alice
     g.tunA.inject(buildIpPacket({ src: '198.18.0.1', dst: '198.19.0.9', protocol: 17, payload: udpDatagram(1, 2) }));
     assert.equal(g.A.drops.counts['no-peer'], 1, 'case 8: no peer for 198.18.0.9');

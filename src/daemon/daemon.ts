@@ -17,6 +17,8 @@
  */
 import type { Server } from 'node:net';
 import { join } from 'node:path';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { parseIpAddress } from '../packet/address.js';
 import type { Config } from '../config/load.js';
 import type { TunDevice, EspSender, EspReceiver } from '../io/types.js';
 import type { Logger } from '../log.js';
@@ -30,7 +32,9 @@ import { GatewayError } from '../errors.js';
 /** System is every kernel edge the daemon uses. */
 export interface System {
   openTun(name: string): TunDevice;
-  configureTun(name: string, mtuBytes: number, fakePrefixes: readonly string[]): Promise<void>;
+  configureTun(name: string, mtuBytes: number, fakePrefixes: readonly string[], src: Readonly<{ v4?: string; v6?: string }>): Promise<void>;
+  /** localAddresses lists this host's global addresses. */
+  localAddresses(): Promise<string[]>;
   linkMtuTowards(addr: string): Promise<number>;
   openSender(): EspSender;
   openReceiver(queue: number): EspReceiver;
@@ -52,6 +56,34 @@ export const ESP_OVERHEAD_V6 = 40 + 8 + 8 + 3 + 2 + 16;
 export function tunMtuFor(linkMtuBytes: number, outerFamilies: ReadonlySet<4 | 6>): number {
   const overhead = outerFamilies.has(6) ? ESP_OVERHEAD_V6 : ESP_OVERHEAD_V4;
   return (linkMtuBytes - overhead) & ~3;
+}
+
+/** GATE_OWNER_FILE marks, in stateDir, a gate that a daemon (not `rules install`) installed. */
+export const GATE_OWNER_FILE = 'gate.owner';
+
+/** markGateOwner records (or clears) that the daemon owns the gate. `rules install` clears it. */
+export function markGateOwner(stateDir: string, daemonOwns: boolean): void {
+  const f = join(stateDir, GATE_OWNER_FILE);
+  if (daemonOwns) {
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    writeFileSync(f, 'daemon\n', { mode: 0o600 });
+  } else rmSync(f, { force: true });
+}
+
+function gateOwnedByDaemon(stateDir: string): boolean {
+  return existsSync(join(stateDir, GATE_OWNER_FILE));
+}
+
+/** pickSources finds, per family, one of this host's addresses that lies inside local.protect. */
+export function pickSources(addrs: readonly string[], tables: EngineTables): { v4?: string; v6?: string } {
+  const out: { v4?: string; v6?: string } = {};
+  for (const a of addrs) {
+    const ip = parseIpAddress(a);
+    if (ip === undefined) continue;
+    if (ip.family === 4 && out.v4 === undefined && tables.local4.lookup(ip.bytes, 0) !== undefined) out.v4 = a;
+    if (ip.family === 6 && out.v6 === undefined && tables.local6.lookup(ip.bytes, 0) !== undefined) out.v6 = a;
+  }
+  return out;
 }
 
 /** Daemon owns the engine, the control socket and what it added to the system. */
@@ -102,8 +134,12 @@ export class Daemon {
 
       if (!(await this.#sys.gateInstalled(cfg))) {
         this.#added.push('gate'); // before the call: a half-applied install is removed on failure
+        markGateOwner(cfg.stateDir, true);
         await this.#sys.installGate(cfg);
         this.#log.info('gate installed: rules and blackhole routes (removed again on stop)');
+      } else if (gateOwnedByDaemon(cfg.stateDir)) {
+        this.#added.push('gate');
+        this.#log.warn('gate left by an earlier daemon that did not stop cleanly (crash?): adopting it; it is removed on stop');
       } else this.#log.info('gate already installed (by `espgate rules install`): it stays closed after stop until `espgate rules remove`');
 
       const tables = buildTables(cfg, this.#sas);
@@ -113,7 +149,9 @@ export class Daemon {
       this.tunMtu = cfg.tun.mtu ?? tunMtuFor(linkMtu, families);
 
       this.#tun = this.#sys.openTun(cfg.tun.name);
-      await this.#sys.configureTun(cfg.tun.name, this.tunMtu, this.fakePrefixes());
+      const src = pickSources(await this.#sys.localAddresses(), tables);
+      if (src.v4 === undefined && src.v6 === undefined) this.#log.warn('no address of this host lies inside local.protect: ICMP errors this host sends into the tunnel will be refused by peers');
+      await this.#sys.configureTun(cfg.tun.name, this.tunMtu, this.fakePrefixes(), src);
       this.#sender = this.#sys.openSender();
       this.#receiver = this.#sys.openReceiver(cfg.queue);
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
@@ -168,7 +206,11 @@ export class Daemon {
       ['receiver', () => this.#receiver?.close()],
       ['sender', () => this.#sender?.close()],
       ['tun', () => this.#tun?.close()],
-      ['gate', async () => { if (this.#added.includes('gate')) await this.#sys.removeGate(this.#cfg); }],
+      ['gate', async () => {
+        if (!this.#added.includes('gate')) return;
+        await this.#sys.removeGate(this.#cfg);
+        markGateOwner(this.#cfg.stateDir, false);
+      }],
       ['control', async () => { if (this.#control) await closeControl(this.#control, this.controlPath); }],
     ];
     for (const [name, fn] of steps) {

@@ -4,9 +4,13 @@
  * Runner (src/netfilter/runner.ts), so that the daemon can be tested with a fake.
  *
  * What is set up, per fake prefix P (IPv4 or IPv6):
- *   ip link set dev TUN mtu M addrgenmode none   (no IPv6 link-local: nothing but steered traffic)
+ *   ip link set dev TUN mtu M addrgenmode none multicast off
+ *                                               (no IPv6 link-local, no MLD: nothing but steered traffic)
  *   ip link set dev TUN up
- *   ip route replace P dev TUN                  (steered traffic enters the TUN)
+ *   ip route replace P dev TUN src S            (steered traffic enters the TUN; S, our address inside
+ *                                                local.protect, is the source of ICMP errors this host
+ *                                                itself sends into the tunnel, so the peer's policy
+ *                                                check accepts them)
  *   ip route replace blackhole P metric 4242    (fail closed: if the TUN disappears, the
  *                                                fake destinations go nowhere, never out a NIC)
  */
@@ -37,13 +41,33 @@ async function ipBatch(runner: Runner, lines: readonly string[], what: string): 
   if (r.code !== 0) throw new GatewayError('ERR_NETLINK', `${what} failed: ${r.stderr.trim() || `ip exited ${String(r.code)}`}`);
 }
 
-/** configureTun sets MTU, disables address autoconfiguration, brings the TUN up and routes the fake prefixes into it. */
-export async function configureTun(runner: Runner, tun: string, mtuBytes: number, fakePrefixes: readonly string[]): Promise<void> {
+/**
+ * configureTun sets MTU, disables address autoconfiguration and multicast, brings the TUN up and
+ * routes the fake prefixes into it, with `src` of the prefix's family when one is given.
+ */
+export async function configureTun(runner: Runner, tun: string, mtuBytes: number, fakePrefixes: readonly string[],
+  src: Readonly<{ v4?: string; v6?: string }> = {}): Promise<void> {
+  const srcOf = (p: string): string => {
+    const s = p.includes(':') ? src.v6 : src.v4;
+    return s === undefined ? '' : ` src ${s}`;
+  };
   await ipBatch(runner, [
-    `link set dev ${tun} mtu ${mtuBytes} addrgenmode none`,
+    `link set dev ${tun} mtu ${mtuBytes} addrgenmode none multicast off`,
     `link set dev ${tun} up`,
-    ...fakePrefixes.map((p) => `route replace ${p} dev ${tun}`),
+    ...fakePrefixes.map((p) => `route replace ${p} dev ${tun}${srcOf(p)}`),
   ], `configuring ${tun}`);
+}
+
+/** localAddresses lists the addresses configured on this host (all families, all links). */
+export async function localAddresses(runner: Runner): Promise<string[]> {
+  const r = await ipOf(runner)(['-j', 'addr', 'show']);
+  if (r.code !== 0) return [];
+  try {
+    const links = JSON.parse(r.stdout) as { addr_info?: { local?: string; scope?: string }[] }[];
+    return links.flatMap((l) => (l.addr_info ?? []).filter((a) => a.scope === 'global' && a.local !== undefined).map((a) => a.local as string));
+  } catch {
+    return [];
+  }
 }
 
 /** installBlackholes adds the fail-closed blackhole routes for the fake prefixes. */

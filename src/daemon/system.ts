@@ -12,7 +12,8 @@ import { buildRulesSpec } from '../netfilter/model.js';
 import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
 import { spawnRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
-import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards } from './netdev.js';
+import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
+import { markGateOwner } from './daemon.js';
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
 
@@ -25,7 +26,9 @@ export function gateOps(runner: Runner = spawnRunner()) {
       const st = await status(spec.tag, { ...opts(cfg), spec });
       return st.installed && (await hasBlackholes(runner, fakes(cfg)));
     },
+    /** install is the operator's `rules install`: the gate then belongs to the operator. */
     async install(cfg: Config): Promise<readonly string[]> {
+      markGateOwner(cfg.stateDir, false);
       await installBlackholes(runner, fakes(cfg));
       const r = await install(buildRulesSpec(rulesInputOf(cfg)), opts(cfg));
       return r.notes;
@@ -34,6 +37,7 @@ export function gateOps(runner: Runner = spawnRunner()) {
       const spec = buildRulesSpec(rulesInputOf(cfg));
       const r = await uninstall(spec.tag, opts(cfg));
       await removeBlackholes(runner, fakes(cfg));
+      markGateOwner(cfg.stateDir, false);
       return r.removed;
     },
     async show(cfg: Config): Promise<string> {
@@ -49,12 +53,16 @@ export function linuxSystem(runner: Runner = spawnRunner()): System {
   const gate = gateOps(runner);
   return {
     openTun: (name) => openTun(name),
-    configureTun: (name, mtu, prefixes) => configureTun(runner, name, mtu, prefixes),
+    configureTun: (name, mtu, prefixes, src) => configureTun(runner, name, mtu, prefixes, src),
+    localAddresses: () => localAddresses(runner),
     linkMtuTowards: (addr) => linkMtuTowards(runner, addr),
     openSender: () => openEspSender(),
     openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
     gateInstalled: (cfg) => gate.installed(cfg),
-    installGate: async (cfg) => { await gate.install(cfg); },
+    installGate: async (cfg) => {
+      await installBlackholes(runner, fakes(cfg));
+      await install(buildRulesSpec(rulesInputOf(cfg)), { runner, stateDir: cfg.stateDir });
+    },
     removeGate: async (cfg) => { await gate.remove(cfg); },
   };
 }

@@ -4,7 +4,8 @@
  * Outbound flow (one TUN readiness event → one batch):
  *   1. readTun      TunDevice.readBatch into pooled buffers at HEADROOM (room for ESP header + IV)
  *   2. unmap        rewriteOutbound: inner destination fake → real (ICMP errors: quoted source too)
- *   3. classify     inner destination → peer (PrefixTable, O(1) per prefix length)
+ *   3. classify     inner source ∈ local.protect (else 'policy': the peer would drop it);
+ *                   inner destination → peer (PrefixTable, O(1) per prefix length)
  *   4. seal         sealEsp with the peer's outbound SA (sequence assigned here, in order, never wraps)
  *   5. send         EspSender.send to the peer's endpoint (kernel adds the outer IP header)
  *
@@ -139,9 +140,14 @@ export class Engine {
     const rw = rewriteOutbound(buf, off, len, t.offsets);
     if (rw !== 'ok') return rw;
     let peer: PeerRuntime | undefined;
-    if (version === 4) peer = t.peerByDst4.lookup(buf, off + IPV4_DST);
-    else if (version === 6) peer = t.peerByDst6.lookup(buf, off + IPV6_DST);
-    else return 'bad-inner';
+    // The peer accepts only inner sources inside our local.protect: do not seal what it would drop.
+    if (version === 4) {
+      if (t.local4.lookup(buf, off + IPV4_SRC) === undefined) return 'policy';
+      peer = t.peerByDst4.lookup(buf, off + IPV4_DST);
+    } else if (version === 6) {
+      if (t.local6.lookup(buf, off + IPV6_SRC) === undefined) return 'policy';
+      peer = t.peerByDst6.lookup(buf, off + IPV6_DST);
+    } else return 'bad-inner';
     if (peer === undefined) return 'no-peer';
     const sa = t.sadb.outbound(peer.name);
     if (sa === undefined) return 'no-sa';
