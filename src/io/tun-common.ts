@@ -174,3 +174,18 @@ export function findProjectRoot(from: string = dirname(fileURLToPath(import.meta
   }
   throw new GatewayError('ERR_TUN', `cannot find the espgate project root above ${from}`);
 }
+
+/**
+ * applyPersist sets TUNSETPERSIST on a freshly opened device when opts.persist asks for it,
+ * closing the device if that fails. Both implementations call it last in their open function.
+ */
+export function applyPersist<T extends TunDeviceExt>(dev: T, opts: TunOptions): T {
+  if (opts.persist !== true) return dev;
+  try {
+    dev.setPersist(true);
+  } catch (e) {
+    dev.close();
+    throw e;
+  }
+  return dev;
+}

@@ -24,6 +24,7 @@ type KoffiPollHandle = ReturnType<typeof koffi.node.poll>;
 
 import {
   TUN_DEVICE_PATH,
+  applyPersist,
   checkAttachable,
   tunGoneError,
   tunOpenError,
@@ -297,14 +298,5 @@ export function openKoffiTun(name: string, opts: KoffiTunOptions = {}): TunDevic
   }
   const end = ifr.indexOf(0);
   const kernelName = ifr.toString('utf8', 0, end < 0 || end > IFNAMSIZ ? IFNAMSIZ : end);
-  const dev = new KoffiTun(fd, kernelName, lib, opts.readiness ?? 'uv-poll', opts.timerMs ?? 1);
-  if (opts.persist === true) {
-    try {
-      dev.setPersist(true);
-    } catch (e) {
-      dev.close();
-      throw e;
-    }
-  }
-  return dev;
+  return applyPersist(new KoffiTun(fd, kernelName, lib, opts.readiness ?? 'uv-poll', opts.timerMs ?? 1), opts);
 }

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import {
   TUN_DEVICE_PATH,
+  applyPersist,
   checkAttachable,
   errnoCode,
   findProjectRoot,
@@ -153,14 +154,5 @@ export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt
     if (errnoCode(e) === undefined) throw e; // a programming error (TypeError), not the kernel
     throw tunOpenError(e, syscall === 'open' ? 'open' : 'setiff', name, path);
   }
-  const dev = new NativeTun(q);
-  if (opts.persist === true) {
-    try {
-      dev.setPersist(true);
-    } catch (e) {
-      dev.close();
-      throw e;
-    }
-  }
-  return dev;
+  return applyPersist(new NativeTun(q), opts);
 }

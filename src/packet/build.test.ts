@@ -11,16 +11,8 @@ import {
   ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP,
   PROTO_UDP,
 } from './offsets.js';
-import { embedAt } from './testing.js';
+import { embedAt, sum16 } from './testing.js';
 
-/** sum16 is a deliberately naive one's complement sum, independent of checksum.ts. */
-function sum16(...parts: Uint8Array[]): number {
-  const all = Buffer.concat(parts);
-  let s = 0;
-  for (let i = 0; i < all.length; i += 2) s += (all[i] << 8) + (i + 1 < all.length ? all[i + 1] : 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 
 function pseudo(src: string, dst: string, proto: number, len: number): Uint8Array {
   const s = parseIpAddress(src);

@@ -42,3 +42,15 @@ export class Rng {
     return b;
   }
 }
+
+/**
+ * sum16 is a deliberately naive one's complement sum over the concatenated parts, independent
+ * of checksum.ts, so tests can check the real code against it.
+ */
+export function sum16(...parts: Uint8Array[]): number {
+  const all = Buffer.concat(parts);
+  let s = 0;
+  for (let i = 0; i < all.length; i += 2) s += (all[i] << 8) + (i + 1 < all.length ? all[i + 1] : 0);
+  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
+  return s;
+}

@@ -12,7 +12,7 @@ import {
   ICMPV6_PACKET_TOO_BIG, ICMPV6_TIME_EXCEEDED, IPV6_EXT_DEST_OPTS, IPV6_EXT_HOP_BY_HOP, IPV6_EXT_ROUTING, PROTO_ICMP,
   PROTO_ICMPV6, PROTO_TCP, PROTO_UDP,
 } from '../packet/offsets.js';
-import { embedAt, Rng } from '../packet/testing.js';
+import { embedAt, Rng, sum16 } from '../packet/testing.js';
 import { OffsetMap } from './fake-offset.js';
 import { rewriteInbound, rewriteOutbound } from './rewrite.js';
 import type { RewriteResult } from './rewrite.js';
@@ -45,14 +45,6 @@ function rewrite(dir: Dir, pkt: Uint8Array, off: number, len: number): RewriteRe
 
 // ------------------------------------------------------------------ independent verification
 
-/** sum16 is a deliberately naive one's complement sum, independent of checksum.ts. */
-function sum16(...parts: Uint8Array[]): number {
-  const all = Buffer.concat(parts);
-  let s = 0;
-  for (let i = 0; i < all.length; i += 2) s += (all[i] << 8) + (i + 1 < all.length ? all[i + 1] : 0);
-  while (s > 0xffff) s = (s & 0xffff) + (s >>> 16);
-  return s;
-}
 
 function pseudo(p: Uint8Array, v4: boolean, proto: number, len: number): Uint8Array {
   const addrs = v4 ? p.subarray(12, 20) : p.subarray(8, 40);
