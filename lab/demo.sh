@@ -151,11 +151,12 @@ for h in "${PEERS[@]}"; do
   ready=0
   for ((i = 0; i < READY_TRIES; i++)); do
     if ! kill -0 "${DAEMON_PID[$h]}" 2>/dev/null; then break; fi
-    if px "$h" node "$MAIN" status -c "$RUN_DIR/configs/$h.yaml" >/dev/null 2>&1; then ready=1; break; fi
+    # the control socket answers during start-up too: ready means state "up"
+    if px "$h" node "$MAIN" status --json -c "$RUN_DIR/configs/$h.yaml" 2>/dev/null | grep -q '"state": "up"'; then ready=1; break; fi
     sleep 0.2
   done
   if [ "$ready" = 1 ]; then
-    pass "$h: espgate answers status"
+    pass "$h: espgate is up (status --json)"
   else
     if kill -0 "${DAEMON_PID[$h]}" 2>/dev/null; then fail "$h: no status answer within $((READY_TRIES / 5)) s"
     else wait "${DAEMON_PID[$h]}" 2>/dev/null && st=0 || st=$?; fail "$h: espgate exited (status $st) before it was ready"; fi

@@ -58,6 +58,9 @@ export function tunMtuFor(linkMtuBytes: number, outerFamilies: ReadonlySet<4 | 6
   return (linkMtuBytes - overhead) & ~3;
 }
 
+/** REPLAY_FLUSH_MS is how often persisted replay-window tops are fdatasync'ed (power-loss bound). */
+export const REPLAY_FLUSH_MS = 1000;
+
 /** GATE_OWNER_FILE marks, in stateDir, a gate that a daemon (not `rules install`) installed. */
 export const GATE_OWNER_FILE = 'gate.owner';
 
@@ -102,6 +105,7 @@ export class Daemon {
   #receiver: EspReceiver | undefined;
   #control: Server | undefined;
   #dropLog: RateLimitedLog;
+  #flushTimer: NodeJS.Timeout | undefined;
 
   constructor(cfg: Config, sys: System, log: Logger, sas: SaFactory) {
     this.#cfg = cfg;
@@ -157,6 +161,10 @@ export class Daemon {
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
       this.engine.onDrop = (reason, dir) => { this.#dropLog.note(`${dir}:${reason}`, `drop ${dir}bound: ${reason}`); };
       this.engine.start();
+      this.#flushTimer = setInterval(() => {
+        for (const e of this.#sas.flush?.() ?? []) this.#log.error({ err: e }, 'replay state could not be made durable');
+      }, REPLAY_FLUSH_MS);
+      this.#flushTimer.unref();
       this.state = 'up';
       this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
@@ -202,6 +210,9 @@ export class Daemon {
 
   async #teardown(): Promise<void> {
     this.engine?.stop();
+    if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
+    this.#sas.flush?.();
+    this.#sas.close?.();
     const steps: [string, () => Promise<void> | void][] = [
       ['receiver', () => this.#receiver?.close()],
       ['sender', () => this.#sender?.close()],

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { InboundSa, OutboundSa } from '../esp/sa.js';
 import { FileSeqReserver } from '../esp/seq-store.js';
+import { FileReplayStore } from '../esp/replay-store.js';
 import { parseIpAddress } from '../packet/address.js';
 import { GatewayError } from '../errors.js';
 import type { AeadName } from '../esp/aead.js';
@@ -28,9 +29,13 @@ function endpointBytes(endpoint: string): Uint8Array {
   return a.bytes;
 }
 
-/** staticSaFactory creates SAs whose outbound sequence numbers are reserved in `stateDir/seq`. */
+/**
+ * staticSaFactory creates SAs whose outbound sequence numbers are reserved in `stateDir/seq`
+ * and whose inbound replay windows resume from `stateDir/replay` after a restart.
+ */
 export function staticSaFactory(stateDir: string): SaFactory {
   const reserver = new FileSeqReserver(join(stateDir, 'seq'));
+  const replayStore = new FileReplayStore(join(stateDir, 'replay'));
   const made = new WeakMap<object, string>();
   return {
     outbound(_peer, sa) {
@@ -39,12 +44,14 @@ export function staticSaFactory(stateDir: string): SaFactory {
       return o;
     },
     inbound(peer, endpoint, sa, replayWindow) {
-      const i = new InboundSa({ spi: sa.spi, algorithm: algorithmOf(sa), keyMaterial: sa.key, esn: sa.esn, replayWindow, peer, outerSource: endpointBytes(endpoint) });
+      const i = new InboundSa({ spi: sa.spi, algorithm: algorithmOf(sa), keyMaterial: sa.key, esn: sa.esn, replayWindow, peer, outerSource: endpointBytes(endpoint), replayStore });
       made.set(i, fingerprint(sa));
       return i;
     },
     sameKey(existing, sa) {
       return made.get(existing) === fingerprint(sa);
     },
+    flush: () => replayStore.flush(),
+    close: () => replayStore.close(),
   };
 }

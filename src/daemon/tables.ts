@@ -21,6 +21,10 @@ export interface SaFactory {
   inbound(peer: string, endpoint: string, sa: SaConfig, replayWindow: number): InboundSa;
   /** sameKey tells whether an existing SA was made from this config entry (for reload). */
   sameKey(existing: OutboundSa | InboundSa, sa: SaConfig): boolean;
+  /** flush makes persisted replay state durable (the daemon calls it once a second); returns errors. */
+  flush?(): unknown[];
+  /** close releases files; called once on stop. */
+  close?(): void;
 }
 
 function insertCidr<V>(t4: PrefixTable<V>, t6: PrefixTable<V>, cidr: string, v: V): void {

@@ -12,7 +12,8 @@
  * Inbound flow (one ESP packet from NFQUEUE, outer IP header included):
  *   1. outer        validate the outer IPv4/IPv6 header, find the ESP payload (fragments: drop)
  *   2. lookup       SPI → inbound SA → peer; the outer source must be that peer's endpoint
- *   3. open         replay check (no mutation) → ICV verify + decrypt → replay accept
+ *   3. open         replay check (no mutation) → ICV verify + decrypt → replay accept →
+ *                   persist the window's top (one pwrite when it advanced)
  *   4. policy       inner is IP of the version next-header says; inner source ∈ peer.protect,
  *                   inner destination ∈ local.protect
  *   5. map          rewriteInbound: inner source real → fake (ICMP errors: quoted destination too)
@@ -222,6 +223,8 @@ export class Engine {
       if (peer.protect6.lookup(inner, innerOff + IPV6_SRC) === undefined) return 'policy';
       if (t.local6.lookup(inner, innerOff + IPV6_DST) === undefined) return 'policy';
     } else return 'bad-inner';
+
+    sa.persistReplay(); // the window moved: a restarted receiver must not accept this again
 
     const rw = rewriteInbound(inner, innerOff, innerLen, t.offsets);
     if (rw !== 'ok') return rw;

@@ -42,10 +42,15 @@ export const REPLAY_WORD_BITS = 32;
 /** ReplayReject is why check()/accept() refuse a sequence number. */
 export type ReplayReject = 'replay' | 'too-old';
 
-/** ReplayWindowOptions: `initialTop` starts the window as if that number had just been accepted (tests, resync). */
+/**
+ * ReplayWindowOptions: `initialTop` starts the window as if that number had just been accepted
+ * (tests, resync); `resumeFrom` starts it as if every number up to and including it had been
+ * accepted (a receiver restarting from its persisted top: nothing at or below it is fresh).
+ */
 export interface ReplayWindowOptions {
   readonly size?: number;
   readonly initialTop?: bigint;
+  readonly resumeFrom?: bigint;
 }
 
 /** ReplayWindow is one inbound SA's anti-replay state. */
@@ -76,6 +81,16 @@ export class ReplayWindow {
       this.#topHi = Number(t >> 32n);
       this.#topLo = Number(t & 0xffffffffn);
       this.#set(this.#topLo);
+    }
+    if (options.resumeFrom !== undefined && options.resumeFrom !== 0n) {
+      const t = options.resumeFrom;
+      if (t < 0n || t >= 1n << 64n) throw new GatewayError('ERR_CONFIG', `replay window resume point out of range: ${t}`);
+      this.#topHi = Number(t >> 32n);
+      this.#topLo = Number(t & 0xffffffffn);
+      // Every bit set, except above top in top's own word (the invariant slide() relies on).
+      this.#bits.fill(0xffffffff);
+      const topBit = this.#topLo & 31;
+      this.#bits[(this.#topLo & this.#bitMask) >>> 5] = topBit === 31 ? 0xffffffff : ((1 << (topBit + 1)) - 1) >>> 0;
     }
   }
 

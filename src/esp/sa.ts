@@ -99,6 +99,12 @@ export interface InboundSaOptions extends SaCommonOptions {
   readonly replayWindow?: number;
   /** replayInitialTop starts the window as if this sequence number had been accepted (tests). */
   readonly replayInitialTop?: bigint;
+  /**
+   * replayStore persists the window's top so that a restarted receiver resumes from it: the SA
+   * loads it at creation (every number at or below it counts as seen) and saves it whenever
+   * persistReplay() finds that it advanced.
+   */
+  readonly replayStore?: ReplayStore;
   /** peer names the peer this SA belongs to (for logs and the SADB). */
   readonly peer?: string;
   /**
@@ -269,23 +275,63 @@ export class OutboundSa extends SaBase {
   }
 }
 
+/**
+ * A ReplayStore persists an inbound SA's highest accepted sequence number. save() is called on
+ * the data path each time the top advances and must be cheap (one pwrite); it must survive the
+ * process being killed. load() returns 0n when nothing was saved.
+ */
+export interface ReplayStore {
+  load(spi: number): bigint;
+  save(spi: number, hi: number, lo: number): void;
+}
+
 /** InboundSa is the receiving half of an SA. */
 export class InboundSa extends SaBase {
   readonly replay: ReplayWindow;
   readonly peer: string;
   readonly outerSource: Uint8Array | null;
+  /** lastReplayError is the last error thrown by the replay store (the packet was still delivered). */
+  lastReplayError: unknown = undefined;
+  readonly #replayStore: ReplayStore | undefined;
+  #savedHi = 0;
+  #savedLo = 0;
 
   constructor(o: InboundSaOptions) {
     super(o);
+    const resume = o.replayStore?.load(o.spi) ?? 0n;
     this.replay = new ReplayWindow({
       size: o.replayWindow ?? REPLAY_WINDOW_DEFAULT,
       ...(o.replayInitialTop === undefined ? {} : { initialTop: o.replayInitialTop }),
+      ...(resume === 0n ? {} : { resumeFrom: resume }),
     });
+    this.#replayStore = o.replayStore;
+    this.#savedHi = this.replay.topHi;
+    this.#savedLo = this.replay.topLo;
     this.peer = o.peer ?? '';
     if (o.outerSource !== undefined && o.outerSource.length !== 4 && o.outerSource.length !== 16) {
       throw new GatewayError('ERR_CONFIG', `outer source must be 4 or 16 bytes, got ${o.outerSource.length}`);
     }
     this.outerSource = o.outerSource === undefined ? null : Uint8Array.from(o.outerSource);
+  }
+
+  /**
+   * persistReplay saves the window's top when it moved since the last save. The data path calls
+   * it after each packet openEsp accepted; without a store it does nothing.
+   */
+  persistReplay(): void {
+    const store = this.#replayStore;
+    if (store === undefined) return;
+    const hi = this.replay.topHi;
+    const lo = this.replay.topLo;
+    if (hi === this.#savedHi && lo === this.#savedLo) return;
+    try {
+      store.save(this.spi, hi, lo);
+      this.#savedHi = hi;
+      this.#savedLo = lo;
+      this.lastReplayError = undefined;
+    } catch (e) {
+      this.lastReplayError = e;
+    }
   }
 
   /**

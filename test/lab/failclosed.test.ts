@@ -15,8 +15,8 @@
  *      persisted sequence reservations survive kill -9
  *   4  captured ESP frames of alice's, re-injected byte for byte from alice's namespace, in order
  *      and shuffled: bob accepts none and counts every one as 'replay' or 'too-old'
- *   5  the same after bob's daemon is killed with SIGKILL and started again (5b is a todo: a
- *      daemon bug, the restarted receiver's replay window starts empty)
+ *   5  the same after bob's daemon is killed with SIGKILL and started again (5b: regression for
+ *      a replay window that started empty after a restart; it now resumes from its persisted top)
  *   6  the whole capture: zero plaintext frames between alice and bob; tshark reads the same ESP
  *      frames as the pcap reader; every injected frame was on the wire
  *   7  SIGTERM: both daemons exit 0 and the gate stays closed; `espgate rules remove` on both
@@ -531,7 +531,7 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
       results.push(`${line}${accepted === 0 && dropped === frames.length ? '' : '  <- accepted replays'}`);
     }
     assert.ok(results.every((l) => !l.endsWith('<- accepted replays')), `after a restart bob accepts no replayed frame:\n${results.join('\n')}`);
-  }, { todo: 'daemon bug: the inbound anti-replay window is not persisted (src/daemon/sa-factory.ts makes a fresh InboundSa, window top 0), so a restarted receiver accepts captured frames again; see the report' });
+  });
 
   step('6. the whole capture: zero plaintext frames between alice and bob; tshark sees the same ESP frames; every injected frame was on the wire', async (t) => {
     const run = runOf();

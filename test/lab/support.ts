@@ -186,7 +186,9 @@ export async function statusOf(run: LabRun, host: string): Promise<DaemonStatusD
 export async function waitReady(run: LabRun, d: Daemon): Promise<boolean> {
   return pollUntil(async () => {
     if (d.child.exitCode !== null || d.child.signalCode !== null) return true;
-    return (await statusOf(run, d.host)) !== undefined;
+    // The control socket answers from the start of start-up; ready means state 'up' (gate,
+    // TUN, sockets and NFQUEUE all in place).
+    return (await statusOf(run, d.host))?.state === 'up';
   }, 60, 250).then((ok) => ok && d.child.exitCode === null && d.child.signalCode === null);
 }
 
