@@ -1,6 +1,6 @@
 /**
  * seq-store.ts: FileSeqReserver, the durable SeqReserver (sa.ts). It is the only module in
- * src/esp that touches the file system: the persistence edge.
+ * src/esp (with replay-store.ts, its inbound twin) that touches the file system: the persistence edge.
  *
  * One small file per SPI in a state directory, holding the highest reserved sequence number
  * in decimal:
