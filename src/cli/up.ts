@@ -15,12 +15,15 @@ export async function runUp(file: string, log: Logger): Promise<void> {
   const cfg = loadConfig(file);
   const daemon = new Daemon(cfg, linuxSystem(), log, staticSaFactory(cfg.stateDir));
   let stopping: Promise<void> | undefined;
+  let starting: Promise<void> = Promise.resolve();
   let resolveDone: () => void = () => {};
   const done = new Promise<void>((r) => { resolveDone = r; });
   const stop = (sig: string): void => {
     if (stopping) return;
     log.info({ signal: sig }, 'stopping');
-    stopping = daemon.stop().then(resolveDone, (e: unknown) => { log.error({ err: e }, 'stop failed'); resolveDone(); });
+    // A signal during start-up waits for start() to settle, so that teardown sees everything it added.
+    stopping = starting.catch(() => {}).then(() => daemon.stop())
+      .then(resolveDone, (e: unknown) => { log.error({ err: e }, 'stop failed'); resolveDone(); });
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
@@ -31,6 +34,7 @@ export async function runUp(file: string, log: Logger): Promise<void> {
       log.error({ err: GatewayError.isGatewayError(e) ? e.message : e }, 'reload refused; still running on the previous config');
     }
   });
-  await daemon.start();
+  starting = daemon.start();
+  await starting;
   await done;
 }
