@@ -35,7 +35,7 @@ import { createInterface } from 'node:readline';
 import type { TestContext } from 'node:test';
 import { after, before, describe, test } from 'node:test';
 import type { Capture, LabRun } from '../../lab/harness.js';
-import { cliPath, labConfigs, labDown, labUnavailable, labUp, namespaceOf, projectRoot, startCapture, stopProcess } from '../../lab/harness.js';
+import { cliPath, labConfigs, labUnavailable, labUp, namespaceOf, projectRoot, startCapture, stopProcess } from '../../lab/harness.js';
 import type { AddressFamily } from '../../lab/topology.js';
 import { addressOf } from '../../lab/topology.js';
 import type { EspFrame, PcapRecord } from './fixtures/failclosed-pcap.js';
@@ -44,7 +44,7 @@ import { parseHexLines } from './fixtures/failclosed-tool.js';
 import type { Daemon, DaemonStatusDoc, ProtectedPair } from './support.js';
 import {
   canon, configPathOf, decodeFrames, describeResult, diffLines, frameText, isLeak, lastJsonLine, pollUntil, protectOf, runIn,
-  sleep, snapshotState, startDaemon, startServer, statusOf, stopAll, tail, track, waitReady,
+  sleep, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab, track, waitReady,
 } from './support.js';
 
 /** TOOL_JS is the compiled helper (test/lab/fixtures/failclosed-tool.ts). */
@@ -382,14 +382,7 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
   }, { timeout: HOOK_TIMEOUT_MS });
 
   after(async () => {
-    await st.capture?.stop();
-    await Promise.all([...st.daemons.values()].map((d) => stopProcess(d.child)));
-    await stopAll();
-    if (st.run !== undefined) {
-      const keep = st.failed || process.env.EGL_KEEP === '1';
-      labDown(st.run, !keep);
-      if (keep) process.stderr.write(`# failclosed: run dir kept for a look: ${st.run.dir}\n`);
-    }
+    await tearDownLab(st, 'failclosed');
   }, { timeout: HOOK_TIMEOUT_MS });
 
   step('1. gate first: `rules install` on alice and bob, nothing passes without daemons; with both daemons up the tunnel carries pings both ways', async (t) => {

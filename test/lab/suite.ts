@@ -19,13 +19,13 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { after, before, describe, test } from 'node:test';
 import type { Capture, LabRun } from '../../lab/harness.js';
-import { labConfigs, labDown, labUnavailable, labUp, startCapture, stopProcess } from '../../lab/harness.js';
+import { labConfigs, labUnavailable, labUp, startCapture, stopProcess } from '../../lab/harness.js';
 import type { AddressFamily, TopologyName } from '../../lab/topology.js';
 import { addressOf, findHost, interfaceOn, protectedHosts } from '../../lab/topology.js';
 import type { Daemon, DaemonStatusDoc, Frame, Json, ProtectedPair } from './support.js';
 import {
   canon, conntrackInvalid, decodeFrames, describeResult, diffLines, frameText, isFake, isLeak, jsonLines,
-  parseConntrackLine, protectOf, runIn, sameAddress, snapshotState, startDaemon, startServer, statusOf, stopAll, tail,
+  parseConntrackLine, protectOf, runIn, sameAddress, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab,
   toFake, traffic, waitReady,
 } from './support.js';
 
@@ -171,14 +171,7 @@ export function gatewaySuite(spec: SuiteSpec): void {
     }, { timeout: HOOK_TIMEOUT_MS });
 
     after(async () => {
-      await st.capture?.stop();
-      await Promise.all([...st.daemons.values()].map((d) => stopProcess(d.child)));
-      await stopAll();
-      if (st.run !== undefined) {
-        const keep = st.failed || process.env.EGL_KEEP === '1';
-        labDown(st.run, !keep);
-        if (keep) process.stderr.write(`# ${spec.title}: run dir kept for a look: ${st.run.dir}\n`);
-      }
+      await tearDownLab(st, spec.title);
     }, { timeout: HOOK_TIMEOUT_MS });
 
     step(`0. control: before espgate starts, ${a} <-> ${b} pings cross the switch in the clear and count as leaks`, () => {

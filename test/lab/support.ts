@@ -10,8 +10,8 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { LabRun } from '../../lab/harness.js';
-import { cliPath, labScript, labSpawn, namespaceOf, projectRoot, stopProcess } from '../../lab/harness.js';
+import type { Capture, LabRun } from '../../lab/harness.js';
+import { cliPath, labDown, labScript, labSpawn, namespaceOf, projectRoot, stopProcess } from '../../lab/harness.js';
 import type { AddressFamily, PrefixPair } from '../../lab/topology.js';
 import { addressInPrefix, findHost, parseAddress, parsePrefix } from '../../lab/topology.js';
 
@@ -541,4 +541,27 @@ export function protectOf(run: LabRun, host: string): readonly string[] {
 export function frameText(f: Frame): string {
   const l4 = f.tcpSrc >= 0 ? ` tcp ${f.tcpSrc}>${f.tcpDst}` : f.udpSrc >= 0 ? ` udp ${f.udpSrc}>${f.udpDst}` : f.icmpType >= 0 ? ` icmp ${f.icmpType}/${f.icmpCode}` : f.icmp6Type >= 0 ? ` icmpv6 ${f.icmp6Type}/${f.icmp6Code}` : '';
   return `#${f.n} ${f.src} > ${f.dst} proto ${f.proto}${l4}`;
+}
+
+/** LabTestState is what a lab test file's after() hook needs to clean up. */
+export interface LabTestState {
+  run?: LabRun;
+  capture?: Capture;
+  readonly daemons: Map<string, Daemon>;
+  failed: boolean;
+}
+
+/**
+ * tearDownLab stops the capture, the daemons (SIGTERM, then SIGKILL) and every tracked process,
+ * and deletes the lab; the run dir is kept when something failed or EGL_KEEP=1.
+ */
+export async function tearDownLab(st: LabTestState, title: string): Promise<void> {
+  await st.capture?.stop();
+  await Promise.all([...st.daemons.values()].map((d) => stopProcess(d.child)));
+  await stopAll();
+  if (st.run !== undefined) {
+    const keep = st.failed || process.env['EGL_KEEP'] === '1';
+    labDown(st.run, !keep);
+    if (keep) process.stderr.write(`# ${title}: run dir kept for a look: ${st.run.dir}\n`);
+  }
 }
