@@ -92,13 +92,35 @@ test('daemon: reload keeps untouched SAs (and their sequence state) and refuses 
   await d.start();
   const before = d.engine?.tables.sadb.outbound('bob');
   assert.ok(before);
-  d.reload(parseConfig(EXAMPLE.replace('/var/lib/espgate', cfg.stateDir), 'again'));
-  assert.equal(d.engine?.tables.sadb.outbound('bob'), before, 'same SA object after reload');
+  await d.reload(parseConfig(EXAMPLE.replace('/var/lib/espgate', cfg.stateDir), 'again'));
+  assert.equal(d.engine?.tables.sadb.outbound('bob'), before, '1: same SA object after reload');
+  assert.equal(f.calls.filter((c) => c === 'installGate').length, 2, '2: reload re-applies the gate (peer and endpoint sets follow the config)');
   const rekeyed = EXAMPLE.replace('/var/lib/espgate', cfg.stateDir).replace('0x000102030405060708090a0b0c0d0e0f10111213', '0x' + '55'.repeat(20));
-  d.reload(parseConfig(rekeyed, 'rekeyed'));
-  assert.notEqual(d.engine?.tables.sadb.outbound('bob'), before, 'a changed key makes a new SA');
+  await d.reload(parseConfig(rekeyed, 'rekeyed'));
+  assert.notEqual(d.engine?.tables.sadb.outbound('bob'), before, '3: a changed key makes a new SA');
   const moved = EXAMPLE.replace('/var/lib/espgate', cfg.stateDir).replace('name: eg0', 'name: eg1');
-  assert.throws(() => d.reload(parseConfig(moved, 'moved')), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_CONFIG');
+  const gateCalls = f.calls.length;
+  await assert.rejects(d.reload(parseConfig(moved, 'moved')), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_CONFIG', '4: structural change refused');
+  assert.equal(f.calls.length, gateCalls, '4b: a refused reload touches nothing');
+  assert.equal(d.reloads, 2, '5: two reloads counted');
+  await d.stop();
+}));
+
+test('daemon: a reload whose gate update fails keeps the old tables', () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  let failGate = false;
+  const sys: System = { ...f.sys, installGate: (c) => (failGate ? Promise.reject(new GatewayError('ERR_RULES_APPLY', 'ipset restore failed')) : f.sys.installGate(c)) };
+  const d = new Daemon(cfg, sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  const tables = d.engine?.tables;
+  failGate = true;
+  const rekeyed = EXAMPLE.replace('/var/lib/espgate', cfg.stateDir).replace('0x000102030405060708090a0b0c0d0e0f10111213', '0x' + '55'.repeat(20));
+  await assert.rejects(d.reload(parseConfig(rekeyed, 'rekeyed')), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_RULES_APPLY');
+  assert.equal(d.engine?.tables, tables, 'tables unchanged');
+  assert.equal(d.reloads, 0);
+  failGate = false;
+  await d.reload(parseConfig(rekeyed, 'rekeyed'));
+  assert.notEqual(d.engine?.tables, tables, 'the next reload works');
   await d.stop();
 }));
 

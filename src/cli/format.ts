@@ -33,5 +33,10 @@ export function formatStatus(st: DaemonStatus): string {
   const drops = Object.entries(st.drops).filter(([, n]) => n > 0);
   out.push('');
   out.push(drops.length === 0 ? 'drops: none' : `drops: ${drops.map(([r, n]) => `${r}=${n}`).join(' ')}`);
+  const q = st.queue;
+  if (q !== null) {
+    const lost = q.queueDropped + q.userDropped;
+    out.push(`queue ${q.num}: ${q.waiting} waiting, ${lost === 0 ? 'no kernel drops' : `kernel dropped ${lost} before espgate saw them (queue full ${q.queueDropped}, socket full ${q.userDropped})`}`);
+  }
   return out.join('\n');
 }

@@ -27,11 +27,16 @@ export async function runUp(file: string, log: Logger): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  const refused = (e: unknown): void => {
+    log.error({ err: GatewayError.isGatewayError(e) ? e.message : e }, 'reload refused; still running on the previous config');
+  };
   process.on('SIGHUP', () => {
+    if (stopping) return;
+    log.info({ file }, 'SIGHUP: reloading the config');
     try {
-      daemon.reload(loadConfig(file));
+      daemon.reload(loadConfig(file)).catch(refused);
     } catch (e) {
-      log.error({ err: GatewayError.isGatewayError(e) ? e.message : e }, 'reload refused; still running on the previous config');
+      refused(e);
     }
   });
   starting = daemon.start();

@@ -43,6 +43,18 @@ export interface System {
   /** installGate installs rules and blackhole routes atomically per table; idempotent. */
   installGate(cfg: Config): Promise<void>;
   removeGate(cfg: Config): Promise<void>;
+  /** queueStats reads the kernel's counters of our NFQUEUE (packets it dropped before we saw them). */
+  queueStats?(queue: number): QueueStats | undefined;
+}
+
+/** QueueStats are the kernel's counters of one NFQUEUE (/proc/net/netfilter/nfnetlink_queue). */
+export interface QueueStats {
+  /** waiting: packets queued now, not yet read by the daemon. */
+  readonly waiting: number;
+  /** queueDropped: packets the kernel dropped because the queue was full. */
+  readonly queueDropped: number;
+  /** userDropped: packets the kernel could not deliver to the socket (receive buffer full). */
+  readonly userDropped: number;
 }
 
 /** DaemonState is the lifecycle state. */
@@ -106,6 +118,9 @@ export class Daemon {
   #control: Server | undefined;
   #dropLog: RateLimitedLog;
   #flushTimer: NodeJS.Timeout | undefined;
+  #reloading: Promise<void> = Promise.resolve();
+  /** reloads counts successful reloads. */
+  reloads = 0;
 
   constructor(cfg: Config, sys: System, log: Logger, sas: SaFactory) {
     this.#cfg = cfg;
@@ -182,22 +197,44 @@ export class Daemon {
     this.#log.info('espgate stopped');
   }
 
-  /** reload swaps in a new config's tables (same TUN, queue and prefixes required). */
-  reload(next: Config): void {
+  /**
+   * reload brings the running daemon to a new config's peers and SAs (same TUN, queue, mode and
+   * prefixes required). The gate's peer and endpoint sets are re-applied first (each restore is
+   * atomic), then the tables are swapped in one assignment, so an added peer is steered into the
+   * tunnel and a removed one is no longer; untouched peers keep their SAs, sequence and replay
+   * state. Between the two steps an added peer's packets find no SA and are dropped and counted
+   * (fail closed). Reloads are serialized; on any error the daemon keeps its current tables.
+   */
+  reload(next: Config): Promise<void> {
+    const run = this.#reloading.catch(() => {}).then(() => this.#reload(next));
+    this.#reloading = run;
+    return run;
+  }
+
+  async #reload(next: Config): Promise<void> {
     const cur = this.#cfg;
     if (next.tun.name !== cur.tun.name || next.queue !== cur.queue || next.mode !== cur.mode
-      || JSON.stringify(next.prefixes) !== JSON.stringify(cur.prefixes)) {
-      throw new GatewayError('ERR_CONFIG', 'reload can change peers and SAs only; tun, queue, mode and prefixes need a restart');
+      || next.stateDir !== cur.stateDir || JSON.stringify(next.prefixes) !== JSON.stringify(cur.prefixes)) {
+      throw new GatewayError('ERR_CONFIG', 'reload can change peers and SAs only; tun, queue, mode, stateDir and prefixes need a restart');
     }
     const engine = this.engine;
-    if (engine === undefined) throw new GatewayError('ERR_CONTROL', 'not up');
-    engine.setTables(buildTables(next, this.#sas, engine.tables));
+    if (engine === undefined || this.state !== 'up') throw new GatewayError('ERR_CONTROL', `cannot reload in state ${this.state}`);
+    const tables = buildTables(next, this.#sas, engine.tables);
+    await this.#sys.installGate(next);
+    if (this.state !== 'up') return; // stopped meanwhile: teardown owns the gate now
+    engine.setTables(tables);
     this.#cfg = next;
-    this.#log.info({ peers: next.peers.length }, 'config reloaded');
+    this.reloads++;
+    this.#log.info({ peers: next.peers.length, names: next.peers.map((p) => p.name) }, 'config reloaded: gate sets and SAs updated');
   }
 
   status(): DaemonStatus {
     return statusOf(this);
+  }
+
+  /** queueStats returns the kernel's counters of our NFQUEUE, when the System can read them. */
+  queueStats(): QueueStats | undefined {
+    return this.#sys.queueStats?.(this.#cfg.queue);
   }
 
   #handleControl(req: { cmd: string }): unknown {

@@ -40,6 +40,13 @@ export interface DaemonStatus {
   readonly totals: Readonly<Record<string, number>>;
   readonly drops: Readonly<Record<DropReason, number>>;
   readonly peers: readonly PeerStatus[];
+  /**
+   * queue: the kernel's counters of our NFQUEUE: packets waiting, and packets the kernel dropped
+   * before the daemon saw them (queue full, socket buffer full); null when unreadable.
+   */
+  readonly queue: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
+  /** reloads: successful config reloads (SIGHUP) since start. */
+  readonly reloads: number;
 }
 
 function nonZero(c: Readonly<Record<DropReason, number>>): Partial<Record<DropReason, number>> {
@@ -53,6 +60,7 @@ export function statusOf(d: Daemon): DaemonStatus {
   const e = d.engine;
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, e?.drops.counts[r] ?? 0])) as Record<DropReason, number>;
   const peers: PeerStatus[] = [];
+  const q = d.queueStats();
   if (e !== undefined) {
     const t = e.tables;
     const inbound = t.sadb.inboundSas();
@@ -76,5 +84,7 @@ export function statusOf(d: Daemon): DaemonStatus {
     totals: { ...(e?.totals ?? {}) },
     drops,
     peers,
+    queue: q === undefined ? null : { num: d.config.queue, waiting: q.waiting, queueDropped: q.queueDropped, userDropped: q.userDropped },
+    reloads: d.reloads,
   };
 }

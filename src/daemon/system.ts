@@ -7,7 +7,7 @@ import type { Config } from '../config/load.js';
 import type { System } from './daemon.js';
 import { openTun } from '../io/tun.js';
 import { openEspSender } from '../io/rawsock.js';
-import { openEspReceiver } from '../io/nfqueue.js';
+import { openEspReceiver, readNfqueueProcStats } from '../io/nfqueue.js';
 import { buildRulesSpec } from '../netfilter/model.js';
 import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
 import { spawnRunner, type Runner } from '../netfilter/runner.js';
@@ -64,5 +64,9 @@ export function linuxSystem(runner: Runner = spawnRunner()): System {
       await install(buildRulesSpec(rulesInputOf(cfg)), { runner, stateDir: cfg.stateDir });
     },
     removeGate: async (cfg) => { await gate.remove(cfg); },
+    queueStats: (queue) => {
+      const st = readNfqueueProcStats(queue);
+      return st === undefined ? undefined : { waiting: st.queueTotal, queueDropped: st.queueDropped, userDropped: st.userDropped };
+    },
   };
 }
