@@ -30,7 +30,7 @@ import { readSync, writeSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { loadavg } from 'node:os';
 
-import { openEspReceiver } from '../src/io/nfqueue.js';
+import { openEspReceiver } from '../src/io/receiver.js';
 import { openEspSender } from '../src/io/rawsock.js';
 import type { RawSendMode } from '../src/io/rawsock.js';
 import type { TunDeviceExt } from '../src/io/tun-common.js';
@@ -281,12 +281,15 @@ async function childEspSend(mode: RawSendMode, count: number, size: number): Pro
 }
 
 // ---- child: esp-recv (peer namespace) ----
+/** RECV_HOWS: the NFQUEUE receivers (espgate's batched addon, the npm binding) and a raw socket (no verdicts: the floor). */
+const RECV_HOWS = ['nfqueue-native', 'nfqueue-npm', 'rawsock'] as const;
+type RecvHow = (typeof RECV_HOWS)[number];
 interface RawRecvSocket {
   on(ev: 'message', cb: (b: Buffer) => void): unknown;
   setOption(level: number, option: number, value: number): void;
   close(): unknown;
 }
-async function childEspRecv(how: 'nfqueue' | 'rawsock'): Promise<void> {
+async function childEspRecv(how: RecvHow): Promise<void> {
   let got = 0;
   let first = 0n;
   let last = 0n;
@@ -296,8 +299,8 @@ async function childEspRecv(how: 'nfqueue' | 'rawsock'): Promise<void> {
     last = process.hrtime.bigint();
   };
   let closeRaw: (() => void) | undefined;
-  if (how === 'nfqueue') {
-    openEspReceiver({ queueNum: 11 }).start(count);
+  if (how === 'nfqueue-native' || how === 'nfqueue-npm') {
+    openEspReceiver({ queueNum: 11, impl: how === 'nfqueue-native' ? 'native' : 'npm' }).start(count);
   } else {
     const raw = createRequire(import.meta.url)('raw-socket') as { createSocket(o: { protocol: number; addressFamily: number }): RawRecvSocket };
     const sock = raw.createSocket({ protocol: 50, addressFamily: 1 });
@@ -350,9 +353,9 @@ function printTable(title: string, rows: Row[]): void {
   for (const r of rows) console.log(`| ${cols.map((c, i) => String(r[c] ?? '').padEnd(width[i] ?? 0)).join(' | ')} |`);
 }
 
-async function espRecvRound(bench: string, peer: string, how: 'nfqueue' | 'rawsock'): Promise<Row> {
+async function espRecvRound(bench: string, peer: string, how: RecvHow): Promise<Row> {
   for (const t of ['iptables', 'ip6tables']) spawnSync('ip', ['netns', 'exec', peer, t, '-w', '5', '-t', 'raw', '-F'], { timeout: 10_000 });
-  if (how === 'nfqueue') sh(['ip', 'netns', 'exec', peer, 'iptables', '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'esp', '-j', 'NFQUEUE', '--queue-num', '11']);
+  if (how !== 'rawsock') sh(['ip', 'netns', 'exec', peer, 'iptables', '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'esp', '-j', 'NFQUEUE', '--queue-num', '11']);
   const argv = ['ip', 'netns', 'exec', peer, ...selfArgv(['--child', 'esp-recv', how])];
   const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'] });
   let out = '';
@@ -410,7 +413,7 @@ async function parent(): Promise<void> {
     sh(['ip', 'netns', 'exec', peer, 'iptables', '-w', '5', '-t', 'raw', '-F']);
     sh(['ip', 'netns', 'exec', peer, 'iptables', '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'esp', '-j', 'DROP']);
     for (const mode of ['sync', 'pool', 'copy'] as const) send.push(runChild(bench, ['esp-send', mode, String(mode === 'sync' ? N_ESP : N_ESP / 4), '1400']));
-    for (const how of ['nfqueue', 'rawsock'] as const) recv.push(await espRecvRound(bench, peer, how));
+    for (const how of RECV_HOWS) recv.push(await espRecvRound(bench, peer, how));
   }
   printTable('TUN read, queue pre-filled (readBatch loop, no readiness)', bestOf('variant', drain));
   printTable('TUN read, streaming (injector writes while the reader drains on readiness)', bestOf('variant', stream));
@@ -433,7 +436,7 @@ async function child(args: string[]): Promise<void> {
     case 'esp-send':
       return childEspSend(a1 as RawSendMode, Number(a2), Number(a3));
     case 'esp-recv':
-      return childEspRecv(a1 as 'nfqueue' | 'rawsock');
+      return childEspRecv(a1 as RecvHow);
     default:
       throw new Error(`unknown child ${what}`);
   }

@@ -1,5 +1,6 @@
 /**
- * io/nfqueue.ts: EspReceiver over the npm `nfqueue` package (libnetfilter_queue).
+ * io/nfqueue.ts: EspReceiver over the npm `nfqueue` package (libnetfilter_queue): the reference
+ * receiver and the fallback when espgate's own batched addon (io/nfq-native.ts) is not built.
  *
  * The rules (src/netfilter/) send inbound ESP to queue N from the raw table's PREROUTING chain:
  *
@@ -112,8 +113,8 @@ function hasCapNetAdmin(): boolean {
   }
 }
 
-/** nfqueueBindError names the likely cause of a failed bind. */
-function nfqueueBindError(queueNum: number, e: unknown): GatewayError {
+/** nfqueueBindError names the likely cause of a failed bind (shared with io/nfq-native.ts). */
+export function nfqueueBindError(queueNum: number, e: unknown): GatewayError {
   const what = e instanceof Error ? e.message : String(e);
   let cause: string;
   if (!hasCapNetAdmin()) {
@@ -134,6 +135,7 @@ function nfqueueBindError(queueNum: number, e: unknown): GatewayError {
  * openEspReceiver; start() binds the queue.
  */
 export class NfqueueEspReceiver implements EspReceiver {
+  readonly impl = 'npm' as const;
   readonly queueNum: number;
   readonly stats: NfqueueStats = { received: 0, delivered: 0, callbackErrors: 0, lastError: '' };
   readonly #rcvbufBytes: number;
@@ -195,7 +197,7 @@ export class NfqueueEspReceiver implements EspReceiver {
   }
 }
 
-/** openEspReceiver makes a receiver for opts.queueNum; start() binds it. */
-export function openEspReceiver(opts: NfqueueReceiverOptions): NfqueueEspReceiver {
+/** openNpmNfqueueReceiver makes a receiver over the npm binding for opts.queueNum; start() binds it. */
+export function openNpmNfqueueReceiver(opts: NfqueueReceiverOptions): NfqueueEspReceiver {
   return new NfqueueEspReceiver(opts);
 }

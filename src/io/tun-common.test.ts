@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { GatewayError } from '../errors.js';
-import { openEspReceiver } from './nfqueue.js';
+import { openEspReceiver } from './receiver.js';
 import { errnoCode, findProjectRoot, tunOpenError, validateTunName } from './tun-common.js';
 import { openTun } from './tun.js';
 
@@ -68,10 +68,14 @@ test('openTun: a missing clone device is ERR_TUN telling to modprobe tun (both i
 });
 
 test('openEspReceiver: queue numbers outside 0..65535 are ERR_NFQUEUE', () => {
-  for (const [i, q] of [-1, 65536, 1.5, Number.NaN].entries()) {
-    assert.throws(() => openEspReceiver({ queueNum: q }), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_NFQUEUE', `case ${i + 1}`);
+  for (const impl of ['native', 'npm'] as const) {
+    for (const [i, q] of [-1, 65536, 1.5, Number.NaN].entries()) {
+      assert.throws(() => openEspReceiver({ queueNum: q, impl }), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_NFQUEUE', `${impl} case ${i + 1}`);
+    }
+    const rx = openEspReceiver({ queueNum: 0, impl });
+    assert.equal(rx.queueNum, 0);
+    assert.equal(rx.impl, impl);
   }
-  assert.equal(openEspReceiver({ queueNum: 0 }).queueNum, 0);
 });
 
 test('findProjectRoot finds the espgate package.json from this directory', () => {

@@ -41,8 +41,9 @@ describe('NFQUEUE ESP receiver', { skip: skip ?? false }, () => {
     b.del();
   });
 
-  test('1: IPv4 and IPv6 ESP of every size up to the limit is delivered whole, then dropped', async () => {
-    const rx = new BackgroundFixture(b, import.meta.url, 'nfqueue-recv', [String(QUEUE)]);
+  for (const [k, impl] of (['native', 'npm'] as const).entries()) {
+  test(`${k + 1}: ${impl}: IPv4 and IPv6 ESP of every size up to the limit is delivered whole, then dropped`, async () => {
+    const rx = new BackgroundFixture(b, import.meta.url, 'nfqueue-recv', [String(QUEUE), impl]);
     bg.push(rx);
     const ready = await rx.waitFor('ready');
     assert.match(String(ready.second), /^ERR_NFQUEUE: cannot bind NFQUEUE 7 .*already bound by netlink port \d+/, 'a second bind names the holder');
@@ -61,6 +62,7 @@ describe('NFQUEUE ESP receiver', { skip: skip ?? false }, () => {
       seen: { version: number; length: number; spi: number; seq: number }[];
       badContent: number;
       rawSocketBytesOrDrops: number;
+      boundAfterClose: boolean;
     };
     const want = 2 * 3 * sizes.length;
     assert.equal(res.stats.received, want);
@@ -78,5 +80,30 @@ describe('NFQUEUE ESP receiver', { skip: skip ?? false }, () => {
     assert.equal(res.proc.queueDropped + res.proc.userDropped, 0, 'no queue overflow');
     assert.equal(res.proc.copyRange, 65531, 'the kernel clamps the 0xffff copy range to 65531');
     assert.equal(res.rawSocketBytesOrDrops, 0, 'NF_DROP: no ESP reached the stack (a raw ESP socket saw nothing)');
+    assert.equal(res.boundAfterClose, impl === 'npm', impl === 'native' ? 'close() unbinds the queue' : 'the npm binding cannot unbind (documented)');
+  });
+  }
+
+  test('3: native: a burst of 20,000 packets: every one delivered or counted by the kernel, none left queued', async () => {
+    const rx = new BackgroundFixture(b, import.meta.url, 'nfqueue-recv', [String(QUEUE), 'native', 'count-only']);
+    bg.push(rx);
+    await rx.waitFor('ready');
+    const rounds = 10_000;
+    const flood = runFixture(a, import.meta.url, 'esp-flood', ['192.0.2.2', '2001:db8::2', String(rounds), '64', 'sync', 'noprobe'], 60_000).last.result as { ok: Record<string, number> };
+    const sent = (flood.ok['4'] ?? 0) + (flood.ok['6'] ?? 0);
+    assert.equal(sent, 2 * rounds, 'the flood sent every packet');
+    await new Promise((r) => setTimeout(r, 500));
+    const res = (await rx.finish()).result as {
+      stats: { received: number; delivered: number; truncated: number; verdictErrors: number; batches: number };
+      proc: { queueTotal: number; queueDropped: number; userDropped: number };
+      seenCount: number;
+    };
+    const kernelDropped = res.proc.queueDropped + res.proc.userDropped;
+    assert.equal(res.stats.received + kernelDropped, sent, `every packet accounted: ${res.stats.received} received + ${kernelDropped} dropped by the kernel`);
+    assert.equal(res.stats.delivered, res.stats.received, 'all received packets delivered');
+    assert.equal(res.seenCount, res.stats.delivered);
+    assert.equal(res.stats.truncated + res.stats.verdictErrors, 0);
+    assert.equal(res.proc.queueTotal, 0, 'batch verdicts left nothing queued');
+    assert.ok(res.stats.batches < res.stats.received, `batched: ${res.stats.batches} reads for ${res.stats.received} packets`);
   });
 });

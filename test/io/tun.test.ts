@@ -102,6 +102,7 @@ for (const [i, impl] of IMPLS.entries()) {
         ['tun', 'ERR_TUN', /CAP_NET_ADMIN/],
         ['rawsock', 'ERR_RAWSOCK', /CAP_NET_RAW/],
         ['nfqueue', 'ERR_NFQUEUE', /CAP_NET_ADMIN/],
+        ['nfqueueNpm', 'ERR_NFQUEUE', /CAP_NET_ADMIN/],
       ];
       for (const [n, [key, code, msg]] of cases.entries()) {
         const got = r[key] as { code?: string; message: string };

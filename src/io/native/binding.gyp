@@ -1,10 +1,20 @@
-# binding.gyp: the espgate TUN addon (src/io/native/tun.cc), built by `npm run build:native`.
-# Output: src/io/native/build/Release/espgate_tun.node, loaded by src/io/tun-native.ts.
+# binding.gyp: the espgate native addons, built by `npm run build:native`.
+#   espgate_tun: the TUN device (tun.cc), loaded by src/io/tun-native.ts
+#   espgate_nfq: the batched NFQUEUE receiver (nfq.cc), loaded by src/io/nfq-native.ts
+# Output: src/io/native/build/Release/<target>.node
 {
   "targets": [
     {
       "target_name": "espgate_tun",
       "sources": ["tun.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "cflags_cc": ["-Wall", "-Wextra", "-O2", "-fno-exceptions", "-std=c++17"]
+    },
+    {
+      "target_name": "espgate_nfq",
+      "sources": ["nfq.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
