@@ -34,15 +34,20 @@ const wantLab = !args.has('--unit');
 const amRoot = process.getuid?.() === 0;
 
 let failed = false;
-function run(files, concurrency) {
+function run(files, concurrency, env = process.env) {
   if (files.length === 0) return;
-  const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], { stdio: 'inherit', cwd: root });
+  const r = spawnSync(process.execPath, ['--test', `--test-concurrency=${concurrency}`, ...files], { stdio: 'inherit', cwd: root, env });
   if (r.status !== 0) failed = true;
 }
 
 if (wantUnit) {
   console.log(`# unit tests: ${unit.length} files`);
   run(unit, 2);
+  // The ESP tests again with the node:crypto AEAD (the TypeScript reference path): the native
+  // AES-GCM addon is the default, and both must pass the same vectors, fuzz and tshark checks.
+  const esp = unit.filter((f) => /\/src\/esp\/|\/test\/esp-[^/]*\.test\.js$|\/test\/two-gateways\.test\.js$/.test(f));
+  console.log(`# ESP tests with ESPGATE_AEAD=node (reference AEAD): ${esp.length} files`);
+  run(esp, 2, { ...process.env, ESPGATE_AEAD: 'node' });
 }
 if (wantLab) {
   if (!amRoot) console.log('# namespace (lab) tests skipped: not root. Run `sudo npm test` to include them.');

@@ -1,8 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GatewayError } from '../errors.js';
-import { AEAD_ALGORITHMS, AEAD_NAMES, createAead, isAeadName, parseKeyMaterialHex } from './aead.js';
+import { randomBytes } from 'node:crypto';
+import { AEAD_ALGORITHMS, AEAD_NAMES, createAead, defaultAeadImpl, isAeadName, parseKeyMaterialHex } from './aead.js';
 import type { AeadName } from './aead.js';
+import { loadGcmAddon } from './aead-native.js';
+
+/** IMPLS: node:crypto (the reference) and the native addon; both must pass every vector. */
+const IMPLS = ['node', 'native'] as const;
 import { hex, loadDraftVectors, loadKernelVectors, offsetView, toHex } from '../../test/support/vectors/load.js';
 
 function concat(...parts: Uint8Array[]): Uint8Array {
@@ -24,11 +29,13 @@ const kats: Kat[] = [
   })),
 ];
 
-test('aead: known answers (7 kernel rfc4106 entries + 16 draft-mcgrew cases), seal and open', () => {
+for (const impl of IMPLS) {
+test(`aead ${impl}: known answers (7 kernel rfc4106 entries + 16 draft-mcgrew cases), seal and open`, () => {
   assert.equal(kats.length, 23);
   for (const [i, k] of kats.entries()) {
     const label = `case ${i + 1} (${k.name})`;
-    const aead = createAead(k.alg, offsetView(k.keyMaterial));
+    const aead = createAead(k.alg, offsetView(k.keyMaterial), impl);
+    assert.equal(aead.impl, impl, label);
     // seal into a buffer at a non-zero offset, from inputs that are views with non-zero byteOffset
     const out = new Uint8Array(k.pt.length + 16 + 9);
     const n = aead.seal(offsetView(k.iv), 0, offsetView(k.aad), offsetView(k.pt), 0, k.pt.length, out, 5);
@@ -41,9 +48,9 @@ test('aead: known answers (7 kernel rfc4106 entries + 16 draft-mcgrew cases), se
   }
 });
 
-test('aead: any flipped bit in ciphertext, ICV, AAD or IV fails open and leaves dst untouched', () => {
+test(`aead ${impl}: any flipped bit in ciphertext, ICV, AAD or IV fails open and leaves dst untouched`, () => {
   const k = kats[7]; // draft case 1 (ESN AAD)
-  const aead = createAead(k.alg, k.keyMaterial);
+  const aead = createAead(k.alg, k.keyMaterial, impl);
   const positions: [string, number][] = [];
   for (let i = 0; i < k.ct.length; i += 5) positions.push(['ct', i]);
   positions.push(['ct', k.ct.length - 1], ['aad', 0], ['aad', k.aad.length - 1], ['iv', 0], ['iv', 7]);
@@ -56,6 +63,46 @@ test('aead: any flipped bit in ciphertext, ICV, AAD or IV fails open and leaves 
     assert.equal(aead.open(iv, 0, aad, ct, 0, k.pt.length, dst, 0), false, `case ${i + 1}: ${what}[${pos}]`);
     assert.ok(dst.every((b) => b === 0x5c), `case ${i + 1}: dst untouched`);
   }
+});
+}
+
+test('aead: the native addon is built here, and native and node agree on 600 random packets (sizes 0..2000, all key sizes, AAD 8 and 12)', () => {
+  assert.ok(loadGcmAddon() !== undefined, 'npm run build builds src/io/native (espgate_gcm)');
+  for (let i = 0; i < 600; i++) {
+    const name = AEAD_NAMES[i % AEAD_NAMES.length];
+    const km = randomBytes(AEAD_ALGORITHMS[name].keyMaterialLength);
+    const ref = createAead(name, km, 'node');
+    const nat = createAead(name, km, 'native');
+    const len = (i * 37) % 2001;
+    const pt = randomBytes(len);
+    const iv = randomBytes(8);
+    const aad = randomBytes(i % 2 === 0 ? 8 : 12);
+    const a = Buffer.alloc(len + 16 + 3);
+    const b = Buffer.alloc(len + 16 + 3);
+    assert.equal(ref.seal(iv, 0, aad, pt, 0, len, a, 3), nat.seal(iv, 0, aad, pt, 0, len, b, 3), `case ${i + 1}: length`);
+    assert.ok(a.equals(b), `case ${i + 1}: same ciphertext and ICV`);
+    // each opens the other's output in place
+    const fromRef = Buffer.from(a);
+    assert.equal(nat.open(iv, 0, aad, fromRef, 3, len, fromRef, 3), true, `case ${i + 1}: native opens node's`);
+    assert.ok(fromRef.subarray(3, 3 + len).equals(pt), `case ${i + 1}`);
+    const fromNat = Buffer.from(b);
+    assert.equal(ref.open(iv, 0, aad, fromNat, 3, len, fromNat, 3), true, `case ${i + 1}: node opens native's`);
+  }
+});
+
+test('aead native: out-of-range arguments are a RangeError (caller bug), never a memory error', () => {
+  const aead = createAead('aes128gcm16', new Uint8Array(20), 'native');
+  const buf = new Uint8Array(64);
+  const iv = new Uint8Array(8);
+  const aad = new Uint8Array(8);
+  const cases: [string, () => unknown][] = [
+    ['seal past the end of src', () => aead.seal(iv, 0, aad, buf, 40, 30, new Uint8Array(200), 0)],
+    ['seal: no room for the ICV in dst', () => aead.seal(iv, 0, aad, buf, 0, 40, buf, 10)],
+    ['open: ICV past the end', () => aead.open(iv, 0, aad, buf, 0, 60, buf, 0)],
+    ['negative offset', () => aead.open(iv, 0, aad, buf, -1, 8, buf, 0)],
+    ['seal: partial overlap', () => aead.seal(iv, 0, aad, buf, 0, 16, buf, 4)],
+  ];
+  for (const [i, [what, fn]] of cases.entries()) assert.throws(fn, RangeError, `case ${i + 1}: ${what}`);
 });
 
 test('aead: registry parameters', () => {
@@ -74,6 +121,7 @@ test('aead: registry parameters', () => {
     assert.equal(alg.linuxName, 'rfc4106(gcm(aes))', `case ${i + 1}`);
     const a = createAead(name, new Uint8Array(kmLen));
     assert.equal(a.name, name);
+    assert.equal(a.impl, defaultAeadImpl(), 'the default: the native addon when built, node:crypto with ESPGATE_AEAD=node');
     assert.equal(a.keyMaterialLength, kmLen);
     assert.ok(isAeadName(name));
   }
@@ -87,7 +135,7 @@ test('aead: bad key material is GatewayError ERR_ESP_KEY', () => {
     ['aes192gcm16', 20], ['aes192gcm16', 24], ['aes256gcm16', 32], ['aes256gcm16', 20], ['aes256gcm16', 37],
   ];
   for (const [i, [name, len]] of cases.entries()) {
-    assert.throws(() => createAead(name, new Uint8Array(len)), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_ESP_KEY',
+    for (const impl of IMPLS) assert.throws(() => createAead(name, new Uint8Array(len), impl), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_ESP_KEY',
       `case ${i + 1}: ${name} with ${len} bytes`);
   }
 });

@@ -44,6 +44,7 @@ import { createCipheriv, createDecipheriv, createSecretKey } from 'node:crypto';
 import type { CipherGCMTypes, KeyObject } from 'node:crypto';
 import { GatewayError } from '../errors.js';
 import { AEAD_NONCE_LEN, AEAD_SALT_LEN, ESP_IV_LEN } from './nonce.js';
+import { createNativeGcm } from './aead-native.js';
 
 /** AEAD_ICV_LEN is the ICV (tag) length of every registered algorithm: 16 bytes. */
 export const AEAD_ICV_LEN = 16;
@@ -54,6 +55,8 @@ export const AEAD_ICV_LEN = 16;
  * SA that owns it is used sequentially (STYLE principle 5).
  */
 export interface Aead {
+  /** impl says which implementation this is: node:crypto (the reference) or the native addon. */
+  readonly impl: 'node' | 'native';
   /** name is the registry name, eg. 'aes128gcm16'. */
   readonly name: AeadName;
   /** ivLength is the explicit IV length on the wire (8). */
@@ -96,8 +99,20 @@ export interface AeadAlgorithm {
   readonly linuxName: string;
   /** wiresharkName is the "Encryption" value of Wireshark's esp_sa UAT, for captures. */
   readonly wiresharkName: string;
-  /** create builds an instance; throws GatewayError ERR_ESP_KEY for bad key material. */
-  create(keyMaterial: Uint8Array): Aead;
+  /**
+   * create builds an instance; throws GatewayError ERR_ESP_KEY for bad key material. impl
+   * 'auto' (the default) takes the native AES-GCM addon when it is built (aead-native.ts) unless
+   * the environment says ESPGATE_AEAD=node; 'node' is node:crypto, the reference.
+   */
+  create(keyMaterial: Uint8Array, impl?: AeadImpl): Aead;
+}
+
+/** AeadImpl picks an implementation: node:crypto ('node', the reference) or the native addon. */
+export type AeadImpl = 'auto' | 'native' | 'node';
+
+/** defaultAeadImpl is what 'auto' resolves to: 'native' unless ESPGATE_AEAD=node or the addon is missing. */
+export function defaultAeadImpl(): 'native' | 'node' {
+  return process.env.ESPGATE_AEAD === 'node' ? 'node' : 'native';
 }
 
 /** NodeAeadSpec is what nodeAead needs to register a node:crypto AEAD. */
@@ -120,8 +135,14 @@ function nodeAead(spec: NodeAeadSpec): AeadAlgorithm {
     blockSize: 1,
     linuxName: spec.linuxName,
     wiresharkName: spec.wiresharkName,
-    create(keyMaterial: Uint8Array): Aead {
+    create(keyMaterial: Uint8Array, impl: AeadImpl = 'auto'): Aead {
       checkKeyMaterial(alg, keyMaterial);
+      const want = impl === 'auto' ? defaultAeadImpl() : impl;
+      if (want === 'native' && spec.cipher !== 'chacha20-poly1305') {
+        const a = createNativeGcm(alg.name as AeadName, alg.keyLength, keyMaterial);
+        if (a !== undefined) return a;
+        if (impl === 'native') throw new GatewayError('ERR_ESP_KEY', `${alg.name}: the native AES-GCM addon is not built ('npm run build:native')`);
+      }
       return new NodeAead(alg, spec.cipher, keyMaterial);
     },
   };
@@ -159,8 +180,8 @@ export function isAeadName(s: string): s is AeadName {
 }
 
 /** createAead builds an Aead; throws GatewayError ERR_ESP_KEY for bad key material. */
-export function createAead(name: AeadName, keyMaterial: Uint8Array): Aead {
-  return AEAD_ALGORITHMS[name].create(keyMaterial);
+export function createAead(name: AeadName, keyMaterial: Uint8Array, impl: AeadImpl = 'auto'): Aead {
+  return AEAD_ALGORITHMS[name].create(keyMaterial, impl);
 }
 
 /**
@@ -199,6 +220,7 @@ const CIPHER_OPTIONS = { authTagLength: AEAD_ICV_LEN } as const;
  * a fresh buffer that is copied into place once (~40 ns at 1400 bytes).
  */
 class NodeAead implements Aead {
+  readonly impl = 'node' as const;
   readonly name: AeadName;
   readonly ivLength = ESP_IV_LEN;
   readonly icvLength = AEAD_ICV_LEN;

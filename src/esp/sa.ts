@@ -25,7 +25,7 @@
 import { DropCounters } from '../drops.js';
 import { GatewayError } from '../errors.js';
 import { createAead } from './aead.js';
-import type { Aead, AeadName } from './aead.js';
+import type { Aead, AeadImpl, AeadName } from './aead.js';
 import { SEQUENCE_IV } from './nonce.js';
 import type { IvGenerator } from './nonce.js';
 import { REPLAY_WINDOW_DEFAULT, ReplayWindow } from './replay.js';
@@ -76,6 +76,8 @@ export interface SaCommonOptions {
   /** keyMaterial is key || salt (aead.ts). */
   readonly keyMaterial: Uint8Array;
   /** esn enables 64-bit extended sequence numbers (RFC 4303 §2.2.1). Default false. */
+  /** aeadImpl picks the AEAD implementation (default 'auto': the native addon when built; aead.ts). */
+  readonly aeadImpl?: AeadImpl;
   readonly esn?: boolean;
   readonly lifetime?: SaLifetime;
   /** now is the clock for lastUsedMs. Default Date.now. */
@@ -141,7 +143,7 @@ abstract class SaBase {
     }
     this.spi = o.spi;
     this.algorithm = o.algorithm;
-    this.aead = createAead(o.algorithm, o.keyMaterial);
+    this.aead = createAead(o.algorithm, o.keyMaterial, o.aeadImpl);
     this.esn = o.esn ?? false;
     const l = o.lifetime ?? {};
     this.lifetime = {

@@ -1,6 +1,7 @@
 # binding.gyp: the espgate native addons, built by `npm run build:native`.
 #   espgate_tun: the TUN device (tun.cc), loaded by src/io/tun-native.ts
 #   espgate_nfq: the batched NFQUEUE receiver (nfq.cc), loaded by src/io/nfq-native.ts
+#   espgate_gcm: AES-GCM through Node's own OpenSSL (gcm.cc), loaded by src/esp/aead-native.ts
 # Output: src/io/native/build/Release/<target>.node
 {
   "targets": [
@@ -15,6 +16,14 @@
     {
       "target_name": "espgate_nfq",
       "sources": ["nfq.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
+      "cflags": ["-Wall", "-Wextra", "-O2"],
+      "cflags_cc": ["-Wall", "-Wextra", "-O2", "-fno-exceptions", "-std=c++17"]
+    },
+    {
+      "target_name": "espgate_gcm",
+      "sources": ["gcm.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags": ["-Wall", "-Wextra", "-O2"],
