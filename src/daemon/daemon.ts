@@ -24,6 +24,8 @@ import type { TunDevice, EspSender, EspReceiver } from '../io/types.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import { Engine, type EngineTables } from '../datapath/engine.js';
+import { warmUpCodec } from '../datapath/warmup.js';
+import { algorithmOf } from './sa-factory.js';
 import { buildTables, type SaFactory } from './tables.js';
 import { listenControl, closeControl } from './control.js';
 import { statusOf, type DaemonStatus } from './status.js';
@@ -174,6 +176,13 @@ export class Daemon {
       this.#sender = this.#sys.openSender();
       this.#receiver = this.#sys.openReceiver(cfg.queue);
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
+      if (process.env.ESPGATE_WARMUP !== '0') {
+        const t0 = performance.now();
+        const algs = cfg.peers.flatMap((p) => [algorithmOf(p.sa.out), algorithmOf(p.sa.in)]);
+        const ok = warmUpCodec(algs);
+        this.#log.debug({ ms: Math.round(performance.now() - t0), packets: ok }, 'data path warmed up (codec optimised before the first packet)');
+        if (algs.length > 0 && ok === 0) throw new GatewayError('ERR_ESP_KEY', 'the ESP codec failed its start-up self-check (warm-up round trips)');
+      }
       this.engine.onDrop = (reason, dir) => { this.#dropLog.note(`${dir}:${reason}`, `drop ${dir}bound: ${reason}`); };
       this.engine.start();
       this.#flushTimer = setInterval(() => {
