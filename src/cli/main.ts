@@ -13,6 +13,7 @@ import { runUp } from './up.js';
 import { rulesCommand } from './rules.js';
 import { formatStatus } from './format.js';
 import { espSaLines } from './keys.js';
+import { parseHostArg, parsePrefixArg, renderInitConfigs, writeInitConfigs } from './init.js';
 import type { DaemonStatus } from '../daemon/status.js';
 
 const EXIT: Partial<Record<ErrorCode, number>> = {
@@ -36,6 +37,28 @@ function program(): Command {
     .description('run the daemon in the foreground (installs rules/TUN/routes if absent; SIGTERM/SIGINT removes what it added)')
     .requiredOption('-c, --config <file>', 'config file (YAML)')
     .action(async (o: { config: string }) => { exitWhenDone = true; await runUp(o.config, createLogger()); });
+
+  p.command('init')
+    .description('write a commented config for both ends of a two-host setup, with fresh random keys and SPIs')
+    .requiredOption('--local <name=address>', 'this host, e.g. alice=198.18.0.1')
+    .requiredOption('--peer <name=address>', 'the other host, e.g. bob=198.18.0.2')
+    .requiredOption('--prefix <real=fake>', 'a real prefix holding both addresses and its fake twin (repeat for IPv4 and IPv6)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--aes <bits>', 'AES key size: 128 or 256', '256')
+    .option('--state-dir <dir>', 'stateDir in the configs', '/var/lib/espgate')
+    .option('-o, --out <dir>', 'write <dir>/<name>.yaml for both hosts (mode 0600); without it, print both')
+    .option('--force', 'overwrite existing files')
+    .action((o: { local: string; peer: string; prefix: string[]; aes: string; stateDir: string; out?: string; force?: boolean }) => {
+      if (o.aes !== '128' && o.aes !== '256') throw new GatewayError('ERR_CONFIG', `--aes must be 128 or 256, got "${o.aes}"`);
+      const opts = { local: parseHostArg('local', o.local), peer: parseHostArg('peer', o.peer), prefixes: o.prefix.map(parsePrefixArg), aesBits: o.aes === '128' ? 128 as const : 256 as const, stateDir: o.stateDir };
+      const texts = renderInitConfigs(opts);
+      if (o.out === undefined) {
+        console.log(`${texts[0]}\n# ---- 8< ---- ${opts.peer.name}.yaml ----\n\n${texts[1]}`);
+        return;
+      }
+      const files = writeInitConfigs(o.out, opts, texts, o.force === true);
+      console.log(`wrote ${files.join(' and ')} (mode 0600: they hold keys)`);
+      console.log(`next: copy ${files[1] ?? ''} to ${opts.peer.name}; on each host: espgate check -c <file>, then espgate up -c <file>`);
+    });
 
   p.command('check')
     .description('validate a config and print what would be installed; changes nothing')
