@@ -19,7 +19,8 @@ export type ErrorCode =
   | 'ERR_NETLINK'         // ip(8) route/addr/link operations
   | 'ERR_ALREADY_RUNNING'
   | 'ERR_CONTROL'         // control socket
-  | 'ERR_MISSING_TOOL';
+  | 'ERR_MISSING_TOOL'
+  | 'ERR_PRIVILEGE';     // the process lacks a capability it needs (CAP_NET_ADMIN, CAP_NET_RAW)
 
 /** GatewayError is the one base class for control-plane errors. */
 export class GatewayError extends Error {

@@ -2,10 +2,11 @@
  * cli/rules.ts: `espgate rules install|remove|show`.
  */
 import type { Config } from '../config/load.js';
-import { gateOps } from '../daemon/system.js';
+import { checkPrivileges, gateOps } from '../daemon/system.js';
 
 /** rulesCommand runs one rules action and prints what it did. */
 export async function rulesCommand(action: 'install' | 'remove' | 'show', cfg: Config): Promise<void> {
+  checkPrivileges(); // every action reads or writes netfilter state
   const gate = gateOps();
   switch (action) {
     case 'show':

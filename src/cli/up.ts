@@ -9,11 +9,13 @@ import { Daemon } from '../daemon/daemon.js';
 import { linuxSystem } from '../daemon/system.js';
 import { staticSaFactory } from '../daemon/sa-factory.js';
 import { GatewayError } from '../errors.js';
+import { createNotifier } from '../daemon/sd-notify.js';
 
 /** runUp starts the daemon and resolves when it has stopped. Rejects if start-up fails. */
 export async function runUp(file: string, log: Logger): Promise<void> {
   const cfg = loadConfig(file);
   const daemon = new Daemon(cfg, linuxSystem(), log, staticSaFactory(cfg.stateDir));
+  const sd = createNotifier();
   let stopping: Promise<void> | undefined;
   let starting: Promise<void> = Promise.resolve();
   let resolveDone: () => void = () => {};
@@ -21,6 +23,8 @@ export async function runUp(file: string, log: Logger): Promise<void> {
   const stop = (sig: string): void => {
     if (stopping) return;
     log.info({ signal: sig }, 'stopping');
+    sd.stop();
+    sd.send('STOPPING=1');
     // A signal during start-up waits for start() to settle, so that teardown sees everything it added.
     stopping = starting.catch(() => {}).then(() => daemon.stop())
       .then(resolveDone, (e: unknown) => { log.error({ err: e }, 'stop failed'); resolveDone(); });
@@ -33,13 +37,22 @@ export async function runUp(file: string, log: Logger): Promise<void> {
   process.on('SIGHUP', () => {
     if (stopping) return;
     log.info({ file }, 'SIGHUP: reloading the config');
+    sd.send('RELOADING=1');
+    const ready = (): void => { sd.send(`READY=1\nSTATUS=up, ${daemon.config.peers.length} peer(s), ${daemon.reloads} reload(s)`); };
     try {
-      daemon.reload(loadConfig(file)).catch(refused);
+      daemon.reload(loadConfig(file)).then(ready, (e: unknown) => { refused(e); ready(); });
     } catch (e) {
       refused(e);
+      ready();
     }
   });
   starting = daemon.start();
   await starting;
+  if (sd.enabled && !stopping) {
+    const rc = sd.send(`READY=1\nSTATUS=up, ${cfg.peers.length} peer(s)\nMAINPID=${process.pid}`);
+    if (rc !== 0) log.warn({ errno: -rc }, 'sd_notify READY=1 failed');
+    const ms = sd.startWatchdog();
+    log.info({ watchdogMs: ms }, 'told systemd we are ready');
+  }
   await done;
 }

@@ -33,6 +33,8 @@ import { GatewayError } from '../errors.js';
 
 /** System is every kernel edge the daemon uses. */
 export interface System {
+  /** preflight checks what start() needs before anything is changed (privileges); throws GatewayError. */
+  preflight?(): void;
   openTun(name: string): TunDevice;
   configureTun(name: string, mtuBytes: number, fakePrefixes: readonly string[], src: Readonly<{ v4?: string; v6?: string }>): Promise<void>;
   /** localAddresses lists this host's global addresses. */
@@ -149,6 +151,7 @@ export class Daemon {
     if (this.state !== 'down') throw new GatewayError('ERR_CONTROL', `cannot start from state ${this.state}`);
     const cfg = this.#cfg;
     try {
+      this.#sys.preflight?.();
       this.#control = await listenControl(this.controlPath, (req) => this.#handleControl(req));
       this.#added.push('control');
       this.#log.warn('static SAs from the config: RFC 4106 forbids AES-GCM with statically configured keys in production; use this for testing and debugging only (sequence numbers are persisted so a restart never reuses an IV)');

@@ -7,13 +7,50 @@ import type { Config } from '../config/load.js';
 import type { System } from './daemon.js';
 import { openTun } from '../io/tun.js';
 import { openEspSender } from '../io/rawsock.js';
-import { openEspReceiver, readNfqueueProcStats } from '../io/nfqueue.js';
+import { readNfqueueProcStats } from '../io/nfqueue.js';
+import { openEspReceiver } from '../io/receiver.js';
 import { buildRulesSpec } from '../netfilter/model.js';
 import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
 import { spawnRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
 import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
 import { markGateOwner } from './daemon.js';
+import { readFileSync } from 'node:fs';
+import { GatewayError } from '../errors.js';
+
+/** CAP_NET_ADMIN and CAP_NET_RAW (linux/capability.h): all espgate needs, and what the unit grants. */
+const CAP_NET_ADMIN = 12;
+const CAP_NET_RAW = 13;
+
+/**
+ * missingCapabilities reads CapEff from /proc/self/status (or the given text) and names what is
+ * missing of CAP_NET_ADMIN (rules, routes, TUN, NFQUEUE) and CAP_NET_RAW (the ESP socket).
+ */
+export function missingCapabilities(statusText?: string): string[] {
+  let text = statusText;
+  if (text === undefined) {
+    try {
+      text = readFileSync('/proc/self/status', 'utf8');
+    } catch {
+      return []; // no /proc: let the kernel say no later
+    }
+  }
+  const m = /^CapEff:\s*([0-9a-f]+)$/m.exec(text);
+  if (m?.[1] === undefined) return [];
+  const eff = BigInt(`0x${m[1]}`);
+  const out: string[] = [];
+  if ((eff & (1n << BigInt(CAP_NET_ADMIN))) === 0n) out.push('CAP_NET_ADMIN');
+  if ((eff & (1n << BigInt(CAP_NET_RAW))) === 0n) out.push('CAP_NET_RAW');
+  return out;
+}
+
+/** checkPrivileges throws ERR_PRIVILEGE naming the missing capabilities and the fix. */
+export function checkPrivileges(statusText?: string): void {
+  const missing = missingCapabilities(statusText);
+  if (missing.length === 0) return;
+  throw new GatewayError('ERR_PRIVILEGE', `this process lacks ${missing.join(' and ')}: run espgate as root, or grant `
+    + 'CAP_NET_ADMIN and CAP_NET_RAW (systemd: CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW, see docs/systemd.md); nothing was changed');
+}
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
 
@@ -52,6 +89,7 @@ export function gateOps(runner: Runner = spawnRunner()) {
 export function linuxSystem(runner: Runner = spawnRunner()): System {
   const gate = gateOps(runner);
   return {
+    preflight: () => { checkPrivileges(); },
     openTun: (name) => openTun(name),
     configureTun: (name, mtu, prefixes, src) => configureTun(runner, name, mtu, prefixes, src),
     localAddresses: () => localAddresses(runner),
