@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
+import { createServer } from 'node:net';
 import { Daemon, tunMtuFor, markGateOwner, GATE_OWNER_FILE, type System } from '../src/daemon/daemon.js';
 import { staticSaFactory } from '../src/daemon/sa-factory.js';
 import { parseConfig, type Config } from '../src/config/load.js';
@@ -129,3 +130,19 @@ test('tunMtuFor: IPv4 and IPv6 outer overheads', () => {
   assert.equal(tunMtuFor(1500, new Set([4, 6])), 1420);
   assert.equal(tunMtuFor(9000, new Set([6])), 8920);
 });
+
+test('daemon: the metrics endpoint runs while up and is closed on stop', () => withConfig(async (cfg) => {
+  const free = await new Promise<number>((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => { const a = s.address(); s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0)); });
+  });
+  const f = fakeSystem();
+  const d = new Daemon({ ...cfg, metrics: { listen: `127.0.0.1:${free}` } }, f.sys, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  const text = await (await fetch(`http://127.0.0.1:${free}/metrics`)).text();
+  assert.match(text, /^espgate_up 1$/m, '1: up');
+  assert.match(text, /^espgate_packets_total\{peer="bob",direction="out"\} 0$/m, '2: per-peer counters');
+  assert.ok(d.engine?.onTiming !== undefined, '3: the data path reports timings while metrics are on');
+  await d.stop();
+  await assert.rejects(fetch(`http://127.0.0.1:${free}/metrics`), '4: closed on stop');
+}));

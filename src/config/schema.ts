@@ -80,6 +80,12 @@ export const configSchema = z.strictObject({
   prefixes: z.array(z.strictObject({ real: cidr, fake: cidr })).min(1)
     .describe('Real <-> fake offset maps: same family and length; the fake prefix is routed to the TUN.'),
   peers: z.array(peerSchema).min(1).describe('Protected peers.'),
+  metrics: z.strictObject({
+    listen: z.string()
+      .regex(/^(127\.\d{1,3}\.\d{1,3}\.\d{1,3}|\[::1\]|localhost):\d{1,5}$/, 'metrics.listen must be a loopback address and port: 127.0.0.1:9469, [::1]:9469 or localhost:9469')
+      .refine((v) => { const port = Number(v.slice(v.lastIndexOf(':') + 1)); return port >= 1 && port <= 65535; }, 'metrics.listen: port must be 1..65535')
+      .describe('Loopback address and port of the Prometheus text endpoint (GET /metrics), e.g. 127.0.0.1:9469.'),
+  }).optional().describe('Prometheus metrics endpoint; off unless set, and only on loopback.'),
 });
 
 /** RawConfig is the parsed file before semantic validation. */

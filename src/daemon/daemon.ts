@@ -29,6 +29,7 @@ import { algorithmOf } from './sa-factory.js';
 import { buildTables, type SaFactory } from './tables.js';
 import { listenControl, closeControl } from './control.js';
 import { statusOf, type DaemonStatus } from './status.js';
+import { startMetrics, type MetricsEndpoint } from './metrics.js';
 import { GatewayError } from '../errors.js';
 
 /** System is every kernel edge the daemon uses. */
@@ -122,6 +123,7 @@ export class Daemon {
   #control: Server | undefined;
   #dropLog: RateLimitedLog;
   #flushTimer: NodeJS.Timeout | undefined;
+  #metrics: MetricsEndpoint | undefined;
   #reloading: Promise<void> = Promise.resolve();
   /** reloads counts successful reloads. */
   reloads = 0;
@@ -192,6 +194,17 @@ export class Daemon {
         for (const e of this.#sas.flush?.() ?? []) this.#log.error({ err: e }, 'replay state could not be made durable');
       }, REPLAY_FLUSH_MS);
       this.#flushTimer.unref();
+      if (cfg.metrics !== undefined) {
+        try {
+          const ep = await startMetrics(cfg.metrics.listen, this);
+          this.#metrics = ep;
+          this.engine.onTiming = (dir, packets, seconds) => { ep.timings.batch(dir, packets, seconds); };
+          this.#log.info({ listen: cfg.metrics.listen }, 'metrics endpoint on (GET /metrics)');
+        } catch (e) {
+          // The tunnel matters more than its metrics: say so loudly and run without them.
+          this.#log.error({ err: GatewayError.isGatewayError(e) ? e.message : e }, 'metrics endpoint could not start; running without it');
+        }
+      }
       this.state = 'up';
       this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
@@ -263,6 +276,7 @@ export class Daemon {
     this.#sas.flush?.();
     this.#sas.close?.();
     const steps: [string, () => Promise<void> | void][] = [
+      ['metrics', async () => { await this.#metrics?.close(); this.#metrics = undefined; }],
       ['receiver', () => this.#receiver?.close()],
       ['sender', () => this.#sender?.close()],
       ['tun', () => this.#tun?.close()],
