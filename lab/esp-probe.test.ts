@@ -10,6 +10,7 @@ import {
   buildEchoRequest,
   openEspProbe,
   sealEspProbe,
+  sealEspProbeWith,
 } from './esp-probe.js';
 
 const KEY128 = Uint8Array.from({ length: 20 }, (_, i) => i + 1);
@@ -99,5 +100,66 @@ describe('sealEspProbe / openEspProbe', () => {
     const inner = buildEchoRequest({ src: '198.18.0.1', dst: '198.18.0.2', id: 1, seq: 1, payload: new Uint8Array(0) });
     assert.throws(() => sealEspProbe({ spi: 0x100, keymat: new Uint8Array(16) }, 1, IV, inner));
     assert.throws(() => sealEspProbe({ spi: 0x100, keymat: KEY128 }, 1, new Uint8Array(12), inner));
+  });
+});
+
+describe('sealEspProbeWith: tweaks for hostile-input tests', () => {
+  const sa = { spi: 0x3002, keymat: KEY128 };
+  // 28-byte inner: 28 + 2 = 30, so the natural padding is 2 bytes (1, 2).
+  const inner = buildEchoRequest({ src: '198.18.0.3', dst: '198.18.0.2', id: 1, seq: 1, payload: new Uint8Array(0) });
+  const plainEsp = sealEspProbe(sa, 5, IV, inner);
+
+  it('case 1: no tweaks: byte for byte what sealEspProbe seals; natural padding 1, 2', () => {
+    assert.deepEqual([...sealEspProbeWith(sa, 5, IV, inner, {})], [...plainEsp]);
+    assert.deepEqual([...openEspProbe(sa, plainEsp).padding], [1, 2]);
+  });
+
+  it('case 2: nextHeader replaces the trailer\'s next header; the ICV still verifies', () => {
+    const opened = openEspProbe(sa, sealEspProbeWith(sa, 5, IV, inner, { nextHeader: 17 }));
+    assert.equal(opened.nextHeader, 17);
+    assert.deepEqual([...opened.inner], [...inner]);
+  });
+
+  it('case 3: padding replaces the padding bytes (same length: same size on the wire)', () => {
+    const esp = sealEspProbeWith(sa, 5, IV, inner, { padding: Uint8Array.from([0, 0]) });
+    assert.equal(esp.length, plainEsp.length);
+    const opened = openEspProbe(sa, esp);
+    assert.deepEqual([...opened.padding], [0, 0]);
+    assert.deepEqual([...opened.inner], [...inner]);
+  });
+
+  it('case 4: padding of another length changes the size (6 bytes: still 4-aligned)', () => {
+    const esp = sealEspProbeWith(sa, 5, IV, inner, { padding: Uint8Array.from([1, 2, 3, 4, 5, 6]) });
+    assert.equal(esp.length, plainEsp.length + 4);
+    assert.equal((esp.length - ESP_HEADER_LEN - GCM_IV_LEN - GCM_ICV_LEN) % 4, 0);
+    assert.deepEqual([...openEspProbe(sa, esp).padding], [1, 2, 3, 4, 5, 6]);
+  });
+
+  it('case 5: padLength larger than the payload: authenticated, and the opener refuses the padding', () => {
+    const esp = sealEspProbeWith(sa, 5, IV, inner, { padLength: 200 });
+    assert.equal(esp.length, plainEsp.length);
+    assert.throws(() => openEspProbe(sa, esp), /bad padding/);
+  });
+
+  it('case 6: flipIcvBit changes only the last byte, and authentication fails', () => {
+    const esp = sealEspProbeWith(sa, 5, IV, inner, { flipIcvBit: true });
+    assert.deepEqual([...esp.subarray(0, esp.length - 1)], [...plainEsp.subarray(0, plainEsp.length - 1)]);
+    assert.equal(esp[esp.length - 1], (plainEsp[plainEsp.length - 1] ?? 0) ^ 1);
+    assert.throws(() => openEspProbe(sa, esp));
+  });
+
+  it('case 7: cutBytes truncates the end; out-of-range cuts are refused', () => {
+    const esp = sealEspProbeWith(sa, 5, IV, inner, { cutBytes: 3 });
+    assert.deepEqual([...esp], [...plainEsp.subarray(0, plainEsp.length - 3)]);
+    assert.equal(sealEspProbeWith(sa, 5, IV, inner, { cutBytes: plainEsp.length }).length, 0);
+    assert.throws(() => sealEspProbeWith(sa, 5, IV, inner, { cutBytes: plainEsp.length + 1 }));
+    assert.throws(() => sealEspProbeWith(sa, 5, IV, inner, { cutBytes: -1 }));
+  });
+
+  it('case 8: a non-IP inner payload gets next header 4 (the sealer only looks at the version nibble)', () => {
+    const junk = Uint8Array.from({ length: 30 }, (_, i) => (i === 0 ? 0x00 : i));
+    const opened = openEspProbe(sa, sealEspProbeWith(sa, 9, IV, junk, {}));
+    assert.equal(opened.nextHeader, NEXT_HEADER_IPV4);
+    assert.deepEqual([...opened.inner], [...junk]);
   });
 });

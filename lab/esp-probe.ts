@@ -3,7 +3,8 @@
  * per RFC 4106, no ESN). It builds ESP payloads carrying an inner ICMP echo request, sealed with
  * an SA from a lab config, so that
  *   - lab/selftest.sh can check that keys.uat lets tshark decrypt what it captures, and
- *   - lab tests can inject ESP sealed by something other than espgate into a running daemon.
+ *   - lab tests can inject ESP sealed by something other than espgate into a running daemon,
+ *     well formed or bent out of shape on purpose (sealEspProbeWith, ProbeTweaks).
  * It is deliberately separate from src/esp (no shared code), so the two can check each other.
  *
  * The ESP payload returned is what a raw IPPROTO_ESP socket sends (the kernel adds the outer
@@ -129,18 +130,46 @@ function aesGcmName(keymat: Uint8Array): 'aes-128-gcm' | 'aes-256-gcm' {
 }
 
 /**
+ * ProbeTweaks bend a sealed probe out of shape on purpose, for the hostile-input lab tests
+ * (test/lab/hostile.test.ts). Every field is optional; with none, sealEspProbeWith is sealEspProbe.
+ * The tweaks inside the encrypted part (next header, padding) are still authenticated: the
+ * receiver's ICV check passes and its later checks must catch them.
+ */
+export interface ProbeTweaks {
+  /** nextHeader replaces the trailer's next header (default: 4 or 41 from the inner version nibble). */
+  readonly nextHeader?: number;
+  /** padding replaces the padding bytes (default 1, 2, 3, ...); its length decides the padding length. */
+  readonly padding?: Uint8Array;
+  /** padLength replaces the Pad Length byte only (the padding bytes written stay as they are). */
+  readonly padLength?: number;
+  /** flipIcvBit flips the lowest bit of the ICV's last byte after sealing: the ICV no longer verifies. */
+  readonly flipIcvBit?: boolean;
+  /** cutBytes removes that many bytes from the end after sealing (a truncated packet). */
+  readonly cutBytes?: number;
+}
+
+/**
  * sealEspProbe seals one inner IP packet into an ESP payload with sequence number `seq` and
  * explicit IV `iv` (8 bytes; must never repeat under one key).
  */
 export function sealEspProbe(sa: ProbeSa, seq: number, iv: Uint8Array, inner: Uint8Array): Uint8Array {
+  return sealEspProbeWith(sa, seq, iv, inner, {});
+}
+
+/**
+ * sealEspProbeWith is sealEspProbe with tweaks (see ProbeTweaks). The padding given must keep
+ * inner + padding + 2 a multiple of 4, or the receiver sees a misaligned ('truncated') packet.
+ */
+export function sealEspProbeWith(sa: ProbeSa, seq: number, iv: Uint8Array, inner: Uint8Array, tweaks: ProbeTweaks): Uint8Array {
   if (iv.length !== GCM_IV_LEN) throw new Error('IV must be 8 bytes');
   const version = (inner[0] ?? 0) >> 4;
-  const nextHeader = version === 6 ? NEXT_HEADER_IPV6 : NEXT_HEADER_IPV4;
-  const padLen = (4 - ((inner.length + ESP_TRAILER_LEN) % 4)) % 4;
+  const nextHeader = tweaks.nextHeader ?? (version === 6 ? NEXT_HEADER_IPV6 : NEXT_HEADER_IPV4);
+  const padLen = tweaks.padding?.length ?? (4 - ((inner.length + ESP_TRAILER_LEN) % 4)) % 4;
   const plain = new Uint8Array(inner.length + padLen + ESP_TRAILER_LEN);
   plain.set(inner, 0);
-  for (let i = 0; i < padLen; i++) plain[inner.length + i] = i + 1;
-  plain[plain.length - 2] = padLen;
+  if (tweaks.padding !== undefined) plain.set(tweaks.padding, inner.length);
+  else for (let i = 0; i < padLen; i++) plain[inner.length + i] = i + 1;
+  plain[plain.length - 2] = tweaks.padLength ?? padLen;
   plain[plain.length - 1] = nextHeader;
 
   const header = new Uint8Array(ESP_HEADER_LEN);
@@ -161,7 +190,10 @@ export function sealEspProbe(sa: ProbeSa, seq: number, iv: Uint8Array, inner: Ui
   out.set(iv, ESP_HEADER_LEN);
   out.set(body, ESP_HEADER_LEN + GCM_IV_LEN);
   out.set(tag, ESP_HEADER_LEN + GCM_IV_LEN + body.length);
-  return out;
+  if (tweaks.flipIcvBit === true) out[out.length - 1] = (out[out.length - 1] ?? 0) ^ 0x01;
+  const cut = tweaks.cutBytes ?? 0;
+  if (!Number.isInteger(cut) || cut < 0 || cut > out.length) throw new Error(`cutBytes must be 0..${out.length}`);
+  return cut === 0 ? out : out.slice(0, out.length - cut);
 }
 
 /** OpenedProbe is what openEspProbe recovers. */
@@ -170,6 +202,8 @@ export interface OpenedProbe {
   readonly seq: number;
   readonly nextHeader: number;
   readonly inner: Uint8Array;
+  /** padding holds the padding bytes as received (between the inner packet and the Pad Length byte). */
+  readonly padding: Uint8Array;
 }
 
 /** openEspProbe opens an ESP payload sealed with `sa` (the check side of the unit tests); throws on any failure. */
@@ -191,5 +225,9 @@ export function openEspProbe(sa: ProbeSa, esp: Uint8Array): OpenedProbe {
   const padLen = plain[plain.length - 2] ?? 0;
   const innerLen = plain.length - ESP_TRAILER_LEN - padLen;
   if (innerLen < 0) throw new Error('bad padding');
-  return { spi, seq, nextHeader, inner: new Uint8Array(plain.subarray(0, innerLen)) };
+  return {
+    spi, seq, nextHeader,
+    inner: new Uint8Array(plain.subarray(0, innerLen)),
+    padding: new Uint8Array(plain.subarray(innerLen, plain.length - ESP_TRAILER_LEN)),
+  };
 }
