@@ -15,7 +15,7 @@ function fakeStatus(): DaemonStatus {
     totals: { tunRead: 3 }, drops,
     peers: [{
       name: 'bob', endpoint: '198.18.0.2', txPackets: 11, txBytes: 1100, rxPackets: 12, rxBytes: 1200, lastTxMs: 0, lastRxMs: 0,
-      sas: [{ direction: 'out', spi: '0x00001002', algorithm: 'aes128gcm16', packets: 11, bytes: 1100, drops: {} }],
+      sas: [{ direction: 'out', spi: '0x00001002', algorithm: 'aes128gcm16', packets: 11, bytes: 1100, dummyPackets: 0, drops: {} }],
     }],
     queue: { num: 0, waiting: 2, queueDropped: 5, userDropped: 1 },
     reloads: 1,

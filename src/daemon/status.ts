@@ -12,6 +12,8 @@ export interface SaStatus {
   readonly algorithm: string;
   readonly packets: number;
   readonly bytes: number;
+  /** dummyPackets: authenticated TFC dummy packets (next header 59) received and discarded by design. */
+  readonly dummyPackets: number;
   /** drops counted on this SA by reason (only reasons with a count). */
   readonly drops: Readonly<Partial<Record<DropReason, number>>>;
 }
@@ -67,9 +69,9 @@ export function statusOf(d: Daemon): DaemonStatus {
     for (const peer of t.peers.values()) {
       const sas: SaStatus[] = [];
       const out = t.sadb.outbound(peer.name);
-      if (out) sas.push({ direction: 'out', spi: hex(out.spi), algorithm: out.algorithm, packets: out.stats.packets, bytes: out.stats.bytes, drops: nonZero(out.drops.counts) });
+      if (out) sas.push({ direction: 'out', spi: hex(out.spi), algorithm: out.algorithm, packets: out.stats.packets, bytes: out.stats.bytes, dummyPackets: out.stats.dummyPackets, drops: nonZero(out.drops.counts) });
       for (const s of inbound) {
-        if (s.peer === peer.name) sas.push({ direction: 'in', spi: hex(s.spi), algorithm: s.algorithm, packets: s.stats.packets, bytes: s.stats.bytes, drops: nonZero(s.drops.counts) });
+        if (s.peer === peer.name) sas.push({ direction: 'in', spi: hex(s.spi), algorithm: s.algorithm, packets: s.stats.packets, bytes: s.stats.bytes, dummyPackets: s.stats.dummyPackets, drops: nonZero(s.drops.counts) });
       }
       peers.push({ name: peer.name, endpoint: peer.endpoint, sas, ...peer.stats });
     }
