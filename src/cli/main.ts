@@ -15,6 +15,7 @@ import { formatStatus } from './format.js';
 import { espSaLines } from './keys.js';
 import { parseHostArg, parsePrefixArg, renderInitConfigs, writeInitConfigs } from './init.js';
 import type { DaemonStatus } from '../daemon/status.js';
+import { formatTraceEvent, type TraceEvent } from '../datapath/trace.js';
 
 const EXIT: Partial<Record<ErrorCode, number>> = {
   ERR_CONFIG: 2, ERR_PREFIX: 2, ERR_ESP_KEY: 2, ERR_ALREADY_RUNNING: 3, ERR_CONTROL: 4,
@@ -87,6 +88,40 @@ function program(): Command {
       const cfg = loadConfig(o.config);
       const st = (await requestControl(join(cfg.stateDir, 'espgate.sock'), { cmd: 'status' })) as DaemonStatus;
       console.log(o.json === true ? JSON.stringify(st, null, 2) : formatStatus(st));
+    });
+
+  p.command('trace')
+    .description('follow packets of one host or peer through the data path (steered, sealed, sent / received, opened, reinjected, or the drop reason)')
+    .requiredOption('-c, --config <file>', 'config file (YAML)')
+    .option('--host <address>', 'follow packets to or from this address (inner, either form, or an endpoint)')
+    .option('--peer <name>', 'follow packets of this peer')
+    .option('--count <n>', 'stop after n packets (at most 10000)', '20')
+    .option('--seconds <s>', 'stop after s seconds (at most 600)', '10')
+    .option('--json', 'one JSON object per packet')
+    .action(async (o: { config: string; host?: string; peer?: string; count: string; seconds: string; json?: boolean }) => {
+      const cfg = loadConfig(o.config);
+      const sock = join(cfg.stateDir, 'espgate.sock');
+      const count = Number(o.count);
+      const seconds = Number(o.seconds);
+      if (!Number.isFinite(count) || count < 1 || !Number.isFinite(seconds) || seconds <= 0) throw new GatewayError('ERR_CONFIG', '--count and --seconds must be positive numbers');
+      const started = (await requestControl(sock, { cmd: 'trace-start', host: o.host, peer: o.peer, count, seconds })) as { error?: string };
+      if (started.error !== undefined) throw new GatewayError('ERR_CONFIG', started.error);
+      if (o.json !== true) console.log(`tracing ${o.host ?? ''}${o.peer === undefined ? '' : ` peer ${o.peer}`}${o.host === undefined && o.peer === undefined ? 'everything' : ''}: up to ${count} packets or ${seconds} s`);
+      let since = 0;
+      const deadline = Date.now() + seconds * 1000 + 5000;
+      for (let i = 0; Date.now() < deadline && i < 10_000; i++) {
+        await new Promise((r) => setTimeout(r, 250));
+        const r = (await requestControl(sock, { cmd: 'trace-read', since })) as { events?: TraceEvent[]; done?: boolean; lost?: number; error?: string };
+        if (r.error !== undefined) throw new GatewayError('ERR_CONTROL', r.error);
+        for (const e of r.events ?? []) {
+          console.log(o.json === true ? JSON.stringify(e) : formatTraceEvent(e));
+          since = e.n;
+        }
+        if (r.done === true) {
+          if ((r.lost ?? 0) > 0) console.error(`espgate: ${r.lost} trace events were lost (the reader was too slow)`);
+          return;
+        }
+      }
     });
 
   p.command('keys')

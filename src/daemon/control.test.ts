@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { listenControl, closeControl, requestControl, probeControl } from './control.js';
+import { listenControl, closeControl, lockNetns, requestControl, probeControl } from './control.js';
 import { GatewayError } from '../errors.js';
 
 test('control socket: answers requests, is 0600, refuses a second daemon, cleans up', async () => {
@@ -21,4 +21,14 @@ test('control socket: answers requests, is 0600, refuses a second daemon, cleans
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('lockNetns: one holder per network namespace; released, it can be taken again', async () => {
+  const name = `espgate-test/${process.pid}-${Date.now()}`;
+  const release = await lockNetns(name);
+  await assert.rejects(lockNetns(name), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_ALREADY_RUNNING'
+    && /another espgate daemon is running in this network namespace/.test(e.message), '1: a second holder is refused');
+  await release();
+  const again = await lockNetns(name);
+  await again();
 });

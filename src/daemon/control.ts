@@ -61,6 +61,32 @@ export async function listenControl(path: string, handler: ControlHandler): Prom
   return server;
 }
 
+/**
+ * NETNS_LOCK_NAME is the abstract Unix socket a daemon holds while it runs. Abstract sockets
+ * belong to the network namespace, like the rules, routes and NFQUEUE a daemon owns, so this is
+ * the one-daemon-per-namespace lock: the control socket alone is per stateDir, and a second
+ * daemon with another stateDir would otherwise install over the running gate and, failing
+ * later, tear it down.
+ */
+export const NETNS_LOCK_NAME = 'espgate/ESPGATE';
+
+/**
+ * lockNetns takes the per-namespace lock; throws ERR_ALREADY_RUNNING when another daemon holds
+ * it. Returns the release function.
+ */
+export async function lockNetns(name = NETNS_LOCK_NAME): Promise<() => Promise<void>> {
+  const server = createServer((sock) => { sock.end(`${JSON.stringify({ pid: process.pid })}\n`); });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (cause: NodeJS.ErrnoException) => {
+      reject(cause.code === 'EADDRINUSE'
+        ? new GatewayError('ERR_ALREADY_RUNNING', `another espgate daemon is running in this network namespace (it holds the abstract socket @${name}); one daemon per namespace owns the rules, routes and queue: stop it first`)
+        : new GatewayError('ERR_CONTROL', `cannot take the namespace lock @${name}: ${cause.message}`, { cause }));
+    });
+    server.listen(`\0${name}`, () => { resolve(); });
+  });
+  return () => new Promise<void>((resolve) => { server.close(() => { resolve(); }); });
+}
+
 /** closeControl stops listening and removes the socket file. */
 export async function closeControl(server: Server, path: string): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -68,7 +94,7 @@ export async function closeControl(server: Server, path: string): Promise<void> 
 }
 
 /** requestControl sends one request and returns the parsed reply (bounded by a timeout). */
-export function requestControl(path: string, req: { cmd: string }, timeoutMs = CLIENT_TIMEOUT_MS): Promise<unknown> {
+export function requestControl(path: string, req: { cmd: string; [k: string]: unknown }, timeoutMs = CLIENT_TIMEOUT_MS): Promise<unknown> {
   return new Promise((resolve, reject) => {
     const s = connect(path);
     let data = '';

@@ -25,6 +25,7 @@ import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import { Engine, type EngineTables } from '../datapath/engine.js';
 import { warmUpCodec } from '../datapath/warmup.js';
+import { Tracer } from '../datapath/trace.js';
 import { algorithmOf } from './sa-factory.js';
 import { buildTables, type SaFactory } from './tables.js';
 import { listenControl, closeControl } from './control.js';
@@ -36,6 +37,8 @@ import { GatewayError } from '../errors.js';
 export interface System {
   /** preflight checks what start() needs before anything is changed (privileges); throws GatewayError. */
   preflight?(): void;
+  /** lock takes the one-daemon-per-network-namespace lock (ERR_ALREADY_RUNNING); returns its release. */
+  lock?(): Promise<() => Promise<void>>;
   openTun(name: string): TunDevice;
   configureTun(name: string, mtuBytes: number, fakePrefixes: readonly string[], src: Readonly<{ v4?: string; v6?: string }>): Promise<void>;
   /** localAddresses lists this host's global addresses. */
@@ -124,6 +127,8 @@ export class Daemon {
   #dropLog: RateLimitedLog;
   #flushTimer: NodeJS.Timeout | undefined;
   #metrics: MetricsEndpoint | undefined;
+  #unlock: (() => Promise<void>) | undefined;
+  #tracer: Tracer | undefined;
   #reloading: Promise<void> = Promise.resolve();
   /** reloads counts successful reloads. */
   reloads = 0;
@@ -154,6 +159,7 @@ export class Daemon {
     const cfg = this.#cfg;
     try {
       this.#sys.preflight?.();
+      this.#unlock = await this.#sys.lock?.();
       this.#control = await listenControl(this.controlPath, (req) => this.#handleControl(req));
       this.#added.push('control');
       this.#log.warn('static SAs from the config: RFC 4106 forbids AES-GCM with statically configured keys in production; use this for testing and debugging only (sequence numbers are persisted so a restart never reuses an IV)');
@@ -262,12 +268,34 @@ export class Daemon {
     return this.#sys.queueStats?.(this.#cfg.queue);
   }
 
-  #handleControl(req: { cmd: string }): unknown {
+  #handleControl(req: { cmd: string; [k: string]: unknown }): unknown {
     switch (req.cmd) {
       case 'status': return this.status();
       case 'ping': return { ok: true };
+      case 'trace-start': return this.#traceStart(req);
+      case 'trace-read': {
+        const since = typeof req['since'] === 'number' ? req['since'] : 0;
+        return this.#tracer === undefined ? { error: 'no trace running: start one with `espgate trace`' } : this.#tracer.read(since);
+      }
       default: return { error: `unknown command "${req.cmd}"` };
     }
+  }
+
+  /** #traceStart starts a trace (replacing any running one); fields: host, peer, count, seconds. */
+  #traceStart(req: { [k: string]: unknown }): unknown {
+    const engine = this.engine;
+    if (engine === undefined || this.state !== 'up') return { error: `not up (state ${this.state})` };
+    const host = typeof req['host'] === 'string' ? req['host'] : undefined;
+    const peer = typeof req['peer'] === 'string' ? req['peer'] : undefined;
+    if (host !== undefined && parseIpAddress(host) === undefined) return { error: `--host: "${host}" is not an IPv4 or IPv6 address` };
+    if (peer !== undefined && !engine.tables.peers.has(peer)) return { error: `--peer: no peer named "${peer}" (peers: ${[...engine.tables.peers.keys()].join(', ')})` };
+    const count = typeof req['count'] === 'number' ? req['count'] : 20;
+    const seconds = typeof req['seconds'] === 'number' ? req['seconds'] : 10;
+    const filter = { ...(host === undefined ? {} : { host }), ...(peer === undefined ? {} : { peer }) };
+    this.#tracer = new Tracer(filter, count, seconds);
+    engine.trace = this.#tracer;
+    this.#log.info({ filter, count, seconds }, 'trace started');
+    return { ok: true, filter, count, seconds };
   }
 
   async #teardown(): Promise<void> {
@@ -286,6 +314,7 @@ export class Daemon {
         markGateOwner(this.#cfg.stateDir, false);
       }],
       ['control', async () => { if (this.#control) await closeControl(this.#control, this.controlPath); }],
+      ['lock', async () => { await this.#unlock?.(); this.#unlock = undefined; }],
     ];
     for (const [name, fn] of steps) {
       try { await fn(); } catch (e) { this.#log.error({ err: e }, `teardown step ${name} failed`); }

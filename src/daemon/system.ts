@@ -15,6 +15,7 @@ import { spawnRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
 import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
 import { markGateOwner } from './daemon.js';
+import { lockNetns } from './control.js';
 import { readFileSync } from 'node:fs';
 import { GatewayError } from '../errors.js';
 
@@ -90,6 +91,7 @@ export function linuxSystem(runner: Runner = spawnRunner()): System {
   const gate = gateOps(runner);
   return {
     preflight: () => { checkPrivileges(); },
+    lock: () => lockNetns(),
     openTun: (name) => openTun(name),
     configureTun: (name, mtu, prefixes, src) => configureTun(runner, name, mtu, prefixes, src),
     localAddresses: () => localAddresses(runner),

@@ -30,6 +30,8 @@ import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import type { OffsetMap } from '../steer/fake-offset.js';
 import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
 import type { Sadb } from '../esp/sadb.js';
+import type { Tracer } from './trace.js';
+import { addr } from './trace.js';
 
 /** HEADROOM is reserved in front of each TUN read: ESP header + IV, so sealEsp works in place. */
 export const HEADROOM = ESP_HEADROOM;
@@ -82,6 +84,10 @@ export class Engine {
    * (out) and each ESP packet (in). Unset, the data path takes no timestamps for it.
    */
   onTiming: ((dir: 'in' | 'out', packets: number, seconds: number) => void) | undefined;
+  /** trace, when set (`espgate trace`), records matching packets' stages; cleared when done. */
+  trace: Tracer | undefined;
+  /** #innerOff is where handleInbound found the inner packet (-1 before decryption): for traces. */
+  #innerOff = -1;
 
   #tables: EngineTables;
   readonly #tun: TunDevice;
@@ -128,8 +134,10 @@ export class Engine {
         this.totals.tunRead++;
         const buf = this.#bufs[i];
         const len = this.#sizes[i];
+        const pre = this.trace === undefined ? undefined : this.#traceOutBefore(buf, HEADROOM, len);
         const r = this.handleOutbound(buf, HEADROOM, len);
         if (r !== 'ok') this.#drop(r, 'out', buf, HEADROOM);
+        if (pre !== undefined) this.#traceOutAfter(pre, buf, r);
       }
       this.onTiming?.('out', n, (performance.now() - t0) / 1000);
       if (n < this.#bufs.length) return;
@@ -178,11 +186,76 @@ export class Engine {
     const r = this.handleInbound(pkt);
     if (r !== 'ok') this.#drop(r, 'in', pkt, 0);
     timing?.('in', 1, (performance.now() - t0) / 1000);
+    if (this.trace !== undefined) this.#traceIn(pkt, r);
+  }
+
+  /** #traceOutBefore notes what a TUN packet looks like before it is unmapped and sealed. */
+  #traceOutBefore(buf: Buffer, off: number, len: number): { stages: string[]; addrs: string[]; fam: 4 | 6 } | undefined {
+    const v = len > 0 ? buf[off] >> 4 : 0;
+    if (v !== 4 && v !== 6) return { stages: [`TUN ${len} bytes, not IP`], addrs: [], fam: 4 };
+    const src = addr(buf, off + (v === 4 ? IPV4_SRC : IPV6_SRC), v);
+    const dst = addr(buf, off + (v === 4 ? IPV4_DST : IPV6_DST), v);
+    const proto = v === 4 ? buf[off + 9] : buf[off + 6];
+    let real = dst;
+    try { real = this.#tables.offsets.unmapFromFake(dst); } catch { /* not a fake address: 'unmapped' follows */ }
+    return { stages: [`TUN ${src} > ${dst} proto ${proto} ${len} bytes`, `unmapped to ${real}`], addrs: [src, dst, real], fam: v };
+  }
+
+  #traceOutAfter(pre: { stages: string[]; addrs: string[]; fam: 4 | 6 }, buf: Buffer, r: DropReason | 'ok'): void {
+    const tr = this.trace;
+    if (tr === undefined) return;
+    const t = this.#tables;
+    const real = pre.addrs[2];
+    let peer: PeerRuntime | undefined;
+    for (const p of t.peers.values()) {
+      const table = pre.fam === 4 ? p.protect4 : p.protect6;
+      if (real !== undefined && table.lookupText(real) !== undefined) peer = p;
+    }
+    if (!tr.matches([...pre.addrs, ...(peer === undefined ? [] : [peer.endpoint])], peer?.name ?? null)) return;
+    const stages = [...pre.stages];
+    if (peer !== undefined) stages.push(`peer ${peer.name}`);
+    if (r === 'ok' || r === 'send-error') {
+      stages.push(`sealed spi 0x${buf.readUInt32BE(0).toString(16).padStart(8, '0')} seq ${buf.readUInt32BE(4)}`);
+      if (r === 'ok' && peer !== undefined) stages.push(`sent to ${peer.endpoint}`);
+    }
+    tr.record('out', peer?.name ?? null, stages, r);
+    if (tr.done()) this.trace = undefined;
+  }
+
+  /** #traceIn records an inbound packet's stages from the outer header and, once opened, the inner one. */
+  #traceIn(pkt: Buffer, r: DropReason | 'ok'): void {
+    const tr = this.trace;
+    if (tr === undefined || pkt.length < 20) return;
+    const v = pkt[0] >> 4;
+    if (v !== 4 && v !== 6) return;
+    const hl = v === 4 ? (pkt[0] & 0x0f) * 4 : 40;
+    const outerSrc = addr(pkt, v === 4 ? IPV4_SRC : IPV6_SRC, v);
+    const spi = pkt.length >= hl + 8 ? pkt.readUInt32BE(hl) : 0;
+    const seq = pkt.length >= hl + 8 ? pkt.readUInt32BE(hl + 4) : 0;
+    const sa = this.#tables.sadb.inboundSas().find((s) => s.spi === spi);
+    const peer = sa?.peer ?? null;
+    const addrs = [outerSrc];
+    const stages = [`ESP from ${outerSrc} spi 0x${spi.toString(16).padStart(8, '0')} seq ${seq} ${pkt.length} bytes`];
+    const io = this.#innerOff;
+    if (io >= 0 && io + 20 <= pkt.length) {
+      const iv = pkt[io] >> 4;
+      if (iv === 4 || iv === 6) {
+        const src = addr(pkt, io + (iv === 4 ? IPV4_SRC : IPV6_SRC), iv);
+        const dst = addr(pkt, io + (iv === 4 ? IPV4_DST : IPV6_DST), iv);
+        addrs.push(src, dst);
+        stages.push(`opened: inner ${r === 'ok' ? '(source now fake) ' : ''}${src} > ${dst}`);
+        if (r === 'ok') stages.push('policy ok', 'reinjected into the TUN');
+      }
+    }
+    if (!tr.matches(addrs, peer)) return;
+    tr.record('in', peer, stages, r);
+    if (tr.done()) this.trace = undefined;
   }
 
   /** handleInbound returns 'ok' when the inner packet was written to the TUN. */
   handleInbound(pkt: Buffer): DropReason | 'ok' {
     const t = this.#tables;
+    this.#innerOff = -1;
     if (pkt.length < 20) return 'truncated';
     const version = pkt[0] >> 4;
     let espOff: number;
@@ -221,6 +294,7 @@ export class Engine {
     if (typeof opened === 'string') return opened;
     const { innerOff, innerLen, nextHeader } = opened;
     const inner = pkt;
+    this.#innerOff = innerOff;
 
     const iv = inner[innerOff] >> 4;
     if ((iv === 4 && nextHeader !== NEXT_HEADER_IPV4) || (iv === 6 && nextHeader !== NEXT_HEADER_IPV6)) return 'bad-inner';

@@ -6,6 +6,7 @@
  *
  * Not safe for concurrent mutation; build it in the control plane, read it in the data path.
  */
+import { parseIpAddress } from '../packet/address.js';
 
 interface Entry<V> { readonly bytes: Uint8Array; readonly len: number; readonly value: V }
 
@@ -70,6 +71,13 @@ export class PrefixTable<V> {
       }
     }
     return undefined;
+  }
+
+  /** lookupText is lookup for address text (control plane and traces; allocates). Undefined for other families. */
+  lookupText(address: string): V | undefined {
+    const a = parseIpAddress(address);
+    if (a === undefined || a.bytes.length !== this.#addrLen) return undefined;
+    return this.lookup(a.bytes, 0);
   }
 }
 

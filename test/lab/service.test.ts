@@ -115,6 +115,17 @@ describe('espgate as a service: capabilities, readiness, watchdog', { skip: skip
     assert.ok((b?.totals.espReceived ?? 0) >= 5, `bob totals ${JSON.stringify(b?.totals)}`);
   });
 
+  test('2b: espgate trace follows a ping through every stage, both ways', async () => {
+    const ping = runIn(run, 'alice', ['ping', '-c', '6', '-i', '0.3', '-W', '2', '198.18.0.2']);
+    const tr = await runIn(run, 'alice', ['node', cliPath(), 'trace', '-c', configPathOf(run, 'alice'), '--host', '198.18.0.2', '--count', '4', '--seconds', '8'], 20_000);
+    await ping;
+    assert.equal(tr.status, 0, `trace: ${tr.stdout}${tr.stderr}`);
+    const lines = tr.stdout.split('\n').filter((l) => l.startsWith('#'));
+    assert.equal(lines.length, 4, `4 events:\n${tr.stdout}`);
+    assert.ok(lines.some((l) => / out bob: TUN 198\.18\.0\.1 > 198\.19\.0\.2 proto 1 .* -> unmapped to 198\.18\.0\.2 -> peer bob -> sealed spi 0x[0-9a-f]{8} seq \d+ -> sent to 198\.18\.0\.2 -> ok$/.test(l)), `an outbound echo request:\n${tr.stdout}`);
+    assert.ok(lines.some((l) => / in  bob: ESP from 198\.18\.0\.2 spi 0x[0-9a-f]{8} seq \d+ .* -> opened: inner \(source now fake\) 198\.19\.0\.2 > 198\.18\.0\.1 -> policy ok -> reinjected into the TUN -> ok$/.test(l)), `an inbound echo reply:\n${tr.stdout}`);
+  });
+
   test('3: the watchdog pings at half its interval', async () => {
     const from = sock.notes.length;
     await sleep(1600);
