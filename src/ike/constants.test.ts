@@ -1,0 +1,70 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  AUTH_METHOD, CFG_TYPE, DH, ENCR, ESN, EXCHANGE, ID, INTEG, NOTIFY, NOTIFY_STATUS_MIN, PAYLOAD, PRF, PROTOCOL,
+  TRANSFORM, TRANSFORM_ATTR, TS_TYPE, nameOf,
+} from './constants.js';
+import type { Registry } from './constants.js';
+
+/** Numbers checked against RFC 7296 §3 and the IANA IKEv2 registry, one row each. */
+const NUMBERS: [number, string, number, number][] = [
+  [1, 'PAYLOAD.SA', PAYLOAD.SA, 33], [2, 'PAYLOAD.KE', PAYLOAD.KE, 34], [3, 'PAYLOAD.IDI', PAYLOAD.IDI, 35],
+  [4, 'PAYLOAD.IDR', PAYLOAD.IDR, 36], [5, 'PAYLOAD.AUTH', PAYLOAD.AUTH, 39], [6, 'PAYLOAD.NONCE', PAYLOAD.NONCE, 40],
+  [7, 'PAYLOAD.NOTIFY', PAYLOAD.NOTIFY, 41], [8, 'PAYLOAD.DELETE', PAYLOAD.DELETE, 42], [9, 'PAYLOAD.VENDOR_ID', PAYLOAD.VENDOR_ID, 43],
+  [10, 'PAYLOAD.TSI', PAYLOAD.TSI, 44], [11, 'PAYLOAD.TSR', PAYLOAD.TSR, 45], [12, 'PAYLOAD.SK', PAYLOAD.SK, 46],
+  [13, 'PAYLOAD.CP', PAYLOAD.CP, 47], [14, 'EXCHANGE.IKE_SA_INIT', EXCHANGE.IKE_SA_INIT, 34],
+  [15, 'EXCHANGE.IKE_AUTH', EXCHANGE.IKE_AUTH, 35], [16, 'EXCHANGE.CREATE_CHILD_SA', EXCHANGE.CREATE_CHILD_SA, 36],
+  [17, 'EXCHANGE.INFORMATIONAL', EXCHANGE.INFORMATIONAL, 37], [18, 'TRANSFORM.ENCR', TRANSFORM.ENCR, 1],
+  [19, 'TRANSFORM.PRF', TRANSFORM.PRF, 2], [20, 'TRANSFORM.INTEG', TRANSFORM.INTEG, 3], [21, 'TRANSFORM.DH', TRANSFORM.DH, 4],
+  [22, 'TRANSFORM.ESN', TRANSFORM.ESN, 5], [23, 'ENCR_AES_GCM_16', ENCR.AES_GCM_16, 20],
+  [24, 'ENCR_CHACHA20_POLY1305', ENCR.CHACHA20_POLY1305, 28], [25, 'PRF_HMAC_SHA2_256', PRF.HMAC_SHA2_256, 5],
+  [26, 'INTEG NONE', INTEG.NONE, 0], [27, 'DH 19 (ECP-256)', DH.ECP_256, 19], [28, 'DH 31 (Curve25519)', DH.CURVE25519, 31],
+  [29, 'ESN off', ESN.NO_ESN, 0], [30, 'ESN on', ESN.ESN, 1], [31, 'Key Length attribute', TRANSFORM_ATTR.KEY_LENGTH, 14],
+  [32, 'PROTOCOL.IKE', PROTOCOL.IKE, 1], [33, 'PROTOCOL.ESP', PROTOCOL.ESP, 3], [34, 'ID_IPV4_ADDR', ID.IPV4_ADDR, 1],
+  [35, 'ID_FQDN', ID.FQDN, 2], [36, 'ID_RFC822_ADDR', ID.RFC822_ADDR, 3], [37, 'ID_IPV6_ADDR', ID.IPV6_ADDR, 5],
+  [38, 'ID_KEY_ID', ID.KEY_ID, 11], [39, 'Shared Key MIC', AUTH_METHOD.SHARED_KEY_MIC, 2],
+  [40, 'TS_IPV4_ADDR_RANGE', TS_TYPE.IPV4_ADDR_RANGE, 7], [41, 'TS_IPV6_ADDR_RANGE', TS_TYPE.IPV6_ADDR_RANGE, 8],
+  [42, 'CFG_REQUEST', CFG_TYPE.REQUEST, 1], [43, 'UNSUPPORTED_CRITICAL_PAYLOAD', NOTIFY.UNSUPPORTED_CRITICAL_PAYLOAD, 1],
+  [44, 'INVALID_MAJOR_VERSION', NOTIFY.INVALID_MAJOR_VERSION, 5], [45, 'INVALID_SYNTAX', NOTIFY.INVALID_SYNTAX, 7],
+  [46, 'NO_PROPOSAL_CHOSEN', NOTIFY.NO_PROPOSAL_CHOSEN, 14], [47, 'INVALID_KE_PAYLOAD', NOTIFY.INVALID_KE_PAYLOAD, 17],
+  [48, 'AUTHENTICATION_FAILED', NOTIFY.AUTHENTICATION_FAILED, 24], [49, 'TS_UNACCEPTABLE', NOTIFY.TS_UNACCEPTABLE, 38],
+  [50, 'INITIAL_CONTACT', NOTIFY.INITIAL_CONTACT, 16384], [51, 'NAT_DETECTION_SOURCE_IP', NOTIFY.NAT_DETECTION_SOURCE_IP, 16388],
+  [52, 'NAT_DETECTION_DESTINATION_IP', NOTIFY.NAT_DETECTION_DESTINATION_IP, 16389], [53, 'COOKIE', NOTIFY.COOKIE, 16390],
+  [54, 'USE_TRANSPORT_MODE', NOTIFY.USE_TRANSPORT_MODE, 16391], [55, 'REKEY_SA', NOTIFY.REKEY_SA, 16393],
+  [56, 'ESP_TFC_PADDING_NOT_SUPPORTED', NOTIFY.ESP_TFC_PADDING_NOT_SUPPORTED, 16394],
+  [57, 'CHILD_SA_NOT_FOUND', NOTIFY.CHILD_SA_NOT_FOUND, 44], [58, 'TEMPORARY_FAILURE', NOTIFY.TEMPORARY_FAILURE, 43],
+];
+
+test('constants: the wire numbers', () => {
+  for (const [n, name, got, want] of NUMBERS) assert.equal(got, want, `case ${n} (${name})`);
+});
+
+test('constants: error notifies are below NOTIFY_STATUS_MIN, status notifies at or above it', () => {
+  const errors: (keyof typeof NOTIFY)[] = ['UNSUPPORTED_CRITICAL_PAYLOAD', 'INVALID_SYNTAX', 'NO_PROPOSAL_CHOSEN', 'INVALID_KE_PAYLOAD',
+    'AUTHENTICATION_FAILED', 'TS_UNACCEPTABLE', 'TEMPORARY_FAILURE', 'CHILD_SA_NOT_FOUND'];
+  const status: (keyof typeof NOTIFY)[] = ['INITIAL_CONTACT', 'NAT_DETECTION_SOURCE_IP', 'COOKIE', 'USE_TRANSPORT_MODE', 'REKEY_SA',
+    'ESP_TFC_PADDING_NOT_SUPPORTED', 'SIGNATURE_HASH_ALGORITHMS'];
+  assert.equal(NOTIFY_STATUS_MIN, 16384);
+  for (const k of errors) assert.ok(NOTIFY[k] < NOTIFY_STATUS_MIN, k);
+  for (const k of status) assert.ok(NOTIFY[k] >= NOTIFY_STATUS_MIN, k);
+});
+
+test('constants: every registry maps each number to one name', () => {
+  const registries: [string, Registry][] = [
+    ['PAYLOAD', PAYLOAD], ['EXCHANGE', EXCHANGE], ['TRANSFORM', TRANSFORM], ['ENCR', ENCR], ['PRF', PRF], ['INTEG', INTEG],
+    ['DH', DH], ['ESN', ESN], ['PROTOCOL', PROTOCOL], ['ID', ID], ['AUTH_METHOD', AUTH_METHOD], ['NOTIFY', NOTIFY],
+    ['TS_TYPE', TS_TYPE], ['CFG_TYPE', CFG_TYPE],
+  ];
+  for (const [name, r] of registries) {
+    const values = Object.values(r);
+    assert.equal(new Set(values).size, values.length, `${name} has a duplicate number`);
+    for (const [k, v] of Object.entries(r)) assert.equal(nameOf(r, v), k, `${name}.${k}`);
+  }
+});
+
+test('constants: nameOf for logs', () => {
+  assert.equal(nameOf(NOTIFY, 14), 'NO_PROPOSAL_CHOSEN');
+  assert.equal(nameOf(EXCHANGE, 35), 'IKE_AUTH');
+  assert.equal(nameOf(ENCR, 20), 'AES_GCM_16');
+  assert.equal(nameOf(PAYLOAD, 99), '#99');
+});
