@@ -24,7 +24,8 @@ import type { TunDevice, EspSender, EspReceiver } from '../io/types.js';
 import type { Logger } from '../log.js';
 import { RateLimitedLog } from '../log.js';
 import { Engine, type EngineTables } from '../datapath/engine.js';
-import { warmUpCodec } from '../datapath/warmup.js';
+import { WARMUP_ROUNDS, WARMUP_SELF_CHECK_ROUNDS, WARMUP_SLICE_ROUNDS, warmUpCodec } from '../datapath/warmup.js';
+import type { AeadName } from '../esp/aead.js';
 import { Tracer } from '../datapath/trace.js';
 import { algorithmOf } from './sa-factory.js';
 import { buildTables, type SaFactory } from './tables.js';
@@ -187,12 +188,11 @@ export class Daemon {
       this.#sender = this.#sys.openSender();
       this.#receiver = this.#sys.openReceiver(cfg.queue);
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
-      if (process.env.ESPGATE_WARMUP !== '0') {
-        const t0 = performance.now();
-        const algs = cfg.peers.flatMap((p) => [algorithmOf(p.sa.out), algorithmOf(p.sa.in)]);
-        const ok = warmUpCodec(algs);
-        this.#log.debug({ ms: Math.round(performance.now() - t0), packets: ok }, 'data path warmed up (codec optimised before the first packet)');
-        if (algs.length > 0 && ok === 0) throw new GatewayError('ERR_ESP_KEY', 'the ESP codec failed its start-up self-check (warm-up round trips)');
+      // A short self-check of the codec now; the JIT warm-up proper runs after 'up', in slices
+      // between packets, so it never delays readiness (a restart after a crash resumes sooner).
+      const algs = cfg.peers.flatMap((p) => [algorithmOf(p.sa.out), algorithmOf(p.sa.in)]);
+      if (algs.length > 0 && warmUpCodec(algs, WARMUP_SELF_CHECK_ROUNDS) === 0) {
+        throw new GatewayError('ERR_ESP_KEY', 'the ESP codec failed its start-up self-check (round trips on throwaway SAs)');
       }
       this.engine.onDrop = (reason, dir) => { this.#dropLog.note(`${dir}:${reason}`, `drop ${dir}bound: ${reason}`); };
       this.engine.start();
@@ -212,12 +212,28 @@ export class Daemon {
         }
       }
       this.state = 'up';
+      if (process.env.ESPGATE_WARMUP !== '0') this.#warmUpInSlices(algs);
       this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
       await this.#teardown();
       this.state = 'closed';
       throw e;
     }
+  }
+
+  /** #warmUpInSlices runs WARMUP_ROUNDS codec round trips in slices between event-loop turns. */
+  #warmUpInSlices(algs: readonly AeadName[]): void {
+    const t0 = performance.now();
+    let left = WARMUP_ROUNDS;
+    const slice = (): void => {
+      if (this.state !== 'up') return;
+      const n = Math.min(WARMUP_SLICE_ROUNDS, left);
+      warmUpCodec(algs, n);
+      left -= n;
+      if (left > 0) setImmediate(slice);
+      else this.#log.debug({ ms: Math.round(performance.now() - t0) }, 'data path warmed up (codec optimised)');
+    };
+    setImmediate(slice);
   }
 
   /** stop removes what this daemon added; idempotent. */

@@ -21,6 +21,10 @@ import { InboundSa, OutboundSa } from '../esp/sa.js';
 
 /** WARMUP_ROUNDS is the default number of seal + open pairs per algorithm (~20-60 ms in all). */
 export const WARMUP_ROUNDS = 20_000;
+/** WARMUP_SLICE_ROUNDS is how many rounds the daemon runs per event-loop turn (a few ms). */
+export const WARMUP_SLICE_ROUNDS = 500;
+/** WARMUP_SELF_CHECK_ROUNDS is the short round trip the daemon runs before it says 'up'. */
+export const WARMUP_SELF_CHECK_ROUNDS = 20;
 
 /** WARMUP_SPI is the throwaway SAs' SPI (never on the wire). */
 const WARMUP_SPI = 0x0000_0100;
