@@ -12,13 +12,7 @@
  *
  * Nothing happens when NOTIFY_SOCKET is unset (not under systemd) or the addon is not built.
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
-import { findProjectRoot } from '../io/tun-common.js';
-
-/** SYS_ADDON_RELPATH is where `npm run build:native` leaves the addon, from the project root. */
-export const SYS_ADDON_RELPATH = 'src/io/native/build/Release/espgate_sys.node';
+import { loadAddon } from '../io/native-addon.js';
 
 interface SysAddon {
   sdNotify(socketPath: string, message: string): number;
@@ -38,14 +32,7 @@ export interface Notifier {
 /** createNotifier reads NOTIFY_SOCKET / WATCHDOG_USEC / WATCHDOG_PID from env. */
 export function createNotifier(env: NodeJS.ProcessEnv = process.env): Notifier {
   const socket = env.NOTIFY_SOCKET;
-  let addon: SysAddon | undefined;
-  if (socket !== undefined && socket !== '') {
-    try {
-      addon = createRequire(import.meta.url)(join(findProjectRoot(), SYS_ADDON_RELPATH)) as SysAddon;
-    } catch {
-      addon = undefined;
-    }
-  }
+  const addon = socket !== undefined && socket !== '' ? loadAddon<SysAddon>('espgate_sys').addon : undefined;
   let timer: NodeJS.Timeout | undefined;
   const send = (message: string): number => (addon === undefined || socket === undefined ? 0 : addon.sdNotify(socket, message));
   return {

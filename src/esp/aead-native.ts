@@ -10,15 +10,9 @@
  *
  * Selection: createAead (aead.ts) uses this when the addon is built, unless ESPGATE_AEAD=node.
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
-import { findProjectRoot } from '../io/tun-common.js';
+import { loadAddon } from '../io/native-addon.js';
 import type { Aead, AeadName } from './aead.js';
 import { AEAD_NONCE_LEN, AEAD_SALT_LEN, ESP_IV_LEN } from './nonce.js';
-
-/** GCM_ADDON_RELPATH is where `npm run build:native` leaves the addon, from the project root. */
-export const GCM_ADDON_RELPATH = 'src/io/native/build/Release/espgate_gcm.node';
 
 /** ICV_LEN is the 16-byte ICV of aes*gcm16. */
 const ICV_LEN = 16;
@@ -31,25 +25,14 @@ interface GcmAddon {
   GcmKey: new (key: Uint8Array) => NativeGcmKey;
 }
 
-let addon: GcmAddon | undefined;
-let addonError: unknown;
-
 /** loadGcmAddon returns the addon, or undefined when it is not built (the reason: gcmAddonError). */
 export function loadGcmAddon(): GcmAddon | undefined {
-  if (addon !== undefined) return addon;
-  if (addonError !== undefined) return undefined;
-  try {
-    addon = createRequire(import.meta.url)(join(findProjectRoot(), GCM_ADDON_RELPATH)) as GcmAddon;
-    return addon;
-  } catch (e) {
-    addonError = e;
-    return undefined;
-  }
+  return loadAddon<GcmAddon>('espgate_gcm').addon;
 }
 
 /** gcmAddonError says why loadGcmAddon returned undefined. */
 export function gcmAddonError(): unknown {
-  return addonError;
+  return loadAddon<GcmAddon>('espgate_gcm').error;
 }
 
 /** NativeGcmAead implements Aead over one addon GcmKey. Created by createNativeGcm. */

@@ -8,17 +8,11 @@
  * Unlike the npm binding (io/nfqueue.ts), close() unbinds the queue and frees the socket.
  * docs/io.md has the measurements that made this the default.
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
 import { GatewayError } from '../errors.js';
-import { findProjectRoot } from './tun-common.js';
+import { loadAddon } from './native-addon.js';
 import type { EspReceiver } from './types.js';
 import type { NfqueueReceiverOptions, NfqueueStats } from './nfqueue.js';
 import { NFQUEUE_DEFAULT_RCVBUF, nfqueueBindError } from './nfqueue.js';
-
-/** NFQ_ADDON_RELPATH is where `npm run build:native` leaves the addon, from the project root. */
-export const NFQ_ADDON_RELPATH = 'src/io/native/build/Release/espgate_nfq.node';
 
 /** NFQ_BATCH is the number of packets taken per recvmmsg. */
 export const NFQ_BATCH = 64;
@@ -42,25 +36,14 @@ interface NfqAddon {
   NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number) => NativeNfqSocket;
 }
 
-let addon: NfqAddon | undefined;
-let addonError: unknown;
-
 /** loadNfqAddon returns the addon, or undefined when it is not built (the reason: nfqAddonError). */
 export function loadNfqAddon(): NfqAddon | undefined {
-  if (addon !== undefined) return addon;
-  if (addonError !== undefined) return undefined;
-  try {
-    addon = createRequire(import.meta.url)(join(findProjectRoot(), NFQ_ADDON_RELPATH)) as NfqAddon;
-    return addon;
-  } catch (e) {
-    addonError = e;
-    return undefined;
-  }
+  return loadAddon<NfqAddon>('espgate_nfq').addon;
 }
 
 /** nfqAddonError says why loadNfqAddon returned undefined. */
 export function nfqAddonError(): unknown {
-  return addonError;
+  return loadAddon<NfqAddon>('espgate_nfq').error;
 }
 
 /** NativeNfqStats adds the addon's own counters to NfqueueStats. */

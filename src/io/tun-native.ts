@@ -5,24 +5,18 @@
  * our callback on the main thread, and the data path drains the fd with synchronous readBatch
  * calls (one JS -> C++ transition per batch, one read(2) per packet).
  */
-import { createRequire } from 'node:module';
-import { join } from 'node:path';
-
 import { GatewayError } from '../errors.js';
 import {
   TUN_DEVICE_PATH,
   applyPersist,
   checkAttachable,
   errnoCode,
-  findProjectRoot,
   tunGoneError,
   tunOpenError,
   validateTunName,
 } from './tun-common.js';
 import type { TunDeviceExt, TunOptions } from './tun-common.js';
-
-/** NATIVE_ADDON_RELPATH is where `npm run build:native` leaves the addon, from the project root. */
-export const NATIVE_ADDON_RELPATH = 'src/io/native/build/Release/espgate_tun.node';
+import { NATIVE_BUILD_DIR, loadAddon } from './native-addon.js';
 
 /** The addon's TunQueue, as tun.cc defines it. */
 interface NativeTunQueue {
@@ -44,29 +38,17 @@ interface NativeAddon {
 const OPEN_MULTI_QUEUE = 1;
 const OPEN_EXCLUSIVE = 2;
 
-let addon: NativeAddon | undefined;
-let addonError: unknown;
-
 /**
  * loadNativeAddon returns the addon, or undefined (with the reason kept for
  * nativeAddonError) when it has not been built. The result is cached.
  */
 export function loadNativeAddon(): NativeAddon | undefined {
-  if (addon !== undefined) return addon;
-  if (addonError !== undefined) return undefined;
-  try {
-    const require = createRequire(import.meta.url);
-    addon = require(join(findProjectRoot(), NATIVE_ADDON_RELPATH)) as NativeAddon;
-    return addon;
-  } catch (e) {
-    addonError = e;
-    return undefined;
-  }
+  return loadAddon<NativeAddon>('espgate_tun').addon;
 }
 
 /** nativeAddonError says why loadNativeAddon returned undefined. */
 export function nativeAddonError(): unknown {
-  return addonError;
+  return loadAddon<NativeAddon>('espgate_tun').error;
 }
 
 /**
@@ -140,7 +122,7 @@ export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt
   validateTunName(name);
   const mod = loadNativeAddon();
   if (mod === undefined) {
-    throw new GatewayError('ERR_TUN', `the native TUN addon is not built (${NATIVE_ADDON_RELPATH}): run 'npm run build:native'`, { cause: addonError });
+    throw new GatewayError('ERR_TUN', `the native TUN addon is not built (${NATIVE_BUILD_DIR}/espgate_tun.node): run 'npm run build:native'`, { cause: nativeAddonError() });
   }
   const mode = opts.mode ?? 'any';
   checkAttachable(name, mode);
