@@ -43,6 +43,7 @@ import { PCAP_MAGIC_NS, PCAP_MAGIC_US, duplicatePairs, espFrameOf, espFrames, pa
 import { parseHexLines } from './fixtures/failclosed-tool.js';
 import type { Daemon, DaemonStatusDoc, ProtectedPair } from './support.js';
 import {
+  envInt,
   canon, configPathOf, decodeFrames, describeResult, diffLines, frameText, isLeak, lastJsonLine, pollUntil, protectOf, runIn,
   sleep, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab, track, waitReady,
 } from './support.js';
@@ -84,13 +85,6 @@ const SUBTEST_TIMEOUT_MS = 240_000;
 const KILL_PHASE_TIMEOUT_MS = 60_000 + KILLS * (KILL_DELAY_MAX_MS + EXIT_WAIT_MS + RESUME_WAIT_MS);
 const HOOK_TIMEOUT_MS = 120_000;
 
-function envInt(name: string, dflt: number, min: number, max: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${v}`);
-  return n;
-}
 
 /** mulberry32 returns a seeded PRNG of floats in [0, 1). */
 function mulberry32(seed: number): () => number {

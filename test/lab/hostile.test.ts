@@ -89,6 +89,7 @@ import {
 } from './fixtures/hostile-tool.js';
 import type { Daemon, DaemonStatusDoc } from './support.js';
 import {
+  envInt,
   TRAFFIC_JS, configPathOf, describeResult, lastJsonLine, pollUntil, runIn, sleep, startDaemon, startServer, statusOf, tail, tearDownLab,
   track, waitReady,
 } from './support.js';
@@ -158,13 +159,6 @@ const SUBTEST_TIMEOUT_MS = 90_000;
 const FLOOD_TIMEOUT_MS = 60_000 + FLOOD_S * 1000 + TRANSFER_GRACE_MS;
 const HOOK_TIMEOUT_MS = 120_000;
 
-function envInt(name: string, dflt: number, min: number, max: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${v}`);
-  return n;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Counters read from bob's namespace

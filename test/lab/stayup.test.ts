@@ -52,6 +52,7 @@ import { espFrames, parsePcap } from './fixtures/failclosed-pcap.js';
 import { renderFigures, renderTable, runSoak, RSS_GROWTH_MAX_KB, DEFAULT_CONNS } from './soak.js';
 import type { Daemon, DaemonStatusDoc, LabTestState, ProtectedPair } from './support.js';
 import {
+  envInt,
   TRAFFIC_JS, canon, configPathOf, decodeFrames, describeResult, diffLines, frameText, isLeak, jsonLines, lastJsonLine,
   pollUntil, protectOf, runIn, sleep, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab, track, waitReady,
 } from './support.js';
@@ -83,13 +84,6 @@ const SECOND_TIMEOUT_MS = 30_000;
 const SUBTEST_TIMEOUT_MS = 150_000;
 const HOOK_TIMEOUT_MS = 120_000;
 
-function envInt(name: string, dflt: number, min: number, max: number): number {
-  const v = process.env[name];
-  if (v === undefined || v === '') return dflt;
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${v}`);
-  return n;
-}
 
 const skip = labUnavailable() ?? (spawnSync('sh', ['-c', 'command -v tshark && command -v ipset'], { stdio: 'ignore', timeout: 5_000 }).status !== 0
   ? 'missing tool tshark or ipset (run lab/setup.sh)' : undefined);

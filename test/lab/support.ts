@@ -118,6 +118,15 @@ export async function traffic(run: LabRun, host: string, args: readonly string[]
   return { result, ok, detail: `${host}: traffic ${args.join(' ')}: ${describeResult(r)}` };
 }
 
+/** envInt reads an integer setting from the environment (default when unset), refusing values outside min..max. */
+export function envInt(name: string, dflt: number, min: number, max: number): number {
+  const v = process.env[name];
+  if (v === undefined || v === '') return dflt;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${v}`);
+  return n;
+}
+
 /** sleep resolves after ms. */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
