@@ -106,11 +106,19 @@ class X25519PrivateKey extends DhPrivateKey {
   constructor(readonly key: KeyObject) { super(); }
 }
 
-/** x25519KeData returns the raw u-coordinate of a public (or private) X25519 KeyObject. */
+/** X25519_SPKI_PREFIX is the DER of an X25519 SubjectPublicKeyInfo up to its 32 raw octets (RFC 8410). */
+const X25519_SPKI_PREFIX = Uint8Array.from(Buffer.from('302a300506032b656e032100', 'hex'));
+
+/**
+ * x25519KeData returns the raw u-coordinate of a public X25519 KeyObject, from its SPKI DER.
+ * Not through JWK: Node 20's JWK export of OKP keys allocates JS objects while it holds the
+ * key's mutex, and a GC finalising a key-generation job at that moment deadlocked a test run
+ * here (gdb: ExportJWKEdKey -> GC -> ~KeyGenJob -> uv_mutex_lock).
+ */
 function x25519KeData(key: KeyObject): Uint8Array {
-  const x = key.export({ format: 'jwk' }).x;
-  if (typeof x !== 'string') throw new Error('exported X25519 JWK has no x');
-  return Uint8Array.from(Buffer.from(x, 'base64url'));
+  const der = key.export({ format: 'der', type: 'spki' });
+  if (der.length !== X25519_SPKI_PREFIX.length + X25519_KE_LEN) throw new Error(`X25519 SPKI of ${der.length} octets`);
+  return Uint8Array.from(der.subarray(X25519_SPKI_PREFIX.length));
 }
 
 /** DH_CURVE25519 is group 31: X25519 key agreement (RFC 8031, RFC 7748). */
@@ -133,10 +141,7 @@ export const DH_CURVE25519: DhGroup = {
     if (peerPublic.length !== X25519_KE_LEN) return { ok: false, reason: 'bad-length' };
     // Every 32-octet string is a valid u-coordinate (RFC 7748 §5: the top bit is masked), so
     // the one way derivation fails is OpenSSL refusing an all-zero result.
-    const peer = createPublicKey({
-      key: { kty: 'OKP', crv: 'X25519', x: Buffer.from(peerPublic.buffer, peerPublic.byteOffset, peerPublic.length).toString('base64url') },
-      format: 'jwk',
-    });
+    const peer = createPublicKey({ key: Buffer.from(concat(X25519_SPKI_PREFIX, peerPublic)), format: 'der', type: 'spki' });
     let shared: Uint8Array;
     try {
       shared = Uint8Array.from(diffieHellman({ privateKey: privateKey.key, publicKey: peer }));
