@@ -11,6 +11,8 @@
  *   2  under that traffic alice's daemon is killed with SIGKILL at seeded random moments
  *      (ESPGATE_KILLS times, default 20 as the issue asks; ESPGATE_SEED) and started again; every time the traffic
  *      resumes within RESUME_WAIT_MS (the resume times are printed, not asserted)
+ *      then it is stopped with SIGSTOP for HANG_MS (a hang): no traffic crosses meanwhile, and
+ *      after SIGCONT the same process carries it again
  *   3  no (SPI, sequence number) pair appears twice among the ESP frames alice sent: the
  *      persisted sequence reservations survive kill -9
  *   4  captured ESP frames of alice's, re-injected byte for byte from alice's namespace, in order
@@ -59,6 +61,9 @@ const SEED = envInt('ESPGATE_SEED', 4, 0, 2 ** 31 - 1);
 /** KILL_DELAY_MIN_MS and KILL_DELAY_MAX_MS bound the random time between a resume and the next kill. */
 const KILL_DELAY_MIN_MS = 200;
 const KILL_DELAY_MAX_MS = 2_500;
+/** HANG_MS is how long alice's daemon is stopped (SIGSTOP) in the hang check; HANG_GRACE_MS lets in-flight replies land first. */
+const HANG_MS = 3_000;
+const HANG_GRACE_MS = 300;
 /** RESUME_WAIT_MS bounds the wait for traffic after a restart. */
 const RESUME_WAIT_MS = 10_000;
 /** EXIT_WAIT_MS bounds the wait for a killed daemon's exit. */
@@ -82,7 +87,7 @@ const INJECT_GAP_MS = 2;
 
 const SUBTEST_TIMEOUT_MS = 240_000;
 /** KILL_PHASE_TIMEOUT_MS bounds sub-test 2: every kill may take its longest delay, exit wait and resume wait. */
-const KILL_PHASE_TIMEOUT_MS = 60_000 + KILLS * (KILL_DELAY_MAX_MS + EXIT_WAIT_MS + RESUME_WAIT_MS);
+const KILL_PHASE_TIMEOUT_MS = 60_000 + 3 * HANG_MS + KILLS * (KILL_DELAY_MAX_MS + EXIT_WAIT_MS + RESUME_WAIT_MS);
 const HOOK_TIMEOUT_MS = 120_000;
 
 
@@ -428,6 +433,20 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
     assert.equal(resumes.length, KILLS);
     t.diagnostic(`resume after restart (first reply on all 4 pingers), ms: ${resumes.map((x) => x.toFixed(0)).join(' ')}`);
     t.diagnostic(`resume median ${median(resumes).toFixed(0)} ms, worst ${Math.max(...resumes).toFixed(0)} ms over ${KILLS} kills (from the SIGKILL: median ${median(fromKill).toFixed(0)} ms, worst ${Math.max(...fromKill).toFixed(0)} ms)`);
+    // A hang: the daemon stops (SIGSTOP) without dying, its TUN and queue unread. Nothing may
+    // cross (the capture checked in 6 covers this window: nothing in the clear either), and the
+    // same process resumes the traffic after SIGCONT.
+    const hung = daemon('alice');
+    const stopAt = Date.now();
+    hung.child.kill('SIGSTOP');
+    await sleep(HANG_MS);
+    const contAt = Date.now();
+    hung.child.kill('SIGCONT');
+    const during = st.pingers.map((p) => p.replies.filter((r) => r > stopAt + HANG_GRACE_MS && r < contAt).length);
+    assert.deepEqual(during, st.pingers.map(() => 0), `no replies while alice's daemon was stopped ${HANG_MS} ms (per pinger)`);
+    const afterHang = await pollUntil(() => st.pingers.every((p) => firstReplyAfter(p, contAt) !== undefined), RESUME_WAIT_MS / 20, 20);
+    assert.ok(afterHang && hung.child.exitCode === null, 'after SIGCONT the same daemon carries the traffic again');
+    t.diagnostic(`hang: SIGSTOP ${HANG_MS} ms, no replies meanwhile; resumed ${Math.max(...st.pingers.map((p) => (firstReplyAfter(p, contAt) ?? contAt) - contAt))} ms after SIGCONT`);
     // A little more traffic with the last daemon, then everything stops for the replay sub-tests.
     await sleep(1_000);
     await Promise.all([...st.pingers, st.udp].map((s) => stopStream(s)));
