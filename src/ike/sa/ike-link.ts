@@ -1,0 +1,115 @@
+/**
+ * ike-link.ts: the in-memory twin of an IKE path, for tests (like wireguard-go's
+ * conn/bindtest): two IkeSessions wired back to back, a clock the test moves, a deterministic
+ * random source, and a hook on every datagram in flight (drop, mutate, duplicate, replay).
+ *
+ *   initiator --(messages)--> [ in flight ] --(deliver)--> responder
+ *       ^                                                      |
+ *       +---------------------(messages)-----------------------+
+ *
+ * Nothing here touches the network or real time.
+ */
+import { createHash } from 'node:crypto';
+import type { IkeEvent, IkeOutput, IkeSession } from './session.js';
+
+/** seededRandom returns a deterministic byte source: SHA-256(seed | counter) blocks. */
+export function seededRandom(seed: string): (n: number) => Uint8Array {
+  let counter = 0;
+  return (n: number): Uint8Array => {
+    const out = new Uint8Array(n);
+    for (let off = 0; off < n; off += 32) {
+      const block = createHash('sha256').update(seed).update(String(counter++)).digest();
+      out.set(block.subarray(0, Math.min(32, n - off)), off);
+    }
+    return out;
+  };
+}
+
+/** Side names the two ends of a link. */
+export type Side = 'initiator' | 'responder';
+
+/** Datagram is one message in flight, with its sequence number on the link (from 0). */
+export interface Datagram {
+  readonly seq: number;
+  readonly to: Side;
+  readonly bytes: Uint8Array;
+}
+
+/**
+ * Tamper decides the fate of a datagram about to be delivered: the bytes to deliver instead
+ * (the same array to pass it through), or undefined to lose it.
+ */
+export type Tamper = (d: Datagram) => Uint8Array | undefined;
+
+/** IkeLink runs two sessions against each other. */
+export class IkeLink {
+  /** now is the link's clock in ms; tests move it with advance(). */
+  now = 1_000_000;
+  /** events collects every event each side emitted, in order. */
+  readonly events: Record<Side, IkeEvent[]> = { initiator: [], responder: [] };
+  /** sent records every datagram each side emitted (what went on the wire from it). */
+  readonly sent: Record<Side, Uint8Array[]> = { initiator: [], responder: [] };
+  /** inFlight holds datagrams not yet delivered. */
+  inFlight: Datagram[] = [];
+  #seq = 0;
+
+  constructor(readonly initiator: IkeSession, readonly responder: IkeSession) {}
+
+  /** session returns the session at one side. */
+  session(side: Side): IkeSession {
+    return side === 'initiator' ? this.initiator : this.responder;
+  }
+
+  /** take records an output of side `from`: its messages go in flight to the other side. */
+  take(from: Side, out: IkeOutput): IkeOutput {
+    const to: Side = from === 'initiator' ? 'responder' : 'initiator';
+    this.events[from].push(...out.events);
+    for (const m of out.messages) {
+      this.sent[from].push(m);
+      this.inFlight.push({ seq: this.#seq++, to, bytes: m });
+    }
+    return out;
+  }
+
+  /** start starts the initiator. */
+  start(): IkeOutput {
+    return this.take('initiator', this.initiator.start(this.now));
+  }
+
+  /** deliver hands one datagram to its side (through tamper) and records the answer. */
+  deliver(d: Datagram, tamper?: Tamper): IkeOutput | undefined {
+    const bytes = tamper === undefined ? d.bytes : tamper(d);
+    if (bytes === undefined) return undefined;
+    return this.take(d.to, this.session(d.to).handle(bytes, this.now));
+  }
+
+  /**
+   * run delivers datagrams in order until none is in flight or maxSteps were delivered, and
+   * returns how many were delivered. Bounded: a loop between the sides ends at maxSteps.
+   */
+  run(tamper?: Tamper, maxSteps = 64): number {
+    let n = 0;
+    while (this.inFlight.length > 0 && n < maxSteps) {
+      const d = this.inFlight.shift();
+      if (d === undefined) break;
+      this.deliver(d, tamper);
+      n++;
+    }
+    return n;
+  }
+
+  /** advance moves the clock by ms and fires both sessions' timers that are due. */
+  advance(ms: number): void {
+    this.now += ms;
+    for (const side of ['initiator', 'responder'] as const) {
+      const s = this.session(side);
+      const t = s.nextTimeout(this.now);
+      if (t === 0) this.take(side, s.onTimeout(this.now));
+    }
+  }
+
+  /** eventsOf returns one side's events of one type. */
+  eventsOf<T extends IkeEvent['type']>(side: Side, type: T): Extract<IkeEvent, { type: T }>[] {
+    return this.events[side].filter((e): e is Extract<IkeEvent, { type: T }> => e.type === type);
+  }
+}
