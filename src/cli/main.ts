@@ -13,6 +13,9 @@ import { runUp } from './up.js';
 import { rulesCommand } from './rules.js';
 import { formatStatus } from './format.js';
 import { espSaLines } from './keys.js';
+import { formatDoctor, runDoctor } from './doctor.js';
+import { linuxProbes } from './doctor-probes.js';
+import { missingCapabilities } from '../daemon/system.js';
 import { parseHostArg, parsePrefixArg, renderInitConfigs, writeInitConfigs } from './init.js';
 import type { DaemonStatus } from '../daemon/status.js';
 import { formatTraceEvent, type TraceEvent } from '../datapath/trace.js';
@@ -64,10 +67,18 @@ function program(): Command {
   p.command('check')
     .description('validate a config and print what would be installed; changes nothing')
     .requiredOption('-c, --config <file>', 'config file (YAML)')
-    .action(async (o: { config: string }) => {
+    .option('--no-system', 'only validate the config; skip the system checks and the rules preview')
+    .action(async (o: { config: string; system: boolean }) => {
       const cfg = loadConfig(o.config);
       console.log(`config ${o.config}: ok (${cfg.peers.length} peer(s), mode ${cfg.mode}, tun ${cfg.tun.name})`);
-      await rulesCommand('show', cfg);
+      if (!o.system) return;
+      const results = await runDoctor(cfg, linuxProbes());
+      console.log(formatDoctor(results));
+      if (results.some((r) => r.level === 'fail')) {
+        process.exitCode = 1;
+        return;
+      }
+      if (missingCapabilities().length === 0) await rulesCommand('show', cfg);
     });
 
   const rules = p.command('rules').description('the iptables/ip6tables/ipset rules and blackhole routes (the gate)');
