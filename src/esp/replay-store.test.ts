@@ -72,3 +72,22 @@ test('FileReplayStore: missing or half-written state loads as 0 (a fresh window)
     s.close();
   } finally { rmSync(dir, { recursive: true, force: true }); }
 });
+
+test('FileReplayStore: flush syncs only what was saved since the last flush', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'egrs-dirty-'));
+  try {
+    const store = new FileReplayStore(dir);
+    for (const spi of [0x1001, 0x1002, 0x1003]) store.load(spi);
+    assert.equal(store.dirtyCount, 0, '1: opening files makes nothing dirty');
+    store.save(0x1002, 0, 7);
+    store.save(0x1002, 0, 8);
+    store.save(0x1003, 0, 1);
+    assert.equal(store.dirtyCount, 2, '2: two SPIs saved');
+    assert.deepEqual(store.flush(), [], '3: flushed without errors');
+    assert.equal(store.dirtyCount, 0, '4: clean after the flush');
+    assert.equal(store.load(0x1002), 8n, '5: the last top is what is stored');
+    store.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

@@ -23,6 +23,8 @@ const RECORD_LEN = 8;
 export class FileReplayStore implements ReplayStore {
   readonly dir: string;
   readonly #fds = new Map<number, number>();
+  /** #dirty: SPIs saved since the last flush (only those need an fdatasync). */
+  readonly #dirty = new Set<number>();
   readonly #buf = Buffer.alloc(RECORD_LEN);
 
   constructor(dir: string) {
@@ -69,18 +71,35 @@ export class FileReplayStore implements ReplayStore {
     b.writeUInt32BE(lo >>> 0, 4);
     try {
       writeSync(this.#fd(spi), b, 0, RECORD_LEN, 0);
+      this.#dirty.add(spi);
     } catch (cause) {
       throw new GatewayError('ERR_SEQ_STORE', `cannot save replay state for SPI 0x${spi.toString(16)}`, { cause });
     }
   }
 
-  /** flush makes every saved top durable (fdatasync); errors are returned, not thrown. */
+  /**
+   * flush makes the tops saved since the last flush durable (fdatasync of those files only: with
+   * 10,000 SAs, syncing every file each second stalled the event loop for 0.3-0.7 s on ext4);
+   * errors are returned, not thrown, and a failed file stays dirty for the next flush.
+   */
   flush(): unknown[] {
     const errors: unknown[] = [];
-    for (const fd of this.#fds.values()) {
-      try { fdatasyncSync(fd); } catch (e) { errors.push(e); }
+    for (const spi of this.#dirty) {
+      const fd = this.#fds.get(spi);
+      if (fd === undefined) { this.#dirty.delete(spi); continue; }
+      try {
+        fdatasyncSync(fd);
+        this.#dirty.delete(spi);
+      } catch (e) {
+        errors.push(e);
+      }
     }
     return errors;
+  }
+
+  /** dirtyCount is how many SPIs wait for the next flush (tests, status). */
+  get dirtyCount(): number {
+    return this.#dirty.size;
   }
 
   /** close closes every file. Idempotent. */
@@ -89,5 +108,6 @@ export class FileReplayStore implements ReplayStore {
       try { closeSync(fd); } catch { /* already closed */ }
     }
     this.#fds.clear();
+    this.#dirty.clear();
   }
 }
