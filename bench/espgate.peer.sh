@@ -33,6 +33,15 @@ setup_espgate() {
   bg ip netns exec "$a" env ESPGATE_LOG_LEVEL=warn node "$ESPGATE_ROOT/dist/src/cli/main.js" up -c "$d/a.yaml" >"$d/espgate-a.log" 2>&1; pa=$(lastpid)
   bg ip netns exec "$b" env ESPGATE_LOG_LEVEL=warn node "$ESPGATE_ROOT/dist/src/cli/main.js" up -c "$d/b.yaml" >"$d/espgate-b.log" 2>&1; pb=$(lastpid)
   local n; for n in $(seq 1 100); do [ -S "$d/a/espgate.sock" ] && [ -S "$d/b/espgate.sock" ] && break; sleep 0.1; done
+  # The control socket answers during start-up, before the gate is in: wait for state "up" on
+  # both sides, or the harness's first ping could cross in cleartext (bounded: 100 x 0.2 s).
+  local s; for s in a b; do
+    for n in $(seq 1 100); do
+      ip netns exec "$([ $s = a ] && echo "$a" || echo "$b")" node "$ESPGATE_ROOT/dist/src/cli/main.js" status --json -c "$d/$s.yaml" 2>/dev/null \
+        | grep -q '"state": "up"' && break
+      sleep 0.2
+    done
+  done
   DPIDS[espgate]="$pa $pb"; DST[espgate]=198.18.$i.2
   wait_ping "$a" "198.18.$i.2" || die "espgate ping (logs: $d/espgate-*.log)"
 }
