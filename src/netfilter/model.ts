@@ -80,6 +80,8 @@ export interface RulesInput {
   readonly mssClamp: boolean;
   /** guard installs the fail-closed filter rules (no plaintext to or from protected peers). */
   readonly guard: boolean;
+  /** ike lets IKE (UDP 500 both ways) through between this host and the peer endpoints (default false). */
+  readonly ike?: boolean;
 }
 
 /** A PrefixPair is a validated pair in canonical "network/len" form. */
@@ -107,6 +109,8 @@ export interface RulesSpec {
   readonly families: readonly FamilySpec[];
   readonly mssClamp: boolean;
   readonly guard: boolean;
+  /** ike: IKE (UDP 500) between this host and the peer endpoints is exempt from NAT and guard. */
+  readonly ike: boolean;
 }
 
 /** chainName returns the name of our chain for a hook suffix. */
@@ -267,5 +271,6 @@ export function buildRulesSpec(input: RulesInput): RulesSpec {
     families: Object.freeze(families),
     mssClamp: input.mssClamp,
     guard: input.guard,
+    ike: input.ike ?? false,
   });
 }

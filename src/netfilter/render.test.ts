@@ -53,6 +53,8 @@ const GOLDEN: readonly { file: string; input: RulesInput }[] = [
   },
   { file: 'gateway-dual-stack.txt', input: { ...BASE, mode: 'gateway', families: { v4: V4, v6: V6 } } },
   { file: 'host-v4-no-guard-no-clamp.txt', input: { ...BASE, mssClamp: false, guard: false, mode: 'host', families: { v4: V4 } } },
+  { file: 'host-v4-ike.txt', input: { ...BASE, ike: true, mode: 'host', families: { v4: V4 } } },
+  { file: 'gateway-dual-stack-ike.txt', input: { ...BASE, ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
 ];
 
 function golden(input: RulesInput): string {

@@ -96,6 +96,13 @@ const ICMPV6_PACKET_TOO_BIG = 2;
 const ICMPV6_ND_TYPES: readonly number[] = [133, 134, 135, 136, 137];
 
 const IKE_PLACEHOLDER = '# IKE (udp 500/4500) exemption: placeholder, not enabled yet';
+/** IKE_PORT is the IKE UDP port (RFC 7296 §2): espgate sends from and to it, no NAT traversal (4500). */
+export const IKE_PORT = 500;
+
+/** ikeMatch matches IKE between this host and a peer endpoint (`dir`: src inbound, dst outbound). */
+function ikeMatch(endps: string, dir: 'src' | 'dst'): string {
+  return `-p udp -m udp --sport ${IKE_PORT} --dport ${IKE_PORT} -m set --match-set ${endps} ${dir}`;
+}
 
 function ndReturns(): string[] {
   return ICMPV6_ND_TYPES.map((t) => `-p ipv6-icmp -m icmp6 --icmpv6-type ${t} -j RETURN`);
@@ -155,8 +162,11 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
       ...f.pairs.map((p) => `-d ${p.real} ! -i ${tun} ! -p esp -m set --match-set ${peers} dst -j NETMAP --to ${p.fake}`),
     ]);
   }
-  add('nat', 'OUT', 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN', [
+  add('nat', 'OUT', spec.ike
+    ? 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN; IKE to a peer endpoint is not steered'
+    : 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN', [
     ...nd,
+    ...(spec.ike ? [`${ikeMatch(endps, 'dst')} -j RETURN`] : []),
     ...f.pairs.map((p) => `-d ${p.real} ! -p esp -m set --match-set ${peers} dst -j NETMAP --to ${p.fake}`),
   ]);
   add('nat', 'IN', 'connections opened by a peer: fake -> real source, so local servers see the real address', [
@@ -171,7 +181,7 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
   if (spec.guard) {
     add('filter', 'IN', 'guard: nothing from a protected peer in the clear (ESP is consumed in raw before this)', [
       ...inboundExceptions(f.family),
-      IKE_PLACEHOLDER,
+      spec.ike ? `${ikeMatch(endps, 'src')} -m addrtype --dst-type LOCAL -j RETURN` : IKE_PLACEHOLDER,
       `! -i ${tun} ! -p esp -m set --match-set ${peers} src -j DROP`,
       ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
     ]);
@@ -194,7 +204,7 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     ...(spec.guard
       ? [
           ...outboundExceptions(f.family),
-          IKE_PLACEHOLDER,
+          spec.ike ? `${ikeMatch(endps, 'dst')} -j ACCEPT` : IKE_PLACEHOLDER,
           `! -o ${tun} ! -p esp -m set --match-set ${peers} dst -j DROP`,
         ]
       : []),
