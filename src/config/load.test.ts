@@ -38,3 +38,28 @@ test('formatPath renders zod paths', () => {
   assert.equal(formatPath(['peers', 1, 'sa', 'out', 'key']), 'peers[1].sa.out.key');
   assert.equal(formatPath([]), '(top level)');
 });
+
+test('validateSemantics: every overlapping pair of peer prefixes, in config order (nested, duplicate, both families)', () => {
+  const peer = (n: number, protect: string[]): string => `  - name: p${n}
+    endpoint: 198.18.0.${100 + n}
+    protect: [${protect.map((p) => `"${p}"`).join(', ')}]
+    sa:
+      out: { spi: "0x${(0x1000 + n).toString(16)}", key: "0x${'11'.repeat(19)}${n.toString(16).padStart(2, '0')}" }
+      in: { spi: "0x${(0x2000 + n).toString(16)}", key: "0x${'22'.repeat(19)}${n.toString(16).padStart(2, '0')}" }
+`;
+  const text = `local: { protect: [198.18.0.1/32] }
+prefixes:
+  - { real: 198.18.0.0/24, fake: 198.19.0.0/24 }
+  - { real: "2001:db8:0:1::/64", fake: "2001:db8:0:ff01::/64" }
+peers:
+${peer(1, ['198.18.0.64/26', '2001:db8:0:1::10/128'])}${peer(2, ['198.18.0.70/32'])}${peer(3, ['198.18.0.64/27', '2001:db8:0:1::10/128'])}${peer(4, ['198.18.0.200/32'])}`;
+  let msg = '';
+  try { parseConfig(text, 'overlap.yaml'); } catch (e) { msg = (e as Error).message; }
+  const lines = msg.split('\n').filter((l) => l.includes('overlaps peers'));
+  assert.deepEqual(lines.map((l) => l.replace(/^\s*overlap\.yaml:\d+: /, '').replace(/ \(p\d\).*$/, '')), [
+    'peers[1].protect[0]: 198.18.0.70/32 overlaps peers[0].protect[0]',
+    'peers[2].protect[0]: 198.18.0.64/27 overlaps peers[0].protect[0]',
+    'peers[2].protect[0]: 198.18.0.64/27 overlaps peers[1].protect[0]',
+    'peers[2].protect[1]: 2001:db8:0:1::10/128 overlaps peers[0].protect[1]',
+  ], msg);
+});

@@ -45,6 +45,43 @@ function toCidr(text: string): CidrResult {
 }
 
 /** contains reports whether prefix `inner` lies inside prefix `outer`. */
+/**
+ * peerPrefixOverlaps finds every pair of overlapping peer prefixes in O(n log n + pairs): sort by
+ * (family, network bytes, length) and sweep with a stack of enclosing prefixes (two prefixes
+ * overlap only when one contains the other, and the container sorts first). Keyed by the later
+ * prefix in config order ("i/j"), each list holds the earlier ones it overlaps, in config order:
+ * the same problems, in the same order, as comparing every pair, which took 2.6-5 s at 10,000
+ * peers (bench/scale.ts).
+ */
+function peerPrefixOverlaps(cfg: RawConfig): Map<string, { i: number; j: number }[]> {
+  const all: { c: Cidr; i: number; j: number }[] = [];
+  cfg.peers.forEach((p, i) => p.protect.forEach((t, j) => {
+    const r = toCidr(t);
+    if (r.ok) all.push({ c: r.cidr, i, j });
+  }));
+  const cmpBytes = (a: Uint8Array, b: Uint8Array): number => {
+    for (let k = 0; k < a.length; k++) if (a[k] !== b[k]) return (a[k] ?? 0) - (b[k] ?? 0);
+    return 0;
+  };
+  all.sort((x, y) => (x.c.family - y.c.family) || cmpBytes(x.c.bytes, y.c.bytes) || (x.c.prefixLen - y.c.prefixLen) || (x.i - y.i) || (x.j - y.j));
+  const before = (x: { i: number; j: number }, y: { i: number; j: number }): boolean => x.i < y.i || (x.i === y.i && x.j < y.j);
+  const out = new Map<string, { i: number; j: number }[]>();
+  const stack: typeof all = [];
+  for (const x of all) {
+    while (stack.length > 0 && !cidrsOverlap(stack[stack.length - 1]?.c ?? x.c, x.c)) stack.pop();
+    for (const y of stack) {
+      const [early, late] = before(y, x) ? [y, x] : [x, y];
+      const key = `${late.i}/${late.j}`;
+      const list = out.get(key);
+      if (list === undefined) out.set(key, [{ i: early.i, j: early.j }]);
+      else list.push({ i: early.i, j: early.j });
+    }
+    stack.push(x);
+  }
+  for (const list of out.values()) list.sort((a, b) => (a.i - b.i) || (a.j - b.j));
+  return out;
+}
+
 function contains(outer: Cidr, inner: Cidr): boolean {
   return outer.family === inner.family && inner.prefixLen >= outer.prefixLen && cidrContains(outer, inner.bytes);
 }
@@ -99,7 +136,8 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
   const names = new Set<string>();
   const inSpis = new Map<number, number>();
   const outSpis = new Map<number, number>();
-  const peerPrefixes: { c: Cidr; i: number; j: number }[] = [];
+  const overlaps = peerPrefixOverlaps(cfg);
+  const localCidrs = cfg.local.protect.map((l) => toCidr(l));
   cfg.peers.forEach((p, i) => {
     if (names.has(p.name)) add(['peers', i, 'name'], `duplicate peer name "${p.name}"`);
     names.add(p.name);
@@ -109,14 +147,12 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
     p.protect.forEach((t, j) => {
       const c = check(['peers', i, 'protect', j], t);
       if (!reals.some((r) => contains(r.c, c))) add(['peers', i, 'protect', j], `${t} is not inside any prefixes[].real, so it cannot be mapped to a fake address`);
-      for (const q of peerPrefixes) {
-        if (cidrsOverlap(q.c, c)) add(['peers', i, 'protect', j], `${t} overlaps peers[${q.i}].protect[${q.j}] (${cfg.peers[q.i]?.name ?? ''}): each address belongs to one peer`);
+      for (const q of overlaps.get(`${i}/${j}`) ?? []) {
+        add(['peers', i, 'protect', j], `${t} overlaps peers[${q.i}].protect[${q.j}] (${cfg.peers[q.i]?.name ?? ''}): each address belongs to one peer`);
       }
-      cfg.local.protect.forEach((l, k) => {
-        const lc = toCidr(l);
-        if (lc.ok && cidrsOverlap(lc.cidr, c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${l}`);
+      localCidrs.forEach((lc, k) => {
+        if (lc.ok && cidrsOverlap(lc.cidr, c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${cfg.local.protect[k] ?? ''}`);
       });
-      peerPrefixes.push({ c, i, j });
     });
     const prevIn = inSpis.get(p.sa.in.spi);
     if (prevIn !== undefined) add(['peers', i, 'sa', 'in', 'spi'], `inbound SPI 0x${p.sa.in.spi.toString(16)} is already used by peers[${prevIn}]`);
