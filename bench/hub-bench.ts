@@ -45,6 +45,7 @@ import type { DaemonStatus } from '../src/daemon/status.js';
 import {
   CLK_TCK, ChildSet, cpuPercent, cpuTicks, fmt, load1, machineFacts, median, memKb, nsArgv, parseIperf, renderTable, runIperfClient,
   sleep, startIperfServer, waitPing,
+  abortOnSignals,
 } from './measure.js';
 import type { RunResult } from './measure.js';
 
@@ -284,17 +285,7 @@ async function main(): Promise<void> {
   console.log(`machine: ${facts.nproc} cpus (${facts.cpu}), kernel ${facts.kernel}, node ${facts.node}, ${facts.iperf3}; ${facts.date}; loadavg ${facts.loadavg}`);
   const children = new ChildSet();
   let run: LabRun | undefined;
-  let signals = 0;
-  const onSignal = (): void => {
-    children.abort();
-    if (++signals > 1) {
-      if (run !== undefined) labDown(run);
-      // eslint-disable-next-line no-restricted-syntax -- second signal: tear down synchronously and leave
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  const onSignal = abortOnSignals(children, () => run);
   const watchdog = setTimeout(() => {
     console.error(`hub-bench: MAX_RUNTIME ${MAX_RUNTIME_S}s reached, aborting`);
     onSignal();

@@ -37,6 +37,7 @@ import type { IperfFigures, IperfKind, MachineFacts } from './measure.js';
 import {
   ChildSet, RssSeries, cpuPercent, cpuTicks, fmt, iperfArgs, load1, machineFacts, median, memKb, parseIperf, pingRtt,
   renderTable, runIperfClient, sleep, startIperfServer, waitListening, waitPing,
+  abortOnSignals,
 } from './measure.js';
 
 const REPS = Number(process.env['REPS'] ?? 3);
@@ -175,17 +176,7 @@ async function main(): Promise<void> {
 
   const children = new ChildSet();
   let run: LabRun | undefined;
-  let signals = 0;
-  const onSignal = (): void => {
-    children.abort();
-    if (++signals > 1) {
-      if (run !== undefined) labDown(run);
-      // eslint-disable-next-line no-restricted-syntax -- second signal: tear down synchronously and leave
-      process.exit(130);
-    }
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  abortOnSignals(children, () => run);
 
   const samples: Sample[] = [];
   let memory: MemoryReport | undefined;

@@ -18,6 +18,8 @@ import type { ChildProcess } from 'node:child_process';
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
+import type { LabRun } from '../lab/harness.js';
+import { labDown } from '../lab/harness.js';
 
 /** CLK_TCK is the kernel's clock tick rate, the unit of utime/stime in /proc/<pid>/stat. */
 export const CLK_TCK = ((): number => {
@@ -314,4 +316,26 @@ export class RssSeries {
   max(i: number): number {
     return Math.max(0, ...this.samples.map((s) => s.kb[i] ?? 0));
   }
+}
+
+/**
+ * abortOnSignals wires SIGINT/SIGTERM for a lab benchmark: the first signal aborts every child
+ * (the bench's finally then tears the lab down); a second one tears the lab down at once and exits
+ * 130. `lab` returns the run to tear down (undefined before the lab is up). Returns the handler,
+ * for a watchdog that should act like a first signal.
+ */
+export function abortOnSignals(children: ChildSet, lab: () => LabRun | undefined): () => void {
+  let signals = 0;
+  const onSignal = (): void => {
+    children.abort();
+    if (++signals > 1) {
+      const run = lab();
+      if (run !== undefined) labDown(run);
+      // eslint-disable-next-line no-restricted-syntax -- second signal: tear down synchronously and leave
+      process.exit(130);
+    }
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  return onSignal;
 }
