@@ -36,6 +36,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "uv_poller.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <linux/netfilter.h>
@@ -372,61 +374,23 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       ThrowErrno(env, EBADF, "uv_poll_start", "poll NFQUEUE");
       return env.Undefined();
     }
-    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
-    if (poll_ == nullptr) {
-      uv_loop_t* loop = nullptr;
-      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-        Napi::Error::New(env, "no libuv loop").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      poll_ = new uv_poll_t;
-      int rc = uv_poll_init(loop, poll_, fd_);
-      if (rc != 0) {
-        delete poll_;
-        poll_ = nullptr;
-        Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      poll_->data = this;
-      asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "espgate:nfqueue");
-    }
-    int rc = uv_poll_start(poll_, UV_READABLE, OnReadable);
-    if (rc != 0) Napi::Error::New(env, std::string("uv_poll_start: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
+    poller_.Start(env, fd_, info[0].As<Napi::Function>(), "espgate:nfqueue");
     return env.Undefined();
   }
 
   Napi::Value Unpoll(const Napi::CallbackInfo& info) {
-    if (poll_ != nullptr) uv_poll_stop(poll_);
+    poller_.Stop();
     return info.Env().Undefined();
   }
 
   // close(): unbind the queue, stop polling, close the socket. Idempotent.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     CloseFd();
-    callback_.Reset();
-    asyncContext_.reset();
     return info.Env().Undefined();
   }
 
-  static void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
-    NfqSocket* self = static_cast<NfqSocket*>(handle->data);
-    if (self == nullptr || self->callback_.IsEmpty()) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *self->asyncContext_);
-    if (env.IsExceptionPending()) {
-      Napi::Error e = env.GetAndClearPendingException();
-      napi_fatal_exception(env, e.Value());
-    }
-  }
-
   void CloseFd() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    poller_.Close();
     if (fd_ >= 0) {
       if (bound_) {
         // Packets still queued for us are dropped by the kernel when the queue goes away.
@@ -454,9 +418,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   uint64_t enobufs_ = 0;
   uint64_t verdictErrors_ = 0;
   int lastVerdictErrno_ = 0;
-  uv_poll_t* poll_ = nullptr;
-  Napi::FunctionReference callback_;
-  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+  espgate::UvPoller poller_;
 };
 
 }  // namespace

@@ -20,6 +20,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "uv_poller.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -295,70 +297,26 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       ThrowErrno(env, EBADF, "uv_poll_start", "poll " + name_);
       return env.Undefined();
     }
-    callback_ = Napi::Persistent(info[0].As<Napi::Function>());
-    if (poll_ == nullptr) {
-      uv_loop_t* loop = nullptr;
-      if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
-        Napi::Error::New(env, "no libuv loop").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      poll_ = new uv_poll_t;
-      int rc = uv_poll_init(loop, poll_, fd_);
-      if (rc != 0) {
-        delete poll_;
-        poll_ = nullptr;
-        Napi::Error::New(env, std::string("uv_poll_init: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      poll_->data = this;
-      asyncContext_ = std::make_unique<Napi::AsyncContext>(env, "espgate:tun");
-    }
-    int rc = uv_poll_start(poll_, UV_READABLE, OnReadable);
-    if (rc != 0) {
-      Napi::Error::New(env, std::string("uv_poll_start: ") + uv_strerror(rc)).ThrowAsJavaScriptException();
-    }
+    poller_.Start(env, fd_, info[0].As<Napi::Function>(), "espgate:tun");
     return env.Undefined();
   }
 
   // unpoll(): stop watching (the callback is kept; poll(cb) starts again).
   Napi::Value Unpoll(const Napi::CallbackInfo& info) {
-    if (poll_ != nullptr) uv_poll_stop(poll_);
+    poller_.Stop();
     return info.Env().Undefined();
   }
 
   // close(): stop polling, release the callback and close the fd. Idempotent.
   Napi::Value Close(const Napi::CallbackInfo& info) {
     CloseFd();
-    callback_.Reset();
-    asyncContext_.reset();
     return info.Env().Undefined();
-  }
-
-  // OnReadable runs on the main thread (libuv callback). It calls the JS callback through
-  // MakeCallback so that promise jobs and nextTicks queued by it run before libuv goes on.
-  static void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
-    TunQueue* self = static_cast<TunQueue*>(handle->data);
-    if (self == nullptr || self->callback_.IsEmpty()) return;
-    Napi::Env env = self->Env();
-    Napi::HandleScope scope(env);
-    self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *self->asyncContext_);
-    if (env.IsExceptionPending()) {
-      // No JS frame is below us: hand the exception to process 'uncaughtException'.
-      Napi::Error e = env.GetAndClearPendingException();
-      napi_fatal_exception(env, e.Value());
-    }
   }
 
   // CloseFd stops and frees the poll handle (uv_close is asynchronous; the handle is deleted in
   // its close callback), then closes the fd. libuv requires the poll to stop before the close.
   void CloseFd() {
-    if (poll_ != nullptr) {
-      uv_poll_stop(poll_);
-      poll_->data = nullptr;
-      uv_close(reinterpret_cast<uv_handle_t*>(poll_),
-               [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-      poll_ = nullptr;
-    }
+    poller_.Close();
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;
@@ -367,9 +325,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
 
   int fd_ = -1;
   std::string name_;
-  uv_poll_t* poll_ = nullptr;
-  Napi::FunctionReference callback_;
-  std::unique_ptr<Napi::AsyncContext> asyncContext_;
+  espgate::UvPoller poller_;
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
