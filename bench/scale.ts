@@ -260,7 +260,7 @@ function lookups(cfg: Config, tables: EngineTables): LookupTimes {
     const a = p.endpoint.split('.').map(Number);
     pkts.set(a, i * 20 + 16);
     srcs.set(a, i * 4);
-    spis[i] = p.sa.in.spi;
+    spis[i] = p.sa?.in.spi ?? 0;
   });
   const miss = Uint8Array.from([20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 203, 0, 113, 9]);
   const la = load1();

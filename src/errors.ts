@@ -20,6 +20,7 @@ export type ErrorCode =
   | 'ERR_ALREADY_RUNNING'
   | 'ERR_CONTROL'         // control socket
   | 'ERR_MISSING_TOOL'
+  | 'ERR_IKE'             // the IKE sockets (UDP 500/4500) could not be opened
   | 'ERR_PRIVILEGE';     // the process lacks a capability it needs (CAP_NET_ADMIN, CAP_NET_RAW)
 
 /** GatewayError is the one base class for control-plane errors. */

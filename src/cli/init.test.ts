@@ -21,7 +21,7 @@ test('init: the two configs mirror each other, parse, and carry fresh keys', () 
   const cb = parseConfig(b, 'bob.yaml');
   const pa = ca.peers[0];
   const pb = cb.peers[0];
-  assert.ok(pa && pb);
+  assert.ok(pa?.sa && pb?.sa);
   assert.equal(pa.name, 'bob', '1: alice peers with bob');
   assert.equal(pb.name, 'alice', '2: bob peers with alice');
   assert.equal(pa.endpoint, '198.18.0.2', '3');
@@ -44,7 +44,7 @@ test('init: AES-128, IPv6 and dual-stack prefixes', () => {
   });
   const c = parseConfig(a, 'v6a.yaml');
   assert.deepEqual(c.local.protect, ['2001:db8:0:1::1/128']);
-  assert.equal(Buffer.from(c.peers[0]?.sa.out.key ?? []).length, 20);
+  assert.equal(Buffer.from(c.peers[0]?.sa?.out.key ?? []).length, 20);
 });
 
 test('init: bad arguments are refused with a message naming the option', () => {

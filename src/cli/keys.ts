@@ -27,10 +27,14 @@ async function localAddressTowards(addr: string): Promise<string> {
   }
 }
 
-/** espSaLines lists both directions of every peer's SAs. */
+/**
+ * espSaLines lists both directions of every static SA of the config. (The SAs that IKE
+ * negotiates exist only in the running daemon: `espgate keys` asks it for those.)
+ */
 export async function espSaLines(cfg: Config, local?: string): Promise<string[]> {
   const out: string[] = [];
   for (const p of cfg.peers) {
+    if (p.sa === undefined) continue;
     const me = local ?? (await localAddressTowards(p.endpoint));
     out.push(espSaLine(me, p.endpoint, p.sa.out.spi, p.sa.out.key));
     out.push(espSaLine(p.endpoint, me, p.sa.in.spi, p.sa.in.key));

@@ -140,7 +140,13 @@ function program(): Command {
     .requiredOption('-c, --config <file>', 'config file (YAML)')
     .option('--local <addr>', 'this host\'s outer address (default: guessed from the route to each peer)')
     .action(async (o: { config: string; local?: string }) => {
-      for (const l of await espSaLines(loadConfig(o.config), o.local)) console.log(l);
+      const cfg = loadConfig(o.config);
+      for (const l of await espSaLines(cfg, o.local)) console.log(l);
+      if (cfg.peers.some((p) => p.ike !== undefined)) {
+        // IKE's Child SAs live only in the daemon: ask it (root-only control socket).
+        const r = (await requestControl(join(cfg.stateDir, 'espgate.sock'), { cmd: 'keys' })) as { lines?: string[] };
+        for (const l of r.lines ?? []) console.log(l);
+      }
     });
   return p;
 }

@@ -10,6 +10,7 @@ import type { ZodError } from 'zod';
 import { GatewayError } from '../errors.js';
 import { parseCidr, parseIpAddress, cidrContains, cidrsOverlap, formatCidr, type Cidr, type CidrResult } from '../packet/address.js';
 import { configSchema, type RawConfig } from './schema.js';
+import { parseIdentity } from '../ike/sa/identity.js';
 
 /** Config is the validated, frozen configuration. */
 export type Config = Readonly<RawConfig>;
@@ -154,6 +155,14 @@ export function validateSemantics(cfg: RawConfig): ConfigProblem[] {
         if (lc.ok && cidrsOverlap(lc.cidr, c)) add(['peers', i, 'protect', j], `${t} overlaps local.protect[${k}] ${cfg.local.protect[k] ?? ''}`);
       });
     });
+    if (p.ike !== undefined) {
+      for (const f of ['localId', 'remoteId'] as const) {
+        const text = p.ike[f];
+        if (text === undefined) continue;
+        try { parseIdentity(text); } catch (e) { add(['peers', i, 'ike', f], e instanceof Error ? e.message : String(e)); }
+      }
+    }
+    if (p.sa === undefined) return;
     const prevIn = inSpis.get(p.sa.in.spi);
     if (prevIn !== undefined) add(['peers', i, 'sa', 'in', 'spi'], `inbound SPI 0x${p.sa.in.spi.toString(16)} is already used by peers[${prevIn}]`);
     inSpis.set(p.sa.in.spi, i);

@@ -18,7 +18,7 @@ test('docs/config.md is generated from the schema (regenerate: node dist/src/con
 
 test('the documented example parses', () => {
   const cfg = parseConfig(EXAMPLE, 'example');
-  assert.equal(cfg.peers[0]?.sa.out.spi, 0x1002);
+  assert.equal(cfg.peers[0]?.sa?.out.spi, 0x1002);
   assert.equal(cfg.peers[0]?.replayWindow, 1024);
   assert.equal(cfg.tun.name, 'eg0');
   assert.ok(Object.isFrozen(cfg.peers[0]));

@@ -53,14 +53,57 @@ const saSchema = z
   })
   .describe('One static security association.');
 
+/** IKE_PROPOSAL is a strongSwan-style IKE proposal keyword string that espgate implements. */
+const IKE_PROPOSAL = /^(aes256gcm16|aes128gcm16)-prfsha256-(x25519|curve25519|ecp256)$/;
+
+/** PSK_MIN_LENGTH: a shorter pre-shared key is refused (RFC 7296 §2.15 asks for high entropy). */
+export const PSK_MIN_LENGTH = 16;
+
+const psk = z
+  .string()
+  .min(PSK_MIN_LENGTH, `psk must have at least ${PSK_MIN_LENGTH} characters (or 0x and at least ${PSK_MIN_LENGTH} hex octets); \`espgate init\` makes one`)
+  .refine((v) => !v.startsWith('0x') || (/^0x([0-9a-fA-F]{2})+$/.test(v) && v.length >= 2 + 2 * PSK_MIN_LENGTH), `a 0x psk must be hex octets, at least ${PSK_MIN_LENGTH} of them`)
+  .describe('Pre-shared key: text (used as its UTF-8 octets, as strongSwan does) or 0x followed by hex octets; at least 16 characters/octets.');
+
+const seconds = (what: string, dflt: number, min: number): z.ZodDefault<z.ZodNumber> =>
+  z.number().int().min(min).max(365 * 86400).default(dflt).describe(what);
+
+const ikeSchema = z
+  .strictObject({
+    psk: psk.optional(),
+    pskFile: z.string().min(1).optional().describe('File holding the pre-shared key (first line; same rules as psk). Read at start and reload; keep it 0600.'),
+    localId: z.string().min(1).optional().describe('Identity we present, strongSwan syntax: an address, @fqdn or @#hex key id. Default: our address towards the peer.'),
+    remoteId: z.string().min(1).optional().describe('Identity the peer must present. Default: its endpoint address.'),
+    initiate: z.boolean().default(true).describe('Start the IKE SA (and again after it closes); false: only answer.'),
+    ikeProposals: z.array(z.string().regex(IKE_PROPOSAL, 'IKE proposal must be one of aes256gcm16|aes128gcm16 - prfsha256 - x25519|ecp256, e.g. aes256gcm16-prfsha256-x25519')).min(1)
+      .default(['aes256gcm16-prfsha256-x25519', 'aes256gcm16-prfsha256-ecp256'])
+      .describe('IKE SA proposals, most preferred first (strongSwan keywords). Nothing weaker than listed is accepted.'),
+    espProposals: z.array(z.enum(['aes256gcm16', 'aes128gcm16'])).min(1).default(['aes256gcm16', 'aes128gcm16'])
+      .describe('Child SA (ESP) AEADs, most preferred first.'),
+    pfs: z.boolean().default(true).describe('Child SA rekeys carry a fresh Diffie-Hellman exchange in the IKE SA\'s group (perfect forward secrecy).'),
+    dpdDelay: seconds('Seconds of silence from the peer before a liveness check (dead peer detection); 0 = off.', 30, 0),
+    ikeLifetime: seconds('Seconds after which the IKE SA is rekeyed (make-before-break; a little earlier, with jitter).', 14400, 60),
+    childLifetime: seconds('Seconds after which a Child SA is rekeyed (a little earlier, with jitter).', 3600, 10),
+    childLifetimeBytes: z.number().int().min(0).default(0).describe('Rekey a Child SA after this many bytes; 0 = no limit.'),
+    childLifetimePackets: z.number().int().min(0).default(0).describe('Rekey a Child SA after this many packets; 0 = no limit.'),
+  })
+  .superRefine((v, ctx) => {
+    if ((v.psk === undefined) === (v.pskFile === undefined)) ctx.addIssue({ code: 'custom', message: 'give exactly one of psk or pskFile' });
+  })
+  .describe('IKEv2 (RFC 7296) negotiates this peer\'s SAs, authenticated with a pre-shared key.');
+
 const peerSchema = z
   .strictObject({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,32}$/, 'peer name: 1-32 of A-Z a-z 0-9 _ . -').describe('Peer name, unique.'),
     endpoint: address.describe('The peer\'s outer (tunnel) address: where ESP is sent and where it must come from.'),
     protect: z.array(cidr).min(1).describe('The peer\'s protected inner prefixes (real addresses); each must lie inside some prefixes[].real.'),
-    sa: z.strictObject({ out: saSchema, in: saSchema }).describe('Static SAs: out = what we send (the peer\'s in), in = what we accept.'),
+    sa: z.strictObject({ out: saSchema, in: saSchema }).optional().describe('Static SAs: out = what we send (the peer\'s in), in = what we accept. For tests and debugging: RFC 4106 forbids AES-GCM with static keys. Exactly one of sa or ike.'),
+    ike: ikeSchema.optional(),
     replayWindow: z.number().int().min(64).max(65536).refine((v) => v % 32 === 0, 'replayWindow must be a multiple of 32').default(1024)
       .describe('Anti-replay window size in packets (multiple of 32, 64..65536).'),
+  })
+  .superRefine((p, ctx) => {
+    if ((p.sa === undefined) === (p.ike === undefined)) ctx.addIssue({ code: 'custom', message: 'a peer needs exactly one of sa (static keys) or ike (IKEv2)' });
   });
 
 /** configSchema is the whole file. */
@@ -74,6 +117,10 @@ export const configSchema = z.strictObject({
   queue: z.number().int().min(0).max(65535).default(0).describe('NFQUEUE number on which inbound ESP is taken.'),
   stateDir: z.string().min(1).default('/var/lib/espgate').describe('Directory for sequence-number reservations, the lock file and the control socket.'),
   guard: z.boolean().default(true).describe('Fail-closed filter rules: drop cleartext to or from protected peers.'),
+  rules: z.strictObject({
+    backend: z.enum(['auto', 'iptables', 'nftables']).default('auto')
+      .describe('Which tool installs the gate: iptables (iptables-restore, ipset), nftables (nft -f, one table of ours), or auto (nftables where nft and the kernel offer what the gate needs, else iptables).'),
+  }).prefault({}).describe('How the gate (steering and guard rules) is installed.'),
   local: z.strictObject({
     protect: z.array(cidr).min(1).describe('Inner addresses that peers may send to: this host\'s addresses, or the LANs behind a gateway.'),
   }),

@@ -33,6 +33,13 @@ import { listenControl, closeControl } from './control.js';
 import { statusOf, type DaemonStatus } from './status.js';
 import { startMetrics, type MetricsEndpoint } from './metrics.js';
 import { GatewayError } from '../errors.js';
+import { IkeDriver } from './ike-driver.js';
+import type { IkeDriverPeer, IkePeerStatus, IkeSaSink } from './ike-driver.js';
+import { espSaLine } from '../cli/keys.js';
+import { openUdpTransport, sadbSink } from './ike-edges.js';
+import type { UdpTransport } from './ike-edges.js';
+import { ikePeersOf } from './ike-config.js';
+import { sourceTowards } from './source-address.js';
 
 /** System is every kernel edge the daemon uses. */
 export interface System {
@@ -131,6 +138,12 @@ export class Daemon {
   #unlock: (() => Promise<void>) | undefined;
   #tracer: Tracer | undefined;
   #reloading: Promise<void> = Promise.resolve();
+  #ike: IkeDriver | undefined;
+  #ikeTransport: UdpTransport | undefined;
+  /** #ikeKey fingerprints the IKE peers the driver runs with (reload keeps it when unchanged). */
+  #ikeKey = '';
+  /** #liveKeys holds the esp_sa lines of the Child SAs IKE installed (`espgate keys`). */
+  readonly #liveKeys = new Map<string, string>();
   /** reloads counts successful reloads. */
   reloads = 0;
 
@@ -160,10 +173,14 @@ export class Daemon {
     const cfg = this.#cfg;
     try {
       this.#sys.preflight?.();
+      // IKE peers are read first (pskFile, identities): a config mistake changes nothing.
+      const ikePeers = ikePeersOf(cfg);
       this.#unlock = await this.#sys.lock?.();
       this.#control = await listenControl(this.controlPath, (req) => this.#handleControl(req));
       this.#added.push('control');
-      this.#log.warn('static SAs from the config: RFC 4106 forbids AES-GCM with statically configured keys in production; use this for testing and debugging only (sequence numbers are persisted so a restart never reuses an IV)');
+      if (cfg.peers.some((p) => p.sa !== undefined)) {
+        this.#log.warn('static SAs from the config: RFC 4106 forbids AES-GCM with statically configured keys in production; use this for testing and debugging only (sequence numbers are persisted so a restart never reuses an IV)');
+      }
 
       if (!(await this.#sys.gateInstalled(cfg))) {
         this.#added.push('gate'); // before the call: a half-applied install is removed on failure
@@ -190,12 +207,13 @@ export class Daemon {
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
       // A short self-check of the codec now; the JIT warm-up proper runs after 'up', in slices
       // between packets, so it never delays readiness (a restart after a crash resumes sooner).
-      const algs = cfg.peers.flatMap((p) => [algorithmOf(p.sa.out), algorithmOf(p.sa.in)]);
+      const algs = [...new Set(cfg.peers.flatMap((p) => (p.sa !== undefined ? [algorithmOf(p.sa.out), algorithmOf(p.sa.in)] : (p.ike?.espProposals ?? []))))];
       if (algs.length > 0 && warmUpCodec(algs, WARMUP_SELF_CHECK_ROUNDS) === 0) {
         throw new GatewayError('ERR_ESP_KEY', 'the ESP codec failed its start-up self-check (round trips on throwaway SAs)');
       }
       this.engine.onDrop = (reason, dir) => { this.#dropLog.note(`${dir}:${reason}`, `drop ${dir}bound: ${reason}`); };
       this.engine.start();
+      if (ikePeers.length > 0) await this.#startIke(cfg, ikePeers);
       this.#flushTimer = setInterval(() => {
         for (const e of this.#sas.flush?.() ?? []) this.#log.error({ err: e }, 'replay state could not be made durable');
       }, REPLAY_FLUSH_MS);
@@ -266,13 +284,109 @@ export class Daemon {
     }
     const engine = this.engine;
     if (engine === undefined || this.state !== 'up') throw new GatewayError('ERR_CONTROL', `cannot reload in state ${this.state}`);
-    const tables = buildTables(next, this.#sas, engine.tables);
+    const nextIke = ikePeersOf(next);
+    const ikeChanged = ikeKeyOf(nextIke) !== this.#ikeKey;
+    // IKE peers unchanged: the driver and every SA it negotiated carry over. Changed: the
+    // driver restarts (Deletes sent, its SAs removed) and negotiates afresh; until then the
+    // IKE peers' traffic has no SA and is dropped (fail closed).
+    if (ikeChanged) this.#stopIke();
+    const prevIke = new Set(ikeChanged ? [] : cur.peers.filter((p) => p.ike !== undefined).map((p) => p.name));
+    const tables = buildTables(next, this.#sas, engine.tables, prevIke);
     await this.#sys.installGate(next);
     if (this.state !== 'up') return; // stopped meanwhile: teardown owns the gate now
     engine.setTables(tables);
     this.#cfg = next;
+    if (ikeChanged && nextIke.length > 0) await this.#startIke(next, nextIke);
     this.reloads++;
     this.#log.info({ peers: next.peers.length, names: next.peers.map((p) => p.name) }, 'config reloaded: gate sets and SAs updated');
+  }
+
+  /**
+   * #startIke opens the IKE sockets and starts the driver: Child SAs go into the SADB of the
+   * engine's current tables (a reload swaps them; the sink always looks them up afresh).
+   */
+  async #startIke(cfg: Config, peers: readonly IkeDriverPeer[]): Promise<void> {
+    const engine = this.engine;
+    if (engine === undefined) return;
+    const families = new Set<4 | 6>(peers.map((p) => (p.endpoint.includes(':') ? 6 : 4)));
+    const local: { v4?: string; v6?: string } = {};
+    for (const p of peers) {
+      const fam = p.endpoint.includes(':') ? 'v6' : 'v4';
+      if (local[fam] === undefined) {
+        const a = await sourceTowards(p.endpoint);
+        if (a !== undefined) local[fam] = a;
+      }
+    }
+    let driver: IkeDriver | undefined;
+    let transport: UdpTransport;
+    try {
+      transport = await openUdpTransport(families, (bytes, address, port) => { driver?.receive(bytes, address, port); });
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      const fix = code === 'EADDRINUSE' ? ': another IKE daemon (strongSwan charon, libreswan pluto) holds the port; stop it or use static SAs for this host'
+        : code === 'EACCES' ? ': binding port 500 needs CAP_NET_BIND_SERVICE (or root)' : '';
+      throw new GatewayError('ERR_IKE', `cannot open the IKE sockets (UDP 500): ${(e as Error).message}${fix}`, { cause: e });
+    }
+    this.#ikeTransport = transport;
+    const windowOf = new Map(cfg.peers.map((p) => [p.name, p.replayWindow]));
+    driver = new IkeDriver({
+      peers,
+      localProtect: cfg.local.protect,
+      ...(local.v4 === undefined ? {} : { localAddress4: local.v4 }),
+      ...(local.v6 === undefined ? {} : { localAddress6: local.v6 }),
+      transport,
+      sink: this.#keyRecordingSink(sadbSink(() => (this.engine ?? engine).tables.sadb, this.#sas, (peer) => windowOf.get(peer) ?? 1024), local),
+      log: this.#log,
+    });
+    this.#ike = driver;
+    this.#ikeKey = ikeKeyOf(peers);
+    driver.start();
+    this.#log.info({ peers: peers.map((p) => p.name), local }, 'IKEv2 started (UDP 500)');
+  }
+
+  /**
+   * #keyRecordingSink passes every call on to `sink` and keeps the live Child SAs' keys as
+   * Wireshark esp_sa lines for `espgate keys` (the control socket is root-only, like the keys).
+   */
+  #keyRecordingSink(sink: IkeSaSink, local: { v4?: string; v6?: string }): IkeSaSink {
+    const me = (endpoint: string): string => (endpoint.includes(':') ? local.v6 : local.v4) ?? 'any';
+    const outByPeer = new Map<string, number>();
+    return {
+      ...sink,
+      spiInUse: (spi) => sink.spiInUse(spi),
+      addInbound: (peer, endpoint, child) => {
+        sink.addInbound(peer, endpoint, child);
+        this.#liveKeys.set(`in:${child.inbound.spi}`, espSaLine(endpoint, me(endpoint), child.inbound.spi, Buffer.from(child.inbound.keyMaterial)));
+      },
+      removeInbound: (spi) => {
+        sink.removeInbound(spi);
+        this.#liveKeys.delete(`in:${spi}`);
+      },
+      setOutbound: (peer, child) => {
+        sink.setOutbound(peer, child);
+        const old = outByPeer.get(peer);
+        if (old !== undefined) this.#liveKeys.delete(`out:${peer}:${old}`);
+        outByPeer.delete(peer);
+        if (child === undefined) return;
+        const endpoint = this.#cfg.peers.find((p) => p.name === peer)?.endpoint ?? 'any';
+        outByPeer.set(peer, child.outbound.spi);
+        this.#liveKeys.set(`out:${peer}:${child.outbound.spi}`, espSaLine(me(endpoint), endpoint, child.outbound.spi, Buffer.from(child.outbound.keyMaterial)));
+      },
+    };
+  }
+
+  /** #stopIke deletes the IKE SAs (Deletes sent once), removes their Child SAs and closes the sockets. */
+  #stopIke(): void {
+    this.#ike?.stop();
+    this.#ike = undefined;
+    this.#ikeTransport?.close();
+    this.#ikeTransport = undefined;
+    this.#liveKeys.clear();
+  }
+
+  /** ikeStatus is one peer's IKE state, or undefined for a peer with static keys. */
+  ikeStatus(peer: string): IkePeerStatus | undefined {
+    return this.#ike?.status(peer);
   }
 
   status(): DaemonStatus {
@@ -288,6 +402,7 @@ export class Daemon {
     switch (req.cmd) {
       case 'status': return this.status();
       case 'ping': return { ok: true };
+      case 'keys': return { lines: [...this.#liveKeys.values()] };
       case 'trace-start': return this.#traceStart(req);
       case 'trace-read': {
         const since = typeof req['since'] === 'number' ? req['since'] : 0;
@@ -315,6 +430,7 @@ export class Daemon {
   }
 
   async #teardown(): Promise<void> {
+    try { this.#stopIke(); } catch (e) { this.#log.error({ err: e }, 'teardown step ike failed'); }
     this.engine?.stop();
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
     this.#sas.flush?.();
@@ -337,6 +453,11 @@ export class Daemon {
     }
     this.#added.length = 0;
   }
+}
+
+/** ikeKeyOf fingerprints the IKE peers' settings (reload restarts IKE only when they change). */
+function ikeKeyOf(peers: readonly IkeDriverPeer[]): string {
+  return JSON.stringify(peers, (_k, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('hex') : v));
 }
 
 export type { EngineTables };

@@ -28,9 +28,16 @@ import { routeIkeDatagram } from '../ike/sa/dispatch.js';
 import { IkeSession } from '../ike/sa/session.js';
 import type { ChildSa, IkeEvent, IkeOutput, IkePeer, IkeState } from '../ike/sa/session.js';
 import type { IkeIdentity } from '../ike/sa/identity.js';
+import type { EspAlgorithms, IkeAlgorithms } from '../ike/sa/proposals.js';
 
-/** IKE_PORT is the UDP port IKE runs on (RFC 7296 §2); NAT traversal (4500) is not done. */
+/** IKE_PORT is the UDP port IKE starts on (RFC 7296 §2). */
 export const IKE_PORT = 500;
+/**
+ * NAT_T_PORT is the UDP port of NAT traversal (RFC 7296 §2.23, RFC 3948): IKE moves to it when a
+ * NAT is detected, behind a four-octet zero non-ESP marker that the transport adds and strips,
+ * and UDP-encapsulated ESP shares it.
+ */
+export const NAT_T_PORT = 4500;
 /** DPD_DEFAULT_MS is how long a peer may be silent before a liveness check is sent. */
 export const DPD_DEFAULT_MS = 30_000;
 /** INITIATE_BACKOFF_MS is the first wait before initiating again after a close; it doubles. */
@@ -42,7 +49,11 @@ export const MAX_TIMER_MS = 60_000;
 /** MAX_SESSIONS_PER_PEER bounds the IKE SAs (half-open included) kept per peer. */
 export const MAX_SESSIONS_PER_PEER = 8;
 
-/** IkeTransport sends datagrams to the peers; the driver's receive() takes what arrives. */
+/**
+ * IkeTransport sends datagrams to the peers; the driver's receive() takes what arrives. A
+ * datagram to port NAT_T_PORT leaves from local port NAT_T_PORT with the non-ESP marker
+ * prepended; to any other port, from local IKE_PORT as it is.
+ */
 export interface IkeTransport {
   send(bytes: Uint8Array, address: string, port: number): void;
   close(): void;
@@ -58,6 +69,11 @@ export interface IkeSaSink {
   removeInbound(spi: number): void;
   /** setOutbound makes child's outbound half the SA towards peer, or removes it (undefined). */
   setOutbound(peer: string, child: ChildSa | undefined): void;
+  /**
+   * usage reports what a Child SA carried so far (the larger of its two directions), for
+   * lifetimes by bytes and packets; undefined when neither SPI is installed.
+   */
+  usage?(inboundSpi: number, outboundSpi: number): { readonly packets: number; readonly bytes: number } | undefined;
 }
 
 /** IkeTimers is setTimeout/clearTimeout, replaceable in tests. */
@@ -86,6 +102,20 @@ export interface IkeDriverPeer {
   readonly remoteId?: IkeIdentity;
   /** initiate starts an IKE SA towards the peer, and again after a close (default true). */
   readonly initiate?: boolean;
+  /** ike and esp are the algorithms offered and accepted (defaults: proposals.ts). */
+  readonly ike?: IkeAlgorithms;
+  readonly esp?: EspAlgorithms;
+  /** pfs: a Child SA rekey carries a fresh DH exchange in the IKE SA's group (default true). */
+  readonly pfs?: boolean;
+  /** dpdMs overrides the driver's dpdMs for this peer; 0 turns liveness checks off. */
+  readonly dpdMs?: number;
+  /** ikeLifetimeMs: the IKE SA is rekeyed before this age (default 4 h). */
+  readonly ikeLifetimeMs?: number;
+  /** childLifetimeMs: a Child SA is rekeyed before this age (default 1 h). */
+  readonly childLifetimeMs?: number;
+  /** childLifetimeBytes/Packets: a Child SA is rekeyed before it carried this much (default: no limit). */
+  readonly childLifetimeBytes?: number;
+  readonly childLifetimePackets?: number;
 }
 
 /** IkeDriverOptions configure a driver. */
@@ -206,8 +236,12 @@ export class IkeDriver {
     return best === undefined ? { state: 'none', lastHeardMs: 0 } : { state: best.session.state, lastHeardMs: best.session.lastHeardMs };
   }
 
-  /** receive takes one datagram from UDP port 500. Never throws. */
-  receive(bytes: Uint8Array, address: string, port: number): void {
+  /**
+   * receive takes one datagram that arrived on local port `localPort` (IKE_PORT, or NAT_T_PORT
+   * with the non-ESP marker already stripped). Never throws.
+   */
+  receive(bytes: Uint8Array, address: string, port: number, localPort: number = IKE_PORT): void {
+    void localPort;
     if (this.#stopped) return;
     const route = routeIkeDatagram(bytes, 0, bytes.length);
     const now = this.#now();

@@ -28,5 +28,8 @@ export function rulesInputOf(cfg: Config): RulesInput {
     families: { ...(v4 === undefined ? {} : { v4 }), ...(v6 === undefined ? {} : { v6 }) },
     mssClamp: true,
     guard: cfg.guard,
+    // IKE (and NAT-T on 4500) between us and the peer endpoints must pass the steering and the
+    // guard when any peer is keyed by IKE; with static keys only, nothing but ESP is let through.
+    ike: cfg.peers.some((p) => p.ike !== undefined),
   };
 }

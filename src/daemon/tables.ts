@@ -13,7 +13,7 @@ import { Sadb } from '../esp/sadb.js';
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
 
 /** SaConfig is one SA entry of the config. */
-export type SaConfig = Config['peers'][number]['sa']['out'];
+export type SaConfig = NonNullable<Config['peers'][number]['sa']>['out'];
 
 /** SaFactory creates SA objects for one peer's static SAs. */
 export interface SaFactory {
@@ -32,8 +32,12 @@ function insertCidr<V>(t4: PrefixTable<V>, t6: PrefixTable<V>, cidr: string, v: 
   (isIP(addr) === 6 ? t6 : t4).insert(addrBytes(addr), Number(len), v);
 }
 
-/** buildTables makes fresh tables; `previous` lends its SAs to unchanged peers. */
-export function buildTables(cfg: Config, sas: SaFactory, previous?: EngineTables): EngineTables {
+/**
+ * buildTables makes fresh tables; `previous` lends its SAs to unchanged peers: static SAs whose
+ * SPI and key did not change, and every SA of a peer that was keyed by IKE before
+ * (`previousIkePeers`) and still is, with the same endpoint.
+ */
+export function buildTables(cfg: Config, sas: SaFactory, previous?: EngineTables, previousIkePeers?: ReadonlySet<string>): EngineTables {
   const offsets = new OffsetMap(cfg.prefixes.map((p) => ({ real: p.real, fake: p.fake })));
   const peerByDst4 = new PrefixTable<PeerRuntime>(4);
   const peerByDst6 = new PrefixTable<PeerRuntime>(6);
@@ -47,9 +51,19 @@ export function buildTables(cfg: Config, sas: SaFactory, previous?: EngineTables
     const old = previous?.peers.get(p.name);
     const sameEndpoint = old !== undefined && old.endpoint === p.endpoint;
     const oldOut = sameEndpoint ? previous?.sadb.outbound(p.name) : undefined;
-    const oldIn = sameEndpoint ? previous?.sadb.inbound(p.sa.in.spi) : undefined;
-    sadb.setOutbound(p.name, oldOut !== undefined && sas.sameKey(oldOut, p.sa.out) ? oldOut : sas.outbound(p.name, p.sa.out));
-    sadb.addInbound(oldIn !== undefined && oldIn.peer === p.name && sas.sameKey(oldIn, p.sa.in) ? oldIn : sas.inbound(p.name, p.endpoint, p.sa.in, p.replayWindow));
+    if (p.sa !== undefined) {
+      const oldIn = sameEndpoint ? previous?.sadb.inbound(p.sa.in.spi) : undefined;
+      sadb.setOutbound(p.name, oldOut !== undefined && sas.sameKey(oldOut, p.sa.out) ? oldOut : sas.outbound(p.name, p.sa.out));
+      sadb.addInbound(oldIn !== undefined && oldIn.peer === p.name && sas.sameKey(oldIn, p.sa.in) ? oldIn : sas.inbound(p.name, p.endpoint, p.sa.in, p.replayWindow));
+    } else if (p.ike !== undefined && sameEndpoint && previous !== undefined) {
+      // IKE peer: its SAs live in the SADB only (the IKE driver installed them); a reload
+      // carries them over untouched so that nothing negotiated is lost. An IKE peer whose
+      // endpoint changed starts empty: the driver negotiates afresh.
+      // Only if it was an IKE peer before: a peer switched from static keys keeps none of them.
+      const wasIke = previousIkePeers?.has(p.name) ?? false;
+      if (wasIke && oldOut !== undefined) sadb.setOutbound(p.name, oldOut);
+      if (wasIke) for (const s of previous.sadb.inboundSas()) if (s.peer === p.name) sadb.addInbound(s);
+    }
     const peer: PeerRuntime = {
       name: p.name,
       endpoint: p.endpoint,

@@ -2,7 +2,8 @@
  * sa.ts: the state of one security association, per direction (RFC 4301 §4.4.2.1).
  *
  *   OutboundSa: SPI, AEAD, ESN flag, the sequence counter (never wraps, reserved ahead on
- *               disk through a SeqReserver), IV generator, lifetime, stats, drop counters.
+ *               disk through a SeqReserver), IV generator, lifetime, stats, drop counters,
+ *               and the UDP encapsulation (RFC 3948) when the SA runs over NAT traversal.
  *   InboundSa:  SPI, AEAD, ESN flag, the replay window, the expected outer source, lifetime,
  *               stats, drop counters.
  *
@@ -84,8 +85,18 @@ export interface SaCommonOptions {
   readonly now?: () => number;
 }
 
+/**
+ * UdpEncap says an outbound SA's ESP travels in UDP (RFC 3948): from our local port 4500 to the
+ * peer's endpoint address at remotePort (4500, or what a NAT in front of the peer maps it to).
+ */
+export interface UdpEncap {
+  readonly remotePort: number;
+}
+
 /** OutboundSaOptions adds the sender-side settings. */
 export interface OutboundSaOptions extends SaCommonOptions {
+  /** encap, when set, sends this SA's ESP in UDP (RFC 3948). Default: plain ESP (IP protocol 50). */
+  readonly encap?: UdpEncap;
   /** initialSeq is the sequence number of the first packet. Default 1. */
   readonly initialSeq?: number | bigint;
   readonly reserver?: SeqReserver;
@@ -124,6 +135,8 @@ abstract class SaBase {
   readonly esn: boolean;
   readonly lifetime: Required<SaLifetime>;
   readonly stats: SaStats = { packets: 0, bytes: 0, lastUsedMs: 0, dummyPackets: 0 };
+  /** createdMs is the clock reading when the SA was made (its age in status). */
+  readonly createdMs: number;
   /** drops counts every packet the codec refused on this SA, by reason. */
   readonly drops = new DropCounters();
   /** softExpired turns true when a soft lifetime limit is reached (time to rekey). */
@@ -151,6 +164,7 @@ abstract class SaBase {
       softBytes: l.softBytes ?? Infinity, hardBytes: l.hardBytes ?? Infinity,
     };
     this.#now = o.now ?? Date.now;
+    this.createdMs = this.#now();
   }
 
   /** countPacket records one packet of `bytes` inner bytes and updates the expiry flags. */
@@ -168,6 +182,12 @@ abstract class SaBase {
 /** OutboundSa is the sending half of an SA. Create one per (peer, SPI); never reuse an SPI with the same key. */
 export class OutboundSa extends SaBase {
   readonly ivGenerator: IvGenerator;
+  /**
+   * encap is the UDP encapsulation of this SA's ESP (RFC 3948), null for plain ESP. Set at
+   * creation, or by the installer (ike-edges.ts sadbSink) before the SA goes into the SADB;
+   * the data path reads it for every packet it sends.
+   */
+  encap: UdpEncap | null;
   /** seqHi/seqLo hold the sequence number assigned by the last successful takeSeq(). */
   seqHi = 0;
   seqLo = 0;
@@ -183,6 +203,7 @@ export class OutboundSa extends SaBase {
   constructor(o: OutboundSaOptions) {
     super(o);
     this.ivGenerator = o.ivGenerator ?? SEQUENCE_IV;
+    this.encap = o.encap === undefined ? null : checkEncap(o.encap);
     this.#reserver = o.reserver;
     this.#block = o.reserveBlock ?? SEQ_RESERVE_BLOCK_DEFAULT;
     if (!Number.isInteger(this.#block) || this.#block < 1) {
@@ -275,6 +296,14 @@ export class OutboundSa extends SaBase {
     this.#reservedLo = rl;
     return true;
   }
+}
+
+/** checkEncap validates a UdpEncap (port 1..65535) and returns a frozen copy. Throws GatewayError ERR_CONFIG. */
+export function checkEncap(e: UdpEncap): UdpEncap {
+  if (!Number.isInteger(e.remotePort) || e.remotePort < 1 || e.remotePort > 65535) {
+    throw new GatewayError('ERR_CONFIG', `UDP encapsulation port must be an integer in 1..65535, got ${e.remotePort}`);
+  }
+  return Object.freeze({ remotePort: e.remotePort });
 }
 
 /**

@@ -114,7 +114,11 @@ export interface ChildSa {
   /** localTs are the selectors on our side (TSi for the initiator, TSr for the responder), narrowed. */
   readonly localTs: readonly AddressRangeSelector[];
   /** remoteTs are the selectors on the peer's side, narrowed. */
-  readonly remoteTs: readonly AddressRangeSelector[];
+  readonly remoteTs: readonly AddressRangeSelector[];  /**
+   * encap, when set, says the Child SA runs over UDP (RFC 3948, NAT traversal): ESP is sent from
+   * local UDP port 4500 to the peer's address at remotePort, and arrives on local port 4500.
+   */
+  readonly encap?: { readonly remotePort: number };
 }
 
 /** IkeCloseReason says why an IKE SA closed. */
