@@ -13,6 +13,7 @@ const OPTS: InitOptions = {
   peer: { name: 'bob', address: '198.18.0.2' },
   prefixes: [{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }],
   aesBits: 256,
+  keying: 'static',
 };
 
 test('init: the two configs mirror each other, parse, and carry fresh keys', () => {
@@ -40,7 +41,7 @@ test('init: the two configs mirror each other, parse, and carry fresh keys', () 
 test('init: AES-128, IPv6 and dual-stack prefixes', () => {
   const [a] = renderInitConfigs({
     local: { name: 'v6a', address: '2001:db8:0:1::1' }, peer: { name: 'v6b', address: '2001:db8:0:1::2' },
-    prefixes: [{ real: '2001:db8:0:1::/64', fake: '2001:db8:0:ff01::/64' }], aesBits: 128,
+    prefixes: [{ real: '2001:db8:0:1::/64', fake: '2001:db8:0:ff01::/64' }], aesBits: 128, keying: 'static',
   });
   const c = parseConfig(a, 'v6a.yaml');
   assert.deepEqual(c.local.protect, ['2001:db8:0:1::1/128']);
@@ -77,4 +78,17 @@ test('init: files are 0600 and never overwritten without --force', () => {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('init: IKEv2 by default: one fresh pre-shared key on both ends, no static SAs', () => {
+  const dflt: InitOptions = { local: OPTS.local, peer: OPTS.peer, prefixes: OPTS.prefixes, aesBits: 256 };
+  const [a, b] = renderInitConfigs(dflt);
+  const pa = parseConfig(a, 'alice.yaml').peers[0];
+  const pb = parseConfig(b, 'bob.yaml').peers[0];
+  assert.equal(pa?.sa, undefined, '1: no static SA');
+  assert.ok(pa?.ike?.psk !== undefined && pb?.ike?.psk !== undefined, '2: both keyed by IKE');
+  assert.equal(pa.ike.psk, pb.ike.psk, '3: the same key on both ends');
+  assert.match(pa.ike.psk, /^0x[0-9a-f]{64}$/, '4: 32 random octets in hex');
+  assert.notEqual(renderInitConfigs(dflt)[0], a, '5: fresh key on every run');
+  assert.doesNotMatch(a, /RFC 4106 forbids/, '6: no static-key warning');
 });

@@ -4,10 +4,12 @@
  *
  *   espgate init --local alice=198.18.0.1 --peer bob=198.18.0.2 \
  *                --prefix 198.18.0.0/24=198.19.0.0/24 [--prefix 2001:db8:0:1::/64=2001:db8:0:ff01::/64] \
- *                [--aes 128|256] [-o DIR] [--force]
+ *                [--static] [--aes 128|256] [-o DIR] [--force]
  *
- * Each side's `out` SA is the other side's `in` SA. Keys come from node:crypto's CSPRNG; SPIs
- * are random in 0x00010000..0xfffffffe and distinct. Both configs are parsed with the real
+ * By default both ends are keyed by IKEv2 with one fresh pre-shared key (32 random octets,
+ * hex): the SAs are negotiated, rekeyed and never static. With --static, each side's `out` SA
+ * is the other side's `in` SA (for tests and debugging). Keys come from node:crypto's CSPRNG;
+ * SPIs are random in 0x00010000..0xfffffffe and distinct. Both configs are parsed with the real
  * schema before anything is written, so init never writes a config `up` would refuse. Files are
  * created with mode 0600 (they hold keys) and never overwritten without --force.
  */
@@ -35,7 +37,12 @@ export interface InitOptions {
   readonly aesBits: 128 | 256;
   /** stateDir defaults to /var/lib/espgate. */
   readonly stateDir?: string;
+  /** keying: 'ike' (default: IKEv2 with a fresh PSK) or 'static' (SAs with fresh keys). */
+  readonly keying?: 'ike' | 'static';
 }
+
+/** INIT_PSK_OCTETS is the size of the pre-shared key init draws (256 bits). */
+export const INIT_PSK_OCTETS = 32;
 
 /** InitRandom is the randomness init uses (injected by tests). */
 export interface InitRandom {
@@ -75,16 +82,44 @@ interface SaText {
   readonly key: string;
 }
 
-function render(me: InitHost, other: InitHost, o: InitOptions, out: SaText, inn: SaText): string {
-  const fams = o.prefixes.map((p) => `  - { real: ${q(p.real)}, fake: ${q(p.fake)} }`).join('\n');
-  return `# espgate config for ${me.name} (${me.address}), written by \`espgate init\`.
-# Its twin for ${other.name} was written at the same time: the two must stay mirrored
+type Keying = { readonly kind: 'static'; readonly out: SaText; readonly inn: SaText } | { readonly kind: 'ike'; readonly psk: string; readonly initiate: boolean };
+
+function keyingHeader(k: Keying, other: InitHost): string {
+  if (k.kind === 'ike') {
+    return `# Its twin for ${other.name} was written at the same time with the same pre-shared key:
+# IKEv2 (RFC 7296) negotiates the ESP SAs, rekeys them and checks that the peer is alive.
+# The key is secret: keep this file 0600 (or move it to a file and use pskFile).`;
+  }
+  return `# Its twin for ${other.name} was written at the same time: the two must stay mirrored
 # (our sa.out is their sa.in and the other way round). Keys are secret: keep this file 0600.
-# Reference: docs/config.md. Check it with \`espgate check -c <this file>\`.
 #
 # Static keys are for testing and debugging: RFC 4106 forbids AES-GCM with statically
 # configured keys in production (espgate persists sequence numbers so a restart never reuses
-# an IV, but a copied config or a restored backup would).
+# an IV, but a copied config or a restored backup would). Drop --static to use IKEv2.`;
+}
+
+function keyingBody(k: Keying): string {
+  if (k.kind === 'ike') {
+    return `    ike:
+      psk: "${k.psk}"   # the same on both ends
+      initiate: ${String(k.initiate)}   # both ends may start the IKE SA; true on both is fine
+      # ikeProposals: [aes256gcm16-prfsha256-x25519, aes256gcm16-prfsha256-ecp256]
+      # espProposals: [aes256gcm16, aes128gcm16]
+      # dpdDelay: 30        # seconds of silence before a liveness check
+      # childLifetime: 3600 # seconds between ESP rekeys
+`;
+  }
+  return `    sa:
+      out: { spi: "${k.out.spi}", aead: aes-gcm-16, key: "${k.out.key}" }   # what we send
+      in:  { spi: "${k.inn.spi}", aead: aes-gcm-16, key: "${k.inn.key}" }   # what we accept
+`;
+}
+
+function render(me: InitHost, other: InitHost, o: InitOptions, k: Keying): string {
+  const fams = o.prefixes.map((p) => `  - { real: ${q(p.real)}, fake: ${q(p.fake)} }`).join('\n');
+  return `# espgate config for ${me.name} (${me.address}), written by \`espgate init\`.
+${keyingHeader(k, other)}
+# Reference: docs/config.md. Check it with \`espgate check -c <this file>\`.
 name: ${q(me.name)}
 mode: host               # host: protect this host's own traffic (gateway: also forwarded LAN traffic)
 tun: { name: eg0 }       # the TUN interface espgate creates
@@ -98,16 +133,21 @@ peers:
   - name: ${q(other.name)}
     endpoint: ${q(other.address)}         # where ESP is sent, and where it must come from
     protect: [${q(hostPrefix(other.address))}]
-    sa:
-      out: { spi: "${out.spi}", aead: aes-gcm-16, key: "${out.key}" }   # what we send
-      in:  { spi: "${inn.spi}", aead: aes-gcm-16, key: "${inn.key}" }   # what we accept
-`;
+${keyingBody(k)}`;
 }
 
 /** renderInitConfigs returns [local config text, peer config text]; both are validated. */
 export function renderInitConfigs(o: InitOptions, rnd: InitRandom = CSPRNG): [string, string] {
   if (o.local.name === o.peer.name) throw new GatewayError('ERR_CONFIG', 'the two hosts need different names');
   if (o.local.address === o.peer.address) throw new GatewayError('ERR_CONFIG', 'the two hosts need different addresses');
+  if ((o.keying ?? 'ike') === 'ike') {
+    const psk = hex(rnd.bytes(INIT_PSK_OCTETS));
+    const a = render(o.local, o.peer, o, { kind: 'ike', psk, initiate: true });
+    const b = render(o.peer, o.local, o, { kind: 'ike', psk, initiate: true });
+    parseConfig(a, `${o.local.name}.yaml`);
+    parseConfig(b, `${o.peer.name}.yaml`);
+    return [a, b];
+  }
   const keyLen = o.aesBits / 8 + 4; // key || 4-byte salt
   const spiA = rnd.int(SPI_MIN, SPI_MAX_EXCLUSIVE);
   let spiB = rnd.int(SPI_MIN, SPI_MAX_EXCLUSIVE);
@@ -115,8 +155,8 @@ export function renderInitConfigs(o: InitOptions, rnd: InitRandom = CSPRNG): [st
   if (spiB === spiA) throw new GatewayError('ERR_CONFIG', 'could not draw two distinct SPIs');
   const aToB: SaText = { spi: spiHex(spiA), key: hex(rnd.bytes(keyLen)) };
   const bToA: SaText = { spi: spiHex(spiB), key: hex(rnd.bytes(keyLen)) };
-  const a = render(o.local, o.peer, o, aToB, bToA);
-  const b = render(o.peer, o.local, o, bToA, aToB);
+  const a = render(o.local, o.peer, o, { kind: 'static', out: aToB, inn: bToA });
+  const b = render(o.peer, o.local, o, { kind: 'static', out: bToA, inn: aToB });
   // Validate with the real loader: a config init writes must be one `up` accepts.
   parseConfig(a, `${o.local.name}.yaml`);
   parseConfig(b, `${o.peer.name}.yaml`);

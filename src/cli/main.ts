@@ -43,17 +43,18 @@ function program(): Command {
     .action(async (o: { config: string }) => { exitWhenDone = true; await runUp(o.config, createLogger()); });
 
   p.command('init')
-    .description('write a commented config for both ends of a two-host setup, with fresh random keys and SPIs')
+    .description('write a commented config for both ends of a two-host setup: IKEv2 with a fresh pre-shared key (or --static SAs)')
     .requiredOption('--local <name=address>', 'this host, e.g. alice=198.18.0.1')
     .requiredOption('--peer <name=address>', 'the other host, e.g. bob=198.18.0.2')
     .requiredOption('--prefix <real=fake>', 'a real prefix holding both addresses and its fake twin (repeat for IPv4 and IPv6)', (v: string, acc: string[]) => [...acc, v], [] as string[])
-    .option('--aes <bits>', 'AES key size: 128 or 256', '256')
+    .option('--static', 'static SAs (fresh keys and SPIs) instead of IKEv2 with a fresh pre-shared key: for tests and debugging')
+    .option('--aes <bits>', 'AES key size of static SAs: 128 or 256', '256')
     .option('--state-dir <dir>', 'stateDir in the configs', '/var/lib/espgate')
     .option('-o, --out <dir>', 'write <dir>/<name>.yaml for both hosts (mode 0600); without it, print both')
     .option('--force', 'overwrite existing files')
-    .action((o: { local: string; peer: string; prefix: string[]; aes: string; stateDir: string; out?: string; force?: boolean }) => {
+    .action((o: { local: string; peer: string; prefix: string[]; static?: boolean; aes: string; stateDir: string; out?: string; force?: boolean }) => {
       if (o.aes !== '128' && o.aes !== '256') throw new GatewayError('ERR_CONFIG', `--aes must be 128 or 256, got "${o.aes}"`);
-      const opts = { local: parseHostArg('local', o.local), peer: parseHostArg('peer', o.peer), prefixes: o.prefix.map(parsePrefixArg), aesBits: o.aes === '128' ? 128 as const : 256 as const, stateDir: o.stateDir };
+      const opts = { local: parseHostArg('local', o.local), peer: parseHostArg('peer', o.peer), prefixes: o.prefix.map(parsePrefixArg), aesBits: o.aes === '128' ? 128 as const : 256 as const, stateDir: o.stateDir, keying: o.static === true ? 'static' as const : 'ike' as const };
       const texts = renderInitConfigs(opts);
       if (o.out === undefined) {
         console.log(`${texts[0]}\n# ---- 8< ---- ${opts.peer.name}.yaml ----\n\n${texts[1]}`);

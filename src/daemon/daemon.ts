@@ -317,10 +317,9 @@ export class Daemon {
         if (a !== undefined) local[fam] = a;
       }
     }
-    let driver: IkeDriver | undefined;
     let transport: UdpTransport;
     try {
-      transport = await openUdpTransport(families, (bytes, address, port) => { driver?.receive(bytes, address, port); });
+      transport = await openUdpTransport(families, (bytes, address, port) => { this.#ike?.receive(bytes, address, port); });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const fix = code === 'EADDRINUSE' ? ': another IKE daemon (strongSwan charon, libreswan pluto) holds the port; stop it or use static SAs for this host'
@@ -329,7 +328,7 @@ export class Daemon {
     }
     this.#ikeTransport = transport;
     const windowOf = new Map(cfg.peers.map((p) => [p.name, p.replayWindow]));
-    driver = new IkeDriver({
+    const driver = new IkeDriver({
       peers,
       localProtect: cfg.local.protect,
       ...(local.v4 === undefined ? {} : { localAddress4: local.v4 }),
