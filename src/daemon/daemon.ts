@@ -33,11 +33,10 @@ import { listenControl, closeControl } from './control.js';
 import { statusOf, type DaemonStatus } from './status.js';
 import { startMetrics, type MetricsEndpoint } from './metrics.js';
 import { GatewayError } from '../errors.js';
-import { IkeDriver } from './ike-driver.js';
-import type { IkeDriverPeer, IkePeerStatus, IkeSaSink } from './ike-driver.js';
+import { IKE_PORT, IkeDriver } from './ike-driver.js';
+import type { IkeDriverPeer, IkePeerStatus, IkeSaSink, IkeTransport } from './ike-driver.js';
 import { espSaLine } from '../cli/keys.js';
 import { openUdpTransport, sadbSink } from './ike-edges.js';
-import type { UdpTransport } from './ike-edges.js';
 import { ikePeersOf } from './ike-config.js';
 import { sourceTowards } from './source-address.js';
 
@@ -61,6 +60,13 @@ export interface System {
   removeGate(cfg: Config): Promise<void>;
   /** queueStats reads the kernel's counters of our NFQUEUE (packets it dropped before we saw them). */
   queueStats?(queue: number): QueueStats | undefined;
+  /**
+   * openIkeTransport opens IKE's sockets (default: UDP 500 per family, ike-edges.ts); onMessage
+   * gets each datagram with the local port it arrived on. Replaced by an in-memory link in tests.
+   */
+  openIkeTransport?(families: ReadonlySet<4 | 6>, onMessage: (bytes: Uint8Array, address: string, port: number, localPort: number) => void): Promise<IkeTransport>;
+  /** sourceTowards is our address on the route to `addr` (default: a connected UDP socket). */
+  sourceTowards?(addr: string): Promise<string | undefined>;
 }
 
 /** QueueStats are the kernel's counters of one NFQUEUE (/proc/net/netfilter/nfnetlink_queue). */
@@ -139,7 +145,7 @@ export class Daemon {
   #tracer: Tracer | undefined;
   #reloading: Promise<void> = Promise.resolve();
   #ike: IkeDriver | undefined;
-  #ikeTransport: UdpTransport | undefined;
+  #ikeTransport: IkeTransport | undefined;
   /** #ikeKey fingerprints the IKE peers the driver runs with (reload keeps it when unchanged). */
   #ikeKey = '';
   /** #liveKeys holds the esp_sa lines of the Child SAs IKE installed (`espgate keys`). */
@@ -313,13 +319,16 @@ export class Daemon {
     for (const p of peers) {
       const fam = p.endpoint.includes(':') ? 'v6' : 'v4';
       if (local[fam] === undefined) {
-        const a = await sourceTowards(p.endpoint);
+        const a = await (this.#sys.sourceTowards ?? sourceTowards)(p.endpoint);
         if (a !== undefined) local[fam] = a;
       }
     }
-    let transport: UdpTransport;
+    let transport: IkeTransport;
+    const onMessage = (bytes: Uint8Array, address: string, port: number, localPort: number): void => { this.#ike?.receive(bytes, address, port, localPort); };
     try {
-      transport = await openUdpTransport(families, (bytes, address, port) => { this.#ike?.receive(bytes, address, port); });
+      transport = this.#sys.openIkeTransport !== undefined
+        ? await this.#sys.openIkeTransport(families, onMessage)
+        : await openUdpTransport(families, (bytes, address, port) => { onMessage(bytes, address, port, IKE_PORT); });
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const fix = code === 'EADDRINUSE' ? ': another IKE daemon (strongSwan charon, libreswan pluto) holds the port; stop it or use static SAs for this host'
