@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { renderReference, EXAMPLE } from './reference.js';
+import { renderReference, EXAMPLE, EXAMPLE_IKE } from './reference.js';
 import { parseConfig } from './load.js';
 
 function projectRoot(): string {
@@ -22,4 +22,10 @@ test('the documented example parses', () => {
   assert.equal(cfg.peers[0]?.replayWindow, 1024);
   assert.equal(cfg.tun.name, 'eg0');
   assert.ok(Object.isFrozen(cfg.peers[0]));
+});
+
+test('the documented IKE example parses', () => {
+  const cfg = parseConfig(EXAMPLE_IKE, 'example-ike');
+  assert.equal(cfg.peers[0]?.ike?.pskFile, '/etc/espgate/bob.psk');
+  assert.equal(cfg.peers[0]?.sa, undefined);
 });

@@ -60,7 +60,8 @@ export function renderReference(): string {
     '|---|---|---|---|---|',
   ];
   rows(js, '', out);
-  out.push('', '## Example', '', '```yaml', EXAMPLE.trim(), '```', '');
+  out.push('', '## Example: IKEv2 (the default `espgate init` writes)', '', '```yaml', EXAMPLE_IKE.trim(), '```', '');
+  out.push('', '## Example: static SAs (tests and debugging)', '', '```yaml', EXAMPLE.trim(), '```', '');
   return out.join('\n');
 }
 
@@ -83,6 +84,28 @@ peers:
     sa:
       out: { spi: "0x00001002", aead: aes-gcm-16, key: "0x000102030405060708090a0b0c0d0e0f10111213" }
       in:  { spi: "0x00002001", aead: aes-gcm-16, key: "0x202122232425262728292a2b2c2d2e2f30313233" }
+`;
+
+/** EXAMPLE_IKE is alice's side of a two-host setup keyed by IKEv2 with a pre-shared key. */
+export const EXAMPLE_IKE = `
+name: alice
+local:
+  protect: [198.18.0.1/32]
+prefixes:
+  - { real: 198.18.0.0/24, fake: 198.19.0.0/24 }
+peers:
+  - name: bob
+    endpoint: 198.18.0.2
+    protect: [198.18.0.2/32]
+    ike:
+      pskFile: /etc/espgate/bob.psk     # one line, mode 0600; or psk: "..." inline
+      # localId: 198.18.0.1             # default: our address towards the peer
+      # remoteId: 198.18.0.2            # default: the peer's endpoint
+      # ikeProposals: [aes256gcm16-prfsha256-x25519, aes256gcm16-prfsha256-ecp256]
+      # espProposals: [aes256gcm16, aes128gcm16]
+      # pfs: true
+      # dpdDelay: 30
+      # childLifetime: 3600
 `;
 
 if (process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\/dist\//, '/dist/'))) {
