@@ -7,10 +7,15 @@
  *   3. classify     inner source ∈ local.protect (else 'policy': the peer would drop it);
  *                   inner destination → peer (PrefixTable, O(1) per prefix length)
  *   4. seal         sealEsp with the peer's outbound SA (sequence assigned here, in order, never wraps)
- *   5. send         EspSender.send to the peer's endpoint (kernel adds the outer IP header)
+ *   5. send         plain ESP: EspSender.send to the peer's endpoint (kernel adds the outer IP header);
+ *                   SA with UDP encapsulation (sa.encap, RFC 3948): EspUdpSender.sendEsp from local
+ *                   port 4500 to the endpoint at sa.encap.remotePort (kernel adds IP + UDP headers)
  *
- * Inbound flow (one ESP packet from NFQUEUE, outer IP header included):
- *   1. outer        validate the outer IPv4/IPv6 header, find the ESP payload (fragments: drop)
+ * Inbound flow (one ESP packet from NFQUEUE, outer IP header included; or one from UDP port 4500
+ * through handleUdpEsp, SPI onward, with the sender's address beside it):
+ *   1. outer        NFQUEUE: validate the outer IPv4/IPv6 header, find the ESP payload (fragments:
+ *                   drop); UDP: the kernel did it, the ESP is the datagram
+ *   ── from here on both entries share #inboundEsp: same checks, counters and bytes ──
  *   2. lookup       SPI → inbound SA → peer; the outer source must be that peer's endpoint
  *   3. open         replay check (no mutation) → ICV verify + decrypt → replay accept →
  *                   persist the window's top (one pwrite when it advanced)
@@ -24,6 +29,7 @@
  * the main event loop; per-SA sequence numbers are assigned in one place.
  */
 import type { TunDevice, EspSender, EspReceiver, Family } from '../io/types.js';
+import type { EspUdpHandler, EspUdpSender, KeepaliveTarget } from '../io/udp-encap.js';
 import { DropCounters, type DropReason } from '../drops.js';
 import type { PrefixTable } from './prefix-table.js';
 import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
@@ -39,6 +45,20 @@ export const HEADROOM = ESP_HEADROOM;
 export const BATCH_SIZE = 64;
 /** MAX_PACKET is the largest inner packet we handle (TUN MTU is at most 9000). */
 const MAX_PACKET = 9216;
+
+/**
+ * natKeepaliveTargets lists the peers whose outbound SA is UDP-encapsulated, as NAT keepalive
+ * targets (UdpEncapSocket.startKeepalives asks for it every 20 s). Allocates: control plane.
+ */
+export function natKeepaliveTargets(tables: EngineTables): KeepaliveTarget[] {
+  const out: KeepaliveTarget[] = [];
+  for (const [name, sa] of tables.sadb.outboundSas()) {
+    const peer = tables.peers.get(name);
+    if (sa.encap === null || peer === undefined) continue;
+    out.push({ family: peer.endpointFamily, address: peer.endpoint, port: sa.encap.remotePort });
+  }
+  return out;
+}
 
 /** PeerRuntime is one peer as the data path sees it. */
 export interface PeerRuntime {
@@ -76,7 +96,8 @@ const PROTO_ESP = 50;
 /** Engine runs both directions. Create it, then start(); stop() detaches from the I/O. */
 export class Engine {
   readonly drops = new DropCounters();
-  readonly totals = { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0 };
+  /** totals: espSent/espReceived count both kinds of ESP; espUdpSent/espUdpReceived the UDP-encapsulated part. */
+  readonly totals = { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 };
   /** onDrop is called for every drop (rate-limited logging is the caller's job). */
   onDrop: (reason: DropReason, dir: 'in' | 'out', detail: string) => void = () => {};
   /**
@@ -93,6 +114,7 @@ export class Engine {
   readonly #tun: TunDevice;
   readonly #sender: EspSender;
   readonly #receiver: EspReceiver;
+  #udp: EspUdpSender | undefined;
   readonly #bufs: Buffer[];
   readonly #sizes = new Int32Array(BATCH_SIZE);
   #running = false;
@@ -112,6 +134,14 @@ export class Engine {
 
   get tables(): EngineTables {
     return this.#tables;
+  }
+
+  /**
+   * setUdpSender gives the engine the UDP port 4500 sender (io/udp-encap.ts) for SAs with
+   * encapsulation; without one their packets are 'send-error' drops. Call between events.
+   */
+  setUdpSender(udp: EspUdpSender | undefined): void {
+    this.#udp = udp;
   }
 
   start(): void {
@@ -170,7 +200,14 @@ export class Engine {
     const espOff = off - HEADROOM;
     const n = sealEsp(sa, buf, off, len, buf, espOff);
     if (typeof n !== 'number') return n;
-    if (!this.#sender.send(peer.endpointFamily, peer.endpoint, buf, espOff, n)) return 'send-error';
+    const encap = sa.encap;
+    if (encap === null) {
+      if (!this.#sender.send(peer.endpointFamily, peer.endpoint, buf, espOff, n)) return 'send-error';
+    } else {
+      const udp = this.#udp;
+      if (udp === undefined || !udp.sendEsp(peer.endpointFamily, peer.endpoint, encap.remotePort, buf, espOff, n)) return 'send-error';
+      this.totals.espUdpSent++;
+    }
     this.totals.espSent++;
     peer.stats.txPackets++;
     peer.stats.txBytes += len;
@@ -186,8 +223,24 @@ export class Engine {
     const r = this.handleInbound(pkt);
     if (r !== 'ok') this.#drop(r, 'in', pkt, 0);
     timing?.('in', 1, (performance.now() - t0) / 1000);
-    if (this.trace !== undefined) this.#traceIn(pkt, r);
+    if (this.trace !== undefined) this.#traceInRaw(pkt, r);
   }
+
+  /**
+   * handleUdpEsp processes one ESP packet that arrived in UDP on port 4500: pkt[off, off+len)
+   * is the ESP (SPI onward), src the sender's address bytes (4 or 16). An arrow property, so it
+   * can be handed to UdpEncapSocket.onEsp as it is.
+   */
+  readonly handleUdpEsp: EspUdpHandler = (pkt, off, len, family, src, srcPort) => {
+    this.totals.espReceived++;
+    this.totals.espUdpReceived++;
+    const timing = this.onTiming;
+    const t0 = timing === undefined ? 0 : performance.now();
+    const r = this.handleInboundUdp(pkt, off, len, src);
+    if (r !== 'ok') this.#drop(r, 'in', pkt, off);
+    timing?.('in', 1, (performance.now() - t0) / 1000);
+    if (this.trace !== undefined) this.#traceIn(pkt, off, len, len, addr(src, 0, family), ` port ${srcPort} (UDP)`, r);
+  };
 
   /** #traceOutBefore notes what a TUN packet looks like before it is unmapped and sealed. */
   #traceOutBefore(buf: Buffer, off: number, len: number): { stages: string[]; addrs: string[]; fam: 4 | 6 } | undefined {
@@ -222,20 +275,25 @@ export class Engine {
     if (tr.done()) this.trace = undefined;
   }
 
-  /** #traceIn records an inbound packet's stages from the outer header and, once opened, the inner one. */
-  #traceIn(pkt: Buffer, r: DropReason | 'ok'): void {
-    const tr = this.trace;
-    if (tr === undefined || pkt.length < 20) return;
+  /** #traceInRaw traces an NFQUEUE packet: the outer header gives the source and where the ESP starts. */
+  #traceInRaw(pkt: Buffer, r: DropReason | 'ok'): void {
+    if (pkt.length < 20) return;
     const v = pkt[0] >> 4;
     if (v !== 4 && v !== 6) return;
     const hl = v === 4 ? (pkt[0] & 0x0f) * 4 : 40;
-    const outerSrc = addr(pkt, v === 4 ? IPV4_SRC : IPV6_SRC, v);
-    const spi = pkt.length >= hl + 8 ? pkt.readUInt32BE(hl) : 0;
-    const seq = pkt.length >= hl + 8 ? pkt.readUInt32BE(hl + 4) : 0;
-    const sa = this.#tables.sadb.inboundSas().find((s) => s.spi === spi);
+    this.#traceIn(pkt, hl, pkt.length - hl, pkt.length, addr(pkt, v === 4 ? IPV4_SRC : IPV6_SRC, v), '', r);
+  }
+
+  /** #traceIn records an inbound packet's stages from its ESP header and, once opened, the inner packet. */
+  #traceIn(pkt: Buffer, espOff: number, espLen: number, bytes: number, outerSrc: string, via: string, r: DropReason | 'ok'): void {
+    const tr = this.trace;
+    if (tr === undefined) return;
+    const spi = espLen >= 8 ? pkt.readUInt32BE(espOff) : 0;
+    const seq = espLen >= 8 ? pkt.readUInt32BE(espOff + 4) : 0;
+    const sa = this.#tables.sadb.inbound(spi);
     const peer = sa?.peer ?? null;
     const addrs = [outerSrc];
-    const stages = [`ESP from ${outerSrc} spi 0x${spi.toString(16).padStart(8, '0')} seq ${seq} ${pkt.length} bytes`];
+    const stages = [`ESP from ${outerSrc}${via} spi 0x${spi.toString(16).padStart(8, '0')} seq ${seq} ${bytes} bytes`];
     const io = this.#innerOff;
     if (io >= 0 && io + 20 <= pkt.length) {
       const iv = pkt[io] >> 4;
@@ -252,9 +310,8 @@ export class Engine {
     if (tr.done()) this.trace = undefined;
   }
 
-  /** handleInbound returns 'ok' when the inner packet was written to the TUN. */
+  /** handleInbound returns 'ok' when the inner packet (outer IP header included) was written to the TUN. */
   handleInbound(pkt: Buffer): DropReason | 'ok' {
-    const t = this.#tables;
     this.#innerOff = -1;
     if (pkt.length < 20) return 'truncated';
     const version = pkt[0] >> 4;
@@ -282,14 +339,33 @@ export class Engine {
       srcOff = IPV6_SRC;
       srcLen = 16;
     } else return 'bad-outer';
+    return this.#inboundEsp(pkt, espOff, espEnd - espOff, pkt, srcOff, srcLen);
+  }
 
-    const hdr = parseEspHeader(pkt, espOff, espEnd - espOff);
+  /**
+   * handleInboundUdp is handleInbound for ESP that came in UDP: pkt[off, off+len) is the ESP,
+   * src the outer source address (4 or 16 bytes). Returns 'ok' when the inner packet was written
+   * to the TUN.
+   */
+  handleInboundUdp(pkt: Buffer, off: number, len: number, src: Uint8Array): DropReason | 'ok' {
+    this.#innerOff = -1;
+    if (off < 0 || len < 0 || off + len > pkt.length) return 'truncated';
+    return this.#inboundEsp(pkt, off, len, src, 0, src.length);
+  }
+
+  /**
+   * #inboundEsp is everything after the outer header, shared by both entries: ESP at
+   * pkt[espOff, espOff+espLen), outer source address at srcBuf[srcOff, +srcLen).
+   */
+  #inboundEsp(pkt: Buffer, espOff: number, espLen: number, srcBuf: Uint8Array, srcOff: number, srcLen: number): DropReason | 'ok' {
+    const t = this.#tables;
+    const hdr = parseEspHeader(pkt, espOff, espLen);
     if (typeof hdr === 'string') return hdr;
-    const sa = t.sadb.lookupInbound(hdr.spi, pkt, srcOff, srcLen);
+    const sa = t.sadb.lookupInbound(hdr.spi, srcBuf, srcOff, srcLen);
     if (typeof sa === 'string') return sa;
     const peer = t.peers.get(sa.peer);
     if (peer === undefined) return 'unknown-spi';
-    const opened = openEsp(sa, pkt, espOff, espEnd - espOff);
+    const opened = openEsp(sa, pkt, espOff, espLen);
     if (opened === 'dummy') return 'ok'; // authenticated TFC dummy packet: discarded by design, counted on the SA
     if (typeof opened === 'string') return opened;
     const { innerOff, innerLen, nextHeader } = opened;

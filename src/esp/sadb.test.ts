@@ -65,3 +65,29 @@ test('sadb: parseOuterAddress', () => {
     assert.throws(() => parseOuterAddress(text), (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_CONFIG', `bad case ${i + 1}: ${text}`);
   }
 });
+
+test('sadb: UDP encapsulation rides on the outbound SA; outbound SAs are found by SPI', () => {
+  const db = new Sadb();
+  const plain = new OutboundSa({ ...common, spi: 0x4001 });
+  const made = new OutboundSa({ ...common, spi: 0x4002, encap: { remotePort: 4500 } });
+  const later = new OutboundSa({ ...common, spi: 0x4003 });
+  // [case, action, encap of the SA afterwards, outboundBySpi lookups]
+  db.setOutbound('a', plain);
+  assert.equal(db.outbound('a')?.encap, null, 'case 1: plain ESP by default');
+  db.setOutbound('b', made);
+  assert.deepEqual(db.outbound('b')?.encap, { remotePort: 4500 }, 'case 2: encap given at creation');
+  assert.equal(db.setOutbound('b', later, { remotePort: 31000 }), made);
+  assert.deepEqual(later.encap, { remotePort: 31000 }, 'case 3: encap given at installation');
+  assert.equal(db.outboundBySpi(0x4002), undefined, 'case 4: the replaced SA is no longer found by SPI');
+  assert.equal(db.outboundBySpi(0x4003), later, 'case 5: its successor is');
+  assert.equal(db.outboundBySpi(0x4001), plain, 'case 6');
+  assert.equal(db.removeOutbound('a'), true);
+  assert.equal(db.outboundBySpi(0x4001), undefined, 'case 7: removed with its peer entry');
+  assert.equal(db.removePeer('b'), 1);
+  assert.equal(db.outboundBySpi(0x4003), undefined, 'case 8: removePeer removes the SPI entry too');
+  for (const [i, bad] of [0, 65536, 1.5, -1].entries()) {
+    assert.throws(() => db.setOutbound('c', new OutboundSa({ ...common, spi: 0x4010 + i }), { remotePort: bad }),
+      (e: unknown) => GatewayError.isGatewayError(e) && e.code === 'ERR_CONFIG', `case ${9 + i}: port ${bad} refused`);
+  }
+  assert.throws(() => new OutboundSa({ ...common, spi: 0x4020, encap: { remotePort: 0 } }), /1\.\.65535/, 'case 13: at creation too');
+});

@@ -3,18 +3,22 @@
  * lookup per packet), each with the outer source address its peer must send from; outbound
  * SAs are found by peer name. SAs are added and removed at run time (static config now, IKE
  * later); a rekey adds the new inbound SA next to the old one and swaps the outbound SA in
- * one call.
+ * one call. An outbound SA may carry a UDP encapsulation (OutboundSa.encap, RFC 3948): the
+ * engine then sends its ESP through the UDP 4500 socket instead of the raw socket.
  *
  * Like the SAs in it, an Sadb is used from the one thread that runs the data path.
  */
 import { GatewayError } from '../errors.js';
 import { parseIpAddress } from '../packet/address.js';
-import type { InboundSa, OutboundSa } from './sa.js';
+import { checkEncap } from './sa.js';
+import type { InboundSa, OutboundSa, UdpEncap } from './sa.js';
 
 /** Sadb holds the installed SAs. */
 export class Sadb {
   readonly #inbound = new Map<number, InboundSa>();
   readonly #outbound = new Map<string, OutboundSa>();
+  /** #outboundBySpi indexes the installed outbound SAs by SPI (usage queries, O(1)). */
+  readonly #outboundBySpi = new Map<number, OutboundSa>();
 
   /** addInbound installs sa under its SPI; throws GatewayError ERR_CONFIG if the SPI is taken. */
   addInbound(sa: InboundSa): void {
@@ -44,16 +48,31 @@ export class Sadb {
     return sa.sourceMatches(srcBuf, srcOff, srcLen) ? sa : 'wrong-source';
   }
 
-  /** setOutbound makes sa the SA used to send to `peer`; returns the one it replaces, if any. */
-  setOutbound(peer: string, sa: OutboundSa): OutboundSa | undefined {
+  /**
+   * setOutbound makes sa the SA used to send to `peer`; returns the one it replaces, if any.
+   * With `encap` the SA's ESP goes in UDP (sets sa.encap; without it sa.encap is left as made).
+   */
+  setOutbound(peer: string, sa: OutboundSa, encap?: UdpEncap): OutboundSa | undefined {
+    if (encap !== undefined) sa.encap = checkEncap(encap);
     const old = this.#outbound.get(peer);
     this.#outbound.set(peer, sa);
+    if (old !== undefined && this.#outboundBySpi.get(old.spi) === old) this.#outboundBySpi.delete(old.spi);
+    this.#outboundBySpi.set(sa.spi, sa);
     return old;
   }
 
   /** removeOutbound stops sending to `peer`; returns whether it had an SA. */
   removeOutbound(peer: string): boolean {
-    return this.#outbound.delete(peer);
+    const old = this.#outbound.get(peer);
+    if (old === undefined) return false;
+    this.#outbound.delete(peer);
+    if (this.#outboundBySpi.get(old.spi) === old) this.#outboundBySpi.delete(old.spi);
+    return true;
+  }
+
+  /** outboundBySpi returns the installed outbound SA with this SPI, if any (Child SA usage). */
+  outboundBySpi(spi: number): OutboundSa | undefined {
+    return this.#outboundBySpi.get(spi);
   }
 
   /** outbound returns the SA used to send to `peer`, if any. */
@@ -63,7 +82,7 @@ export class Sadb {
 
   /** removePeer removes the peer's outbound SA and every inbound SA whose `peer` is it; returns how many. */
   removePeer(peer: string): number {
-    let n = this.#outbound.delete(peer) ? 1 : 0;
+    let n = this.removeOutbound(peer) ? 1 : 0;
     for (const [spi, sa] of this.#inbound) {
       if (sa.peer === peer) {
         this.#inbound.delete(spi);

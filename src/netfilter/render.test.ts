@@ -222,3 +222,42 @@ describe('render: against current state', () => {
     assert.equal(renderSetsRemove('ESPGATE', plan.sets, new Set(['OTHER'])), '');
   });
 });
+
+describe('render: IKE and NAT-T exemptions (RulesInput.ike)', () => {
+  // [case, chain (table/suffix), exact rule lines expected with ike on]
+  const v4 = planRules(buildRulesSpec(GOLDEN[5].input)).families[0];
+  const plain = planRules(buildRulesSpec(GOLDEN[0].input)).families[0];
+  const cases: [string, string, string[]][] = [
+    ['nat', 'ESPGATE-OUT', [
+      '-p udp -m udp --sport 500 -m set --match-set ESPGATE-ENDP4 dst -j RETURN',
+      '-p udp -m udp --sport 4500 -m set --match-set ESPGATE-ENDP4 dst -j RETURN',
+    ]],
+    ['filter', 'ESPGATE-IN', [
+      '-p udp -m udp --dport 500 -m set --match-set ESPGATE-ENDP4 src -m addrtype --dst-type LOCAL -j RETURN',
+      '-p udp -m udp --dport 4500 -m set --match-set ESPGATE-ENDP4 src -m addrtype --dst-type LOCAL -j RETURN',
+    ]],
+    ['filter', 'ESPGATE-OUT', [
+      '-p udp -m udp --sport 500 -m set --match-set ESPGATE-ENDP4 dst -j ACCEPT',
+      '-p udp -m udp --sport 4500 -m set --match-set ESPGATE-ENDP4 dst -j ACCEPT',
+    ]],
+  ];
+  for (const [i, [table, chain, want]] of cases.entries()) {
+    test(`case ${i + 1}: ${table} ${chain} exempts udp on our ports 500 and 4500, any peer port, before its first DROP or NETMAP`, () => {
+      const c = v4?.chains.find((x) => x.table === table && x.chain === chain);
+      assert.ok(c !== undefined);
+      const lines = ruleLines(c);
+      for (const w of want) assert.ok(lines.includes(w), `${w} in ${JSON.stringify(lines)}`);
+      const firstCut = lines.findIndex((l) => / -j (DROP|NETMAP)( |$)/.test(l));
+      assert.ok(firstCut < 0 || Math.max(...want.map((w) => lines.indexOf(w))) < firstCut, 'exemptions come first');
+      const off = plain?.chains.find((x) => x.table === table && x.chain === chain);
+      assert.ok(off !== undefined);
+      assert.equal(ruleLines(off).filter((l) => l.includes('-p udp')).length, 0, 'no exemption without ike');
+    });
+  }
+  test('case 4: raw and mangle never see an IKE rule; UDP is never queued', () => {
+    for (const c of v4?.chains ?? []) {
+      if (c.table !== 'raw' && c.table !== 'mangle') continue;
+      assert.equal(ruleLines(c).filter((l) => l.includes('udp')).length, 0, c.chain);
+    }
+  });
+});

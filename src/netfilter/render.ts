@@ -10,9 +10,10 @@
  *                                            clamp TCP MSS of SYNs leaving through the TUN   (mssClamp)
  *   nat     PREROUTING   <tag>-PRE   -100   forwarded traffic to peers: real -> fake dst    (gateway)
  *   nat     OUTPUT       <tag>-OUT   -100   local traffic to peers: real -> fake dst
- *   filter  INPUT        <tag>-IN       0   drop plaintext from peers                       (guard)
+ *   filter  INPUT        <tag>-IN       0   drop plaintext from peers; IKE/NAT-T exempt     (guard)
  *   filter  FORWARD      <tag>-FWD      0   drop plaintext to/from peers                    (gateway, guard)
- *   filter  OUTPUT       <tag>-OUT      0   accept our ESP; drop plaintext to peers         (drops: guard)
+ *   filter  OUTPUT       <tag>-OUT      0   accept our ESP (and with IKE: udp from our 500/4500);
+ *                                            drop plaintext to peers                         (drops: guard)
  *   nat     INPUT        <tag>-IN     100   peer-opened connections: fake -> real src
  *   nat     POSTROUTING  <tag>-POST   100   peer-opened, forwarded: fake -> real src        (gateway)
  *
@@ -96,12 +97,28 @@ const ICMPV6_PACKET_TOO_BIG = 2;
 const ICMPV6_ND_TYPES: readonly number[] = [133, 134, 135, 136, 137];
 
 const IKE_PLACEHOLDER = '# IKE (udp 500/4500) exemption: placeholder, not enabled yet';
-/** IKE_PORT is the IKE UDP port (RFC 7296 §2): espgate sends from and to it, no NAT traversal (4500). */
+const IKE_FORWARD_NOTE = '# IKE (udp 500/4500) is not exempted here: it ends on this host, it is never forwarded';
+/** IKE_PORT is the IKE UDP port (RFC 7296 §2). */
 export const IKE_PORT = 500;
+/** NAT_T_PORT is the NAT traversal port (RFC 3948, RFC 7296 §2.23): IKE behind a non-ESP marker, and UDP-encapsulated ESP. */
+export const NAT_T_PORT = 4500;
+/** IKE_LOCAL_PORTS are our side's ports of IKE and NAT-T; the exemptions match on them only. */
+export const IKE_LOCAL_PORTS: readonly number[] = [IKE_PORT, NAT_T_PORT];
 
-/** ikeMatch matches IKE between this host and a peer endpoint (`dir`: src inbound, dst outbound). */
-function ikeMatch(endps: string, dir: 'src' | 'dst'): string {
-  return `-p udp -m udp --sport ${IKE_PORT} --dport ${IKE_PORT} -m set --match-set ${endps} ${dir}`;
+/**
+ * ikeInbound matches IKE and UDP-encapsulated ESP from a peer endpoint to this host: on our
+ * ports 500 and 4500, from any source port (a NAT in front of the peer rewrites its ports).
+ */
+function ikeInbound(endps: string): string[] {
+  return IKE_LOCAL_PORTS.map((p) => `-p udp -m udp --dport ${p} -m set --match-set ${endps} src -m addrtype --dst-type LOCAL`);
+}
+
+/**
+ * ikeOutbound matches IKE and UDP-encapsulated ESP from this host to a peer endpoint: from our
+ * ports 500 and 4500, to any destination port (a reply goes to the port a NAT mapped the peer's to).
+ */
+function ikeOutbound(endps: string): string[] {
+  return IKE_LOCAL_PORTS.map((p) => `-p udp -m udp --sport ${p} -m set --match-set ${endps} dst`);
 }
 
 function ndReturns(): string[] {
@@ -163,10 +180,10 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     ]);
   }
   add('nat', 'OUT', spec.ike
-    ? 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN; IKE to a peer endpoint is not steered'
+    ? 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN; IKE and UDP-encapsulated ESP (from our udp 500/4500) to a peer endpoint are not steered'
     : 'locally generated traffic to a protected peer: real -> fake destination, routed into the TUN', [
     ...nd,
-    ...(spec.ike ? [`${ikeMatch(endps, 'dst')} -j RETURN`] : []),
+    ...(spec.ike ? ikeOutbound(endps).map((m) => `${m} -j RETURN`) : []),
     ...f.pairs.map((p) => `-d ${p.real} ! -p esp -m set --match-set ${peers} dst -j NETMAP --to ${p.fake}`),
   ]);
   add('nat', 'IN', 'connections opened by a peer: fake -> real source, so local servers see the real address', [
@@ -181,7 +198,7 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
   if (spec.guard) {
     add('filter', 'IN', 'guard: nothing from a protected peer in the clear (ESP is consumed in raw before this)', [
       ...inboundExceptions(f.family),
-      spec.ike ? `${ikeMatch(endps, 'src')} -m addrtype --dst-type LOCAL -j RETURN` : IKE_PLACEHOLDER,
+      ...(spec.ike ? ikeInbound(endps).map((m) => `${m} -j RETURN`) : [IKE_PLACEHOLDER]),
       `! -i ${tun} ! -p esp -m set --match-set ${peers} src -j DROP`,
       ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
     ]);
@@ -192,7 +209,7 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
       ...nd,
       `! -o ${tun} ! -p esp -m set --match-set ${peers} dst -j DROP`,
       ...inboundPmtuException(f.family),
-      IKE_PLACEHOLDER,
+      spec.ike ? IKE_FORWARD_NOTE : IKE_PLACEHOLDER,
       `! -i ${tun} ! -p esp -m set --match-set ${peers} src -j DROP`,
       ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
     ]);
@@ -204,7 +221,7 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     ...(spec.guard
       ? [
           ...outboundExceptions(f.family),
-          spec.ike ? `${ikeMatch(endps, 'dst')} -j ACCEPT` : IKE_PLACEHOLDER,
+          ...(spec.ike ? ikeOutbound(endps).map((m) => `${m} -j ACCEPT`) : [IKE_PLACEHOLDER]),
           `! -o ${tun} ! -p esp -m set --match-set ${peers} dst -j DROP`,
         ]
       : []),

@@ -6,6 +6,8 @@
  *   (test code injects/reads packets at the "kernel side" of each FakeTun)
  */
 import type { TunDevice, EspSender, EspReceiver, Family } from '../../src/io/types.js';
+import type { EspUdpHandler, EspUdpSender } from '../../src/io/udp-encap.js';
+import { parseIpAddress } from '../../src/packet/address.js';
 
 /** FakeTun is a TunDevice whose kernel side is two arrays. */
 export class FakeTun implements TunDevice {
@@ -81,5 +83,39 @@ export class EspLink {
   /** inject delivers a raw outer packet to the receiver bound to `dst` (replay, garbage). */
   inject(dst: string, pkt: Buffer): void {
     this.#receivers.get(dst)?.(pkt);
+  }
+}
+
+/** UdpWireEntry is one datagram that crossed a UdpEspLink. */
+export interface UdpWireEntry {
+  readonly src: string;
+  readonly dst: string;
+  readonly port: number;
+  readonly esp: Buffer;
+}
+
+/**
+ * UdpEspLink is the twin of port 4500 (io/udp-encap.ts) for ESP: a datagram sent to `dst` is
+ * delivered to the handler bound to `dst`, with the sender's address as bytes and port 4500.
+ * `wire` records every datagram (a copy, before the receiver decrypts in place).
+ */
+export class UdpEspLink {
+  readonly #handlers = new Map<string, EspUdpHandler>();
+  readonly wire: UdpWireEntry[] = [];
+  /** deliver can be set to false to only record datagrams. */
+  deliver = true;
+
+  /** endpoint returns the sender of `addr` and a function that binds its receiving handler. */
+  endpoint(addr: string, family: Family): { sender: EspUdpSender; bind: (h: EspUdpHandler) => void } {
+    const src = parseIpAddress(addr)?.bytes ?? new Uint8Array(family === 4 ? 4 : 16);
+    const sender: EspUdpSender = {
+      sendEsp: (_family: Family, dst: string, port: number, buf: Uint8Array, offset: number, length: number): boolean => {
+        const esp = Buffer.from(buf.subarray(offset, offset + length));
+        this.wire.push({ src: addr, dst, port, esp: Buffer.from(esp) });
+        if (this.deliver) this.#handlers.get(dst)?.(esp, 0, esp.length, family, src, 4500);
+        return true;
+      },
+    };
+    return { sender, bind: (h) => { this.#handlers.set(addr, h); } };
   }
 }
