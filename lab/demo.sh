@@ -8,13 +8,19 @@
 #   3. starts an espgate daemon on alice, bob and carol and waits until they answer `status`
 #   4. pings alice <-> bob (IPv4 and IPv6), copies a file over TCP, pings dave -> alice,
 #      while the switch is captured
-#   5. shows what the switch saw: only ESP between the peers, plaintext between dave and alice,
-#      and then the same ESP decrypted by tshark with the run's keys
-#   6. stops the daemons and deletes the namespaces (also on Ctrl-C or error)
+#   5. shows what the switch saw: the first alice <-> bob packets as tcpdump prints them, then
+#      counts per flow: only ESP between the peers, plaintext between dave and alice; and then
+#      the same ESP decrypted by tshark with the run's keys
+#   6. prints `espgate status` on alice, stops the daemons, deletes the namespaces and checks
+#      that none is left (also on Ctrl-C or error)
 #
 # Environment: DEMO_SKIP_SETUP=1 skips step 1 (packages, npm ci, build); DEMO_KEEP=1 keeps the
 # run dir (configs, logs, capture) after the namespaces are gone (it is always kept when the demo
-# fails); ESPGATE_MAIN runs another build of the CLI instead of dist/src/cli/main.js.
+# fails); ESPGATE_MAIN runs another build of the CLI instead of dist/src/cli/main.js;
+# DEMO_KEYING=ike keys the peers with IKEv2 (a pre-shared key per pair, what `espgate init`
+# writes by default) instead of static SAs: the demo then also waits for the Child SAs, lets
+# IKE (UDP 500) between the peers through the leak check, and skips the tshark decryption
+# (negotiated keys are not in keys.uat).
 
 set -euo pipefail
 
@@ -25,6 +31,7 @@ RUN=demo$$
 RUN=${RUN:0:12}
 export EGL_OWNER_PID=$$
 PEERS=(alice bob carol)
+KEYING=${DEMO_KEYING:-static}   # static | ike
 READY_TRIES=100          # x 0.2 s: wait up to 20 s for each daemon
 STOP_WAIT_TENTHS=50      # wait up to 5 s for a daemon to exit after SIGTERM
 CAPTURE_SECONDS=120      # the capture stops by itself after this, at the latest
@@ -79,6 +86,9 @@ cleanup() {
     "$LAB" down --run "$RUN" --purge >/dev/null 2>&1 || true
     info "namespaces and run dir deleted (DEMO_KEEP=1 keeps the run dir)"
   fi
+  left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep -c "^egl-$RUN-")
+  if [ "$left" = 0 ]; then info "nothing of the demo is left: no egl-$RUN-* namespaces"
+  else printf '  %sWARNING%s %s namespaces egl-%s-* are left: lab/lab.sh down --run %s\n' "$R" "$N" "$left" "$RUN" "$RUN"; fi
   exit "$rc"
 }
 trap cleanup EXIT
@@ -103,6 +113,7 @@ show_log() {
 px() { local h=$1; shift; "$LAB" exec --run "$RUN" "$h" -- "$@"; }
 
 [ "$(id -u)" = 0 ] || { echo "demo.sh needs root (network namespaces, iptables in them)" >&2; exit 1; }
+case $KEYING in static | ike) ;; *) echo "demo.sh: DEMO_KEYING must be static or ike, not '$KEYING'" >&2; exit 2 ;; esac
 
 # ------------------------------------------------------------------------------------------
 section "1. Setup"
@@ -135,8 +146,9 @@ EOF
 "$LAB" up lan --run "$RUN" >/dev/null 2>&1 || stop_here "lab up failed (try: lab/lab.sh up lan --run $RUN)"
 RUN_DIR=$("$LAB" dir --run "$RUN")
 pass "namespaces up: $(ip netns list | awk '{print $1}' | grep "^egl-$RUN-" | sort | tr '\n' ' ')"
-"$LAB" configs --run "$RUN" >/dev/null || stop_here "config generation failed"
-pass "configs with fresh keys: $RUN_DIR/configs/{alice,bob,carol}.yaml"
+"$LAB" configs --run "$RUN" --"$KEYING" >/dev/null || stop_here "config generation failed"
+if [ "$KEYING" = ike ]; then pass "configs with a fresh IKEv2 pre-shared key per pair: $RUN_DIR/configs/{alice,bob,carol}.yaml"
+else pass "configs with fresh static keys: $RUN_DIR/configs/{alice,bob,carol}.yaml"; fi
 px alice ping -n -q -c 1 -W 2 198.18.0.2 >/dev/null && pass "before espgate: alice reaches bob in the clear" \
   || fail "before espgate: alice cannot reach bob"
 
@@ -164,6 +176,19 @@ for h in "${PEERS[@]}"; do
     stop_here "espgate did not start on $h"
   fi
 done
+if [ "$KEYING" = ike ]; then
+  # Each host has two peers: ready when every host has an outbound SA for both (IKE_AUTH done).
+  for h in "${PEERS[@]}"; do
+    outs=0
+    for ((i = 0; i < READY_TRIES; i++)); do
+      outs=$(px "$h" node "$MAIN" status --json -c "$RUN_DIR/configs/$h.yaml" 2>/dev/null | grep -c '"direction": "out"' || true)
+      [ "${outs:-0}" -ge 2 ] && break
+      sleep 0.2
+    done
+    if [ "${outs:-0}" -ge 2 ]; then pass "$h: IKE SAs and Child SAs with both peers"
+    else show_log "$h"; stop_here "$h: Child SAs with $outs of 2 peers after $((READY_TRIES / 5)) s"; fi
+  done
+fi
 info "alice's TUN:"
 px alice ip -br link show eg0 2>/dev/null | indent || true
 
@@ -214,33 +239,43 @@ PCAP=$RUN_DIR/pcap/demo.pcap
 
 # ------------------------------------------------------------------------------------------
 section "5. What the switch saw"
+info "the first packets between alice and bob, as tcpdump prints them (ping and TCP went by: only ESP shows):"
+tcpdump -n -t -r "$PCAP" -c 6 'host 198.18.0.1 and host 198.18.0.2' 2>/dev/null | cut -c1-110 | indent || true
 info "packets per (source, destination, protocol), ARP and IPv6 neighbour/MLD chatter left out:"
 SUMMARY=$(tshark -n -r "$PCAP" -Y '(ip || ipv6) && !(icmpv6.type >= 130 && icmpv6.type <= 143)' \
   -T fields -E separator=' ' -e _ws.col.Source -e _ws.col.Destination -e _ws.col.Protocol 2>/dev/null \
   | sort | uniq -c | sort -rn)
 printf '%s\n' "$SUMMARY" | awk '{printf "%6d  %-18s -> %-18s %s\n", $1, $2, $3, $4}' | indent
 declare -A PROTECTED=([198.18.0.1]=1 [198.18.0.2]=1 [198.18.0.3]=1 [2001:db8:0:1::1]=1 [2001:db8:0:1::2]=1 [2001:db8:0:1::3]=1)
-leaks=0 esp=0 clear_dave=0
+leaks=0 esp=0 ike=0 clear_dave=0
 while read -r count src dst proto; do
   [ -n "${count:-}" ] || continue
   if [ -n "${PROTECTED[$src]:-}" ] && [ -n "${PROTECTED[$dst]:-}" ]; then
-    if [ "$proto" = ESP ]; then esp=$((esp + count)); else leaks=$((leaks + count)); info "LEAK: $count $proto packets $src -> $dst in the clear"; fi
+    if [ "$proto" = ESP ]; then esp=$((esp + count))
+    elif [ "$KEYING" = ike ] && [ "$proto" = ISAKMP ]; then ike=$((ike + count))
+    else leaks=$((leaks + count)); info "LEAK: $count $proto packets $src -> $dst in the clear"; fi
   fi
   if { [ "$src" = 198.18.0.4 ] || [ "$dst" = 198.18.0.4 ]; } && [ "$proto" = ICMP ]; then clear_dave=$((clear_dave + count)); fi
 done <<<"$SUMMARY"
 [ "$esp" -gt 0 ] && pass "$esp ESP packets between the peers" || fail "no ESP between the peers"
 [ "$leaks" = 0 ] && pass "nothing between alice, bob and carol went in the clear" || fail "$leaks cleartext packets between peers"
+if [ "$KEYING" = ike ] && [ "$ike" -gt 0 ]; then info "$ike IKE (UDP 500) packets between the peers: key exchange and liveness checks, not traffic"; fi
 [ "$clear_dave" -gt 0 ] && pass "dave <-> alice in the clear ($clear_dave ICMP packets), as expected" || fail "dave <-> alice not seen"
 frag=$(tshark -n -r "$PCAP" -Y 'esp && (ip.flags.mf == 1 || ip.frag_offset > 0)' 2>/dev/null | wc -l)
 [ "$frag" = 0 ] && pass "no fragmented ESP" || fail "$frag fragmented ESP packets"
 
-section "6. The same ESP, decrypted by tshark with $RUN_DIR/keys.uat"
-info "lab/lab.sh decode --run $RUN demo.pcap -- -Y 'esp && (icmp || icmpv6)'"
-"$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6)' 2>/dev/null | head -n 8 | cut -c1-110 | indent
-total=$("$LAB" decode --run "$RUN" demo.pcap -- -Y esp 2>/dev/null | wc -l)
-inner=$("$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6 || tcp)' 2>/dev/null | wc -l)
-[ "$total" -gt 0 ] && [ "$inner" = "$total" ] && pass "tshark decrypted all $total ESP packets (inner ICMP/TCP visible)" \
-  || fail "tshark decrypted $inner of $total ESP packets"
+if [ "$KEYING" = ike ]; then
+  section "6. Decryption with tshark"
+  info "skipped: IKE negotiated the keys in the daemons, so they are not in $RUN_DIR/keys.uat (DEMO_KEYING=static shows it)"
+else
+  section "6. The same ESP, decrypted by tshark with $RUN_DIR/keys.uat"
+  info "lab/lab.sh decode --run $RUN demo.pcap -- -Y 'esp && (icmp || icmpv6)'"
+  "$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6)' 2>/dev/null | head -n 8 | cut -c1-110 | indent
+  total=$("$LAB" decode --run "$RUN" demo.pcap -- -Y esp 2>/dev/null | wc -l)
+  inner=$("$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6 || tcp)' 2>/dev/null | wc -l)
+  [ "$total" -gt 0 ] && [ "$inner" = "$total" ] && pass "tshark decrypted all $total ESP packets (inner ICMP/TCP visible)" \
+    || fail "tshark decrypted $inner of $total ESP packets"
+fi
 
 # ------------------------------------------------------------------------------------------
 section "Result"

@@ -12,10 +12,10 @@ function fakeStatus(): DaemonStatus {
   drops.replay = 7;
   return {
     schemaVersion: 1, name: 'alice', state: 'up', pid: 1, uptimeMs: 5, tun: { name: 'eg0', mtu: 1440 },
-    totals: { tunRead: 3 }, drops,
+    totals: { tunRead: 3, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 }, drops,
     peers: [{
       name: 'bob', endpoint: '198.18.0.2', txPackets: 11, txBytes: 1100, rxPackets: 12, rxBytes: 1200, lastTxMs: 0, lastRxMs: 0,
-      sas: [{ direction: 'out', spi: '0x00001002', algorithm: 'aes128gcm16', packets: 11, bytes: 1100, dummyPackets: 0, drops: {} }],
+      sas: [{ direction: 'out', spi: '0x00001002', algorithm: 'aes128gcm16', createdMs: 0, ageMs: 5, lastPacketMs: 0, packets: 11, bytes: 1100, dummyPackets: 0, drops: {} }],
     }],
     queue: { num: 0, waiting: 2, queueDropped: 5, userDropped: 1 },
     reloads: 1,

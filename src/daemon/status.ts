@@ -1,22 +1,54 @@
 /**
  * daemon/status.ts: the status document (`espgate status --json`). Its shape is part of the
- * public interface: fields are only ever added, never renamed (schemaVersion bumps otherwise).
+ * public interface: fields are only ever added, never renamed, retyped or removed (schemaVersion
+ * bumps otherwise), so scripts written against schemaVersion 1 keep working. docs/status.md
+ * documents every field; status.test.ts fails when the document and that page disagree.
  */
 import { DROP_REASONS, type DropReason } from '../drops.js';
 import type { Daemon } from './daemon.js';
-import type { InboundSa } from '../esp/sa.js';
+import type { InboundSa, OutboundSa } from '../esp/sa.js';
 
-/** SaStatus is one SA in the status document. */
+/** SaStatus is one SA in the status document. Times are ms since the epoch, 0 = never. */
 export interface SaStatus {
   readonly direction: 'in' | 'out';
   readonly spi: string;
   readonly algorithm: string;
+  /** createdMs is when the daemon made this SA (start, reload with a changed key, or rekey). */
+  readonly createdMs: number;
+  /** ageMs is the document's time minus createdMs. */
+  readonly ageMs: number;
+  /** lastPacketMs is when the SA last carried a packet successfully; 0 = never. */
+  readonly lastPacketMs: number;
   readonly packets: number;
   readonly bytes: number;
   /** dummyPackets: authenticated TFC dummy packets (next header 59) received and discarded by design. */
   readonly dummyPackets: number;
   /** drops counted on this SA by reason (only reasons with a count). */
   readonly drops: Readonly<Partial<Record<DropReason, number>>>;
+}
+
+/** ChildSaStatus is one IKE Child SA pair of a peer (IKE peers only). */
+export interface ChildSaStatus {
+  readonly inSpi: string;
+  readonly outSpi: string;
+  readonly algorithm: string;
+  /** encapPort is the peer's UDP port when ESP is UDP-encapsulated (NAT-T), null for plain ESP. */
+  readonly encapPort: number | null;
+  readonly establishedMs: number;
+  readonly rekeyAtMs: number;
+}
+
+/**
+ * PeerIkeStatus is the IKE side of a peer (IKE peers only; absent for static-SA peers). The
+ * daemon's IKE driver fills it; times are ms since the epoch, 0 = never.
+ */
+export interface PeerIkeStatus {
+  readonly state: string;
+  readonly lastHeardMs: number;
+  readonly natT?: boolean;
+  readonly ikeRekeyAtMs?: number;
+  readonly lastDpdMs?: number;
+  readonly children?: readonly ChildSaStatus[];
 }
 
 /** PeerStatus is one peer. Times are ms since the epoch, 0 = never. */
@@ -30,6 +62,8 @@ export interface PeerStatus {
   readonly rxBytes: number;
   readonly lastTxMs: number;
   readonly lastRxMs: number;
+  /** ike: the peer's IKE state (IKE peers only; absent for static-SA peers). */
+  readonly ike?: PeerIkeStatus;
 }
 
 /** DaemonStatus is the whole document. */
@@ -40,7 +74,11 @@ export interface DaemonStatus {
   readonly pid: number;
   readonly uptimeMs: number;
   readonly tun: { readonly name: string; readonly mtu: number };
-  readonly totals: Readonly<Record<string, number>>;
+  /** totals: data path totals over all peers (packets); espUdp* are the UDP-encapsulated part of esp*. */
+  readonly totals: {
+    readonly tunRead: number; readonly espSent: number; readonly espReceived: number; readonly tunWritten: number;
+    readonly espUdpSent: number; readonly espUdpReceived: number;
+  };
   readonly drops: Readonly<Record<DropReason, number>>;
   readonly peers: readonly PeerStatus[];
   /**
@@ -58,8 +96,25 @@ function nonZero(c: Readonly<Record<DropReason, number>>): Partial<Record<DropRe
 
 const hex = (spi: number): string => `0x${spi.toString(16).padStart(8, '0')}`;
 
-/** statusOf reads the daemon's counters into a plain document. */
-export function statusOf(d: Daemon): DaemonStatus {
+/** saStatusOf renders one SA as of `nowMs`. */
+export function saStatusOf(direction: 'in' | 'out', sa: InboundSa | OutboundSa, nowMs: number): SaStatus {
+  return {
+    direction,
+    spi: hex(sa.spi),
+    algorithm: sa.algorithm,
+    createdMs: sa.createdMs,
+    ageMs: Math.max(0, nowMs - sa.createdMs),
+    lastPacketMs: sa.stats.lastUsedMs,
+    packets: sa.stats.packets,
+    bytes: sa.stats.bytes,
+    dummyPackets: sa.stats.dummyPackets,
+    drops: nonZero(sa.drops.counts),
+  };
+}
+
+/** statusOf reads the daemon's counters into a plain document; `now` is the clock (tests). */
+export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus {
+  const nowMs = now();
   const e = d.engine;
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, e?.drops.counts[r] ?? 0])) as Record<DropReason, number>;
   const peers: PeerStatus[] = [];
@@ -77,11 +132,16 @@ export function statusOf(d: Daemon): DaemonStatus {
     for (const peer of t.peers.values()) {
       const sas: SaStatus[] = [];
       const out = t.sadb.outbound(peer.name);
-      if (out) sas.push({ direction: 'out', spi: hex(out.spi), algorithm: out.algorithm, packets: out.stats.packets, bytes: out.stats.bytes, dummyPackets: out.stats.dummyPackets, drops: nonZero(out.drops.counts) });
-      for (const s of inboundByPeer.get(peer.name) ?? []) {
-        sas.push({ direction: 'in', spi: hex(s.spi), algorithm: s.algorithm, packets: s.stats.packets, bytes: s.stats.bytes, dummyPackets: s.stats.dummyPackets, drops: nonZero(s.drops.counts) });
-      }
-      peers.push({ name: peer.name, endpoint: peer.endpoint, sas, ...peer.stats });
+      if (out) sas.push(saStatusOf('out', out, nowMs));
+      for (const s of inboundByPeer.get(peer.name) ?? []) sas.push(saStatusOf('in', s, nowMs));
+      const st = peer.stats;
+      // Fields picked one by one: a counter added to the engine must not enter the public
+      // document without being documented (docs/status.md; status.test.ts checks both ways).
+      peers.push({
+        name: peer.name, endpoint: peer.endpoint, sas,
+        txPackets: st.txPackets, txBytes: st.txBytes, rxPackets: st.rxPackets, rxBytes: st.rxBytes,
+        lastTxMs: st.lastTxMs, lastRxMs: st.lastRxMs,
+      });
     }
   }
   return {
@@ -89,9 +149,12 @@ export function statusOf(d: Daemon): DaemonStatus {
     name: d.config.name ?? null,
     state: d.state,
     pid: process.pid,
-    uptimeMs: Date.now() - d.startedMs,
+    uptimeMs: nowMs - d.startedMs,
     tun: { name: d.config.tun.name, mtu: d.tunMtu },
-    totals: { ...(e?.totals ?? {}) },
+    totals: {
+      tunRead: e?.totals.tunRead ?? 0, espSent: e?.totals.espSent ?? 0, espReceived: e?.totals.espReceived ?? 0, tunWritten: e?.totals.tunWritten ?? 0,
+      espUdpSent: e?.totals.espUdpSent ?? 0, espUdpReceived: e?.totals.espUdpReceived ?? 0,
+    },
     drops,
     peers,
     queue: q === undefined ? null : { num: d.config.queue, waiting: q.waiting, queueDropped: q.queueDropped, userDropped: q.userDropped },
