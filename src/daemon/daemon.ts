@@ -22,7 +22,7 @@ import { parseIpAddress } from '../packet/address.js';
 import type { Config } from '../config/load.js';
 import type { TunDevice, EspSender, EspReceiver } from '../io/types.js';
 import type { Logger } from '../log.js';
-import { RateLimitedLog } from '../log.js';
+import { packetLog, type RateLimitedLog } from '../log.js';
 import { Engine, type EngineTables } from '../datapath/engine.js';
 import { WARMUP_ROUNDS, WARMUP_SELF_CHECK_ROUNDS, WARMUP_SLICE_ROUNDS, warmUpCodec } from '../datapath/warmup.js';
 import type { AeadName } from '../esp/aead.js';
@@ -33,10 +33,11 @@ import { listenControl, closeControl } from './control.js';
 import { statusOf, type DaemonStatus } from './status.js';
 import { startMetrics, type MetricsEndpoint } from './metrics.js';
 import { GatewayError } from '../errors.js';
-import { IKE_PORT, IkeDriver } from './ike-driver.js';
+import { IkeDriver } from './ike-driver.js';
 import type { IkeDriverPeer, IkePeerStatus, IkeSaSink, IkeTransport } from './ike-driver.js';
 import { espSaLine } from '../cli/keys.js';
-import { openUdpTransport, sadbSink } from './ike-edges.js';
+import { openUdpTransport, sadbSink, wireUdpEncap } from './ike-edges.js';
+import { UDP_ENCAP_OVERHEAD } from '../io/udp-encap.js';
 import { ikePeersOf } from './ike-config.js';
 import { sourceTowards } from './source-address.js';
 
@@ -86,9 +87,9 @@ export type DaemonState = 'down' | 'up' | 'closed';
 export const ESP_OVERHEAD_V4 = 20 + 8 + 8 + 3 + 2 + 16;
 export const ESP_OVERHEAD_V6 = 40 + 8 + 8 + 3 + 2 + 16;
 
-/** tunMtuFor returns the largest 4-aligned inner MTU whose ESP packet fits in linkMtu. */
-export function tunMtuFor(linkMtuBytes: number, outerFamilies: ReadonlySet<4 | 6>): number {
-  const overhead = outerFamilies.has(6) ? ESP_OVERHEAD_V6 : ESP_OVERHEAD_V4;
+/** tunMtuFor returns the largest 4-aligned inner MTU whose ESP packet (plus extraOverhead, e.g. UDP encapsulation) fits in linkMtu. */
+export function tunMtuFor(linkMtuBytes: number, outerFamilies: ReadonlySet<4 | 6>, extraOverhead = 0): number {
+  const overhead = (outerFamilies.has(6) ? ESP_OVERHEAD_V6 : ESP_OVERHEAD_V4) + extraOverhead;
   return (linkMtuBytes - overhead) & ~3;
 }
 
@@ -146,6 +147,7 @@ export class Daemon {
   #reloading: Promise<void> = Promise.resolve();
   #ike: IkeDriver | undefined;
   #ikeTransport: IkeTransport | undefined;
+  #unwireUdpEncap: (() => void) | undefined;
   /** #ikeKey fingerprints the IKE peers the driver runs with (reload keeps it when unchanged). */
   #ikeKey = '';
   /** #liveKeys holds the esp_sa lines of the Child SAs IKE installed (`espgate keys`). */
@@ -158,7 +160,8 @@ export class Daemon {
     this.#sys = sys;
     this.#log = log;
     this.#sas = sas;
-    this.#dropLog = new RateLimitedLog((_k, msg, suppressed) => log.warn({ suppressed }, msg));
+    // Drops are per-packet events: debug level only, rate-limited (a flood never fills the journal).
+    this.#dropLog = packetLog(log);
   }
 
   get config(): Config {
@@ -202,7 +205,8 @@ export class Daemon {
       const families = new Set<4 | 6>(cfg.peers.map((p) => (p.endpoint.includes(':') ? 6 : 4)));
       const first = cfg.peers[0];
       const linkMtu = first === undefined ? 1500 : await this.#sys.linkMtuTowards(first.endpoint);
-      this.tunMtu = cfg.tun.mtu ?? tunMtuFor(linkMtu, families);
+      // An IKE peer's ESP may run in UDP (NAT traversal): leave room for the 8-octet UDP header.
+      this.tunMtu = cfg.tun.mtu ?? tunMtuFor(linkMtu, families, ikePeers.length > 0 ? UDP_ENCAP_OVERHEAD : 0);
 
       this.#tun = this.#sys.openTun(cfg.tun.name);
       const src = pickSources(await this.#sys.localAddresses(), tables);
@@ -326,14 +330,19 @@ export class Daemon {
     let transport: IkeTransport;
     const onMessage = (bytes: Uint8Array, address: string, port: number, localPort: number): void => { this.#ike?.receive(bytes, address, port, localPort); };
     try {
-      transport = this.#sys.openIkeTransport !== undefined
-        ? await this.#sys.openIkeTransport(families, onMessage)
-        : await openUdpTransport(families, (bytes, address, port) => { onMessage(bytes, address, port, IKE_PORT); });
+      if (this.#sys.openIkeTransport !== undefined) transport = await this.#sys.openIkeTransport(families, onMessage);
+      else {
+        const udp = await openUdpTransport(families, onMessage);
+        // ESP in UDP 4500 (RFC 3948: NAT traversal, and strongSwan's kernel-libipsec always)
+        // shares the NAT-T socket with IKE: the engine sends and takes it there.
+        this.#unwireUdpEncap = wireUdpEncap(udp.encap, engine);
+        transport = udp;
+      }
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       const fix = code === 'EADDRINUSE' ? ': another IKE daemon (strongSwan charon, libreswan pluto) holds the port; stop it or use static SAs for this host'
-        : code === 'EACCES' ? ': binding port 500 needs CAP_NET_BIND_SERVICE (or root)' : '';
-      throw new GatewayError('ERR_IKE', `cannot open the IKE sockets (UDP 500): ${(e as Error).message}${fix}`, { cause: e });
+        : code === 'EACCES' ? ': binding ports 500 and 4500 needs CAP_NET_BIND_SERVICE (or root)' : '';
+      throw new GatewayError('ERR_IKE', `cannot open the IKE sockets (UDP 500/4500): ${(e as Error).message}${fix}`, { cause: e });
     }
     this.#ikeTransport = transport;
     const windowOf = new Map(cfg.peers.map((p) => [p.name, p.replayWindow]));
@@ -349,7 +358,7 @@ export class Daemon {
     this.#ike = driver;
     this.#ikeKey = ikeKeyOf(peers);
     driver.start();
-    this.#log.info({ peers: peers.map((p) => p.name), local }, 'IKEv2 started (UDP 500)');
+    this.#log.info({ peers: peers.map((p) => p.name), local }, 'IKEv2 started (UDP 500 and 4500)');
   }
 
   /**
@@ -359,8 +368,9 @@ export class Daemon {
   #keyRecordingSink(sink: IkeSaSink, local: { v4?: string; v6?: string }): IkeSaSink {
     const me = (endpoint: string): string => (endpoint.includes(':') ? local.v6 : local.v4) ?? 'any';
     const outByPeer = new Map<string, number>();
+    const usage = sink.usage?.bind(sink);
     return {
-      ...sink,
+      ...(usage === undefined ? {} : { usage }),
       spiInUse: (spi) => sink.spiInUse(spi),
       addInbound: (peer, endpoint, child) => {
         sink.addInbound(peer, endpoint, child);
@@ -387,6 +397,8 @@ export class Daemon {
   #stopIke(): void {
     this.#ike?.stop();
     this.#ike = undefined;
+    this.#unwireUdpEncap?.();
+    this.#unwireUdpEncap = undefined;
     this.#ikeTransport?.close();
     this.#ikeTransport = undefined;
     this.#liveKeys.clear();
