@@ -18,6 +18,12 @@
  * up, header-only changes, IV swaps and SK bodies transplanted from other messages. Every one
  * that still parses must fail openIkeMessage ('sk-auth' for almost all): a mutated message
  * never authenticates. Unmutated messages open, as a control.
+ * Part 3, sessions: 3 x 4,000 mutations of genuine CREATE_CHILD_SA messages between two
+ * established sessions (a Child SA rekey request with PFS, an IKE SA rekey request, a Child SA
+ * rekey response) handed to the session they are for, on a new UDP path. Asserted: handle never
+ * throws and never hits 'internal-error'; every mutated message is dropped with no answer, no
+ * event, and no change of state, Child SAs, timers or path; afterwards the genuine messages
+ * complete their exchanges.
  * Time is bounded by the test timeout, not asserted. The PRNG is seeded (IKE_FUZZ_SEED
  * overrides); a failure names the seed, step and input in hex.
  */
@@ -30,6 +36,8 @@ import { notify, spi32, transform } from '../src/ike/payloads.js';
 import type { Payload } from '../src/ike/payloads.js';
 import { SkKey, openIkeMessage, sealIkeMessage, skKeyMaterialLength } from '../src/ike/sk.js';
 import type { SkCipherName } from '../src/ike/sk.js';
+import { established, pair } from '../src/ike/sa/ike-fixtures.js';
+import type { IkeSession } from '../src/ike/sa/session.js';
 import { hex, toHex } from './support/vectors/load.js';
 
 const SEED = Number(process.env.IKE_FUZZ_SEED ?? 0x1ce2f022) >>> 0;
@@ -419,4 +427,72 @@ test('ike fuzz: 20,000 mutated SK messages never authenticate', { timeout: 300_0
   assert.equal(total, SK_ITERATIONS, 'every input accounted for');
   assert.ok((outcomes['open:sk-auth'] ?? 0) > SK_ITERATIONS / 2, `only ${outcomes['open:sk-auth'] ?? 0} mutations reached the ICV check`);
   t.diagnostic(`seed ${SEED}: ${JSON.stringify(outcomes)}`);
+});
+
+const SESSION_ITERATIONS = 4_000;
+
+test('ike fuzz: mutated CREATE_CHILD_SA messages change no session state', { timeout: 300_000 }, (t) => {
+  const rnd = prng(SEED ^ 0x0c0c0c0c);
+  const link = pair({ seed: `fuzz-${SEED}` });
+  established(link);
+  const snapshot = (s: IkeSession): string => JSON.stringify({
+    state: s.state, spiI: s.spiI.toString(16), spiR: s.spiR.toString(16), children: s.children, timeout: s.nextTimeout(link.now),
+    remote: s.remote, localPort: s.localPort, drops: s.drops.counts['internal-error'], rekeyed: s.rekeyedTo !== undefined,
+  });
+  const mutate = (orig: Uint8Array): Uint8Array => {
+    let b = Uint8Array.from(orig);
+    const fix = (x: Uint8Array): void => { setLength(x, x.length); setU16(x, IKE_HEADER_LEN + 2, Math.min(0xffff, x.length - IKE_HEADER_LEN)); };
+    switch (rnd.int(6)) {
+      case 0: { const n = 1 + rnd.int(4); for (let i = 0; i < n; i++) { const bit = rnd.int(b.length * 8); b[bit >> 3] ^= 1 << (bit & 7); } break; }
+      case 1: b[rnd.int(b.length)] = rnd.int(256); break;
+      case 2: b = Uint8Array.from(b.subarray(0, rnd.int(b.length))); if (b.length >= IKE_HEADER_LEN + 4) fix(b); break;
+      case 3: { const out = new Uint8Array(b.length + 1 + rnd.int(32)); out.set(b); out.set(rnd.bytes(out.length - b.length), b.length); b = out; fix(b); break; }
+      case 4: b[rnd.pick([3, 11, 16, 17, 18, 19, 20, 23])] ^= 1 + rnd.int(255); break;
+      default: b[IKE_HEADER_LEN] = rnd.pick(TYPES); break;
+    }
+    return b;
+  };
+  const hammer = (name: string, to: IkeSession, genuine: Uint8Array): number => {
+    const before = snapshot(to);
+    let changed = 0;
+    for (let step = 0; step < SESSION_ITERATIONS; step++) {
+      const b = mutate(genuine);
+      if (b.length === genuine.length && toHex(b) === toHex(genuine)) continue;
+      changed++;
+      const where = `seed ${SEED} ${name} step ${step}: ${toHex(b)}`;
+      let out: ReturnType<IkeSession['handle']>;
+      try {
+        out = to.handle(b, link.now, { remotePort: 9_999, localPort: 4500 });
+      } catch (e) {
+        assert.fail(`handle threw ${String(e)} at ${where}`);
+      }
+      assert.ok(out.dropped !== undefined && out.dropped !== 'internal-error', `not dropped (${String(out.dropped)}) at ${where}`);
+      assert.equal(out.messages.length + out.events.length, 0, `answered or acted on at ${where}`);
+    }
+    assert.equal(snapshot(to), before, `${name}: no state change`);
+    return changed;
+  };
+  // 1. A Child SA rekey request (PFS) to the responder.
+  const rekey = link.initiator.rekeyChildSa(link.now);
+  const req = rekey.messages[0];
+  assert.ok(req !== undefined);
+  let n = hammer('child-request', link.responder, req);
+  const answer = link.responder.handle(req, link.now);
+  assert.equal(answer.events[0]?.type, 'child-sa', 'the genuine request still works');
+  // 2. Its response to the initiator, whose request is outstanding.
+  const resp = answer.messages[0];
+  assert.ok(resp !== undefined);
+  n += hammer('child-response', link.initiator, resp);
+  link.take('initiator', link.initiator.handle(resp, link.now));
+  link.run();
+  assert.deepEqual([link.initiator.children.length, link.responder.children.length], [1, 1], 'the rekey completed');
+  // 3. An IKE SA rekey request to the responder.
+  const ike = link.initiator.rekeyIkeSa(link.now).messages[0];
+  assert.ok(ike !== undefined);
+  n += hammer('ike-request', link.responder, ike);
+  link.take('responder', link.responder.handle(ike, link.now));
+  link.run();
+  assert.equal(link.eventsOf('initiator', 'ike-rekeyed').length, 1, 'the genuine IKE SA rekey completed');
+  assert.equal(link.initiator.drops.counts['internal-error'] + link.responder.drops.counts['internal-error'], 0);
+  t.diagnostic(`seed ${SEED}: ${n} mutated CREATE_CHILD_SA messages dropped without effect`);
 });

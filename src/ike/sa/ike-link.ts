@@ -7,7 +7,9 @@
  *       ^                                                      |
  *       +---------------------(messages)-----------------------+
  *
- * Nothing here touches the network or real time.
+ * After an IKE SA rekey ('ike-rekeyed') a side has several sessions; a datagram goes to the
+ * one whose SPIi it carries (the newest if none matches). Nothing here touches the network or
+ * real time.
  */
 import { createHash } from 'node:crypto';
 import type { IkeEvent, IkeOutput, IkeSession } from './session.js';
@@ -51,19 +53,40 @@ export class IkeLink {
   readonly sent: Record<Side, Uint8Array[]> = { initiator: [], responder: [] };
   /** inFlight holds datagrams not yet delivered. */
   inFlight: Datagram[] = [];
+  /** sessions lists each side's sessions, oldest first: the original, then each rekeyed IKE SA. */
+  readonly sessions: Record<Side, IkeSession[]>;
   #seq = 0;
 
-  constructor(readonly initiator: IkeSession, readonly responder: IkeSession) {}
+  constructor(readonly initiator: IkeSession, readonly responder: IkeSession) {
+    this.sessions = { initiator: [initiator], responder: [responder] };
+  }
 
-  /** session returns the session at one side. */
+  /** session returns the original session at one side. */
   session(side: Side): IkeSession {
     return side === 'initiator' ? this.initiator : this.responder;
+  }
+
+  /** current returns a side's newest session (the rekeyed IKE SA after a rekey). */
+  current(side: Side): IkeSession {
+    const l = this.sessions[side];
+    return l[l.length - 1] ?? this.session(side);
+  }
+
+  /** sessionFor picks the session of `side` that a datagram is for, by its SPIi. */
+  sessionFor(side: Side, bytes: Uint8Array): IkeSession {
+    if (bytes.length >= 8) {
+      const spiI = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0);
+      const s = this.sessions[side].find((x) => x.spiI === spiI);
+      if (s !== undefined) return s;
+    }
+    return this.current(side);
   }
 
   /** take records an output of side `from`: its messages go in flight to the other side. */
   take(from: Side, out: IkeOutput): IkeOutput {
     const to: Side = from === 'initiator' ? 'responder' : 'initiator';
     this.events[from].push(...out.events);
+    for (const e of out.events) if (e.type === 'ike-rekeyed') this.sessions[from].push(e.next);
     for (const m of out.messages) {
       this.sent[from].push(m);
       this.inFlight.push({ seq: this.#seq++, to, bytes: m });
@@ -80,7 +103,7 @@ export class IkeLink {
   deliver(d: Datagram, tamper?: Tamper): IkeOutput | undefined {
     const bytes = tamper === undefined ? d.bytes : tamper(d);
     if (bytes === undefined) return undefined;
-    return this.take(d.to, this.session(d.to).handle(bytes, this.now));
+    return this.take(d.to, this.sessionFor(d.to, bytes).handle(bytes, this.now));
   }
 
   /**
@@ -102,9 +125,10 @@ export class IkeLink {
   advance(ms: number): void {
     this.now += ms;
     for (const side of ['initiator', 'responder'] as const) {
-      const s = this.session(side);
-      const t = s.nextTimeout(this.now);
-      if (t === 0) this.take(side, s.onTimeout(this.now));
+      for (const s of [...this.sessions[side]]) {
+        const t = s.nextTimeout(this.now);
+        if (t === 0) this.take(side, s.onTimeout(this.now));
+      }
     }
   }
 

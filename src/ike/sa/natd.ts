@@ -10,10 +10,14 @@
  *
  * The receiver hashes the addresses it actually saw: if no SOURCE_IP hash matches the packet's
  * source, the peer is behind a NAT; if the DESTINATION_IP hash does not match its own address,
- * it is itself behind one. espgate only reports this: its ESP runs as IP protocol 50, and
- * moving IKE to port 4500 with UDP-encapsulated ESP (RFC 3948) is not implemented.
+ * it is itself behind one. Either way (§2.23) the initiator moves IKE to port 4500 from
+ * IKE_AUTH on, behind a four-octet zero non-ESP marker, and the Child SAs are UDP-encapsulated
+ * (RFC 3948) on that path (session.ts acts on it; the transport adds and strips the marker).
  */
 import { createHash } from 'node:crypto';
+
+/** NAT_T_PORT is the UDP port IKE moves to when a NAT is detected, shared with UDP-encapsulated ESP (RFC 3948). */
+export const NAT_T_PORT = 4500;
 
 /** NATD_HASH_LEN is the length of a NAT detection hash (SHA-1). */
 export const NATD_HASH_LEN = 20;

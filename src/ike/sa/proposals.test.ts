@@ -5,7 +5,8 @@ import { decodePayloadBody, encodePayloadBody, payloadBodyLength, transform } fr
 import type { Proposal, SaPayload, Transform } from '../payloads.js';
 import {
   DEFAULT_ESP_ALGORITHMS, DEFAULT_IKE_ALGORITHMS, algorithmsProblem, buildEspProposal, buildIkeProposal, checkEspAnswer,
-  checkIkeAnswer, espAnswer, ikeAnswer, selectDhGroup, selectEspProposal, selectIkeProposal,
+  checkIkeAnswer, checkRekeyEspAnswer, espAnswer, ikeAnswer, selectDhGroup, selectEspProposal, selectIkeProposal,
+  selectRekeyEspProposal,
 } from './proposals.js';
 import type { IkeAlgorithms } from './proposals.js';
 
@@ -134,4 +135,40 @@ test('proposals: algorithm configs that cannot work are named', () => {
   ];
   for (const [name, alg, want] of cases) assert.equal(algorithmsProblem(alg, DEFAULT_ESP_ALGORITHMS), want, name);
   assert.equal(algorithmsProblem(DEFAULT_IKE_ALGORITHMS, { encryption: [] }), 'esp.encryption is empty');
+});
+
+test('proposals: CREATE_CHILD_SA offers (§1.3): ESP with DH for PFS, IKE with an 8-octet SPI', () => {
+  // The PFS offer: ENCR 256, ENCR 128, DH 31, No ESN; 4 transforms, length 8 + 4 + 12 + 12 + 8 + 8.
+  assert.equal(bodyHex(sa(buildEspProposal(DEFAULT_ESP_ALGORITHMS, 0x12345678, [31]))),
+    '00000034 01030404 12345678 0300000c 01000014 800e0100 0300000c 01000014 800e0080 03000008 0400001f 00000008 05000000'.replace(/ /g, ''));
+  const spi8 = Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8);
+  const ikeOffer = buildIkeProposal(DEFAULT_IKE_ALGORITHMS, spi8);
+  assert.deepEqual([...ikeOffer.spi], [...spi8]);
+  const cases: [string, SaPayload, readonly number[], { num: number; encryption: string; dh: readonly number[] } | undefined][] = [
+    // [name, offer, our groups, choice]
+    ['1 PFS with 31', sa(esp(1, 0x1000, encr(256), dh(31), noEsn)), [31, 19], { num: 1, encryption: 'aes256gcm16', dh: [31] }],
+    ['2 no DH: no PFS', sa(esp(1, 0x1000, encr(256), noEsn)), [31, 19], { num: 1, encryption: 'aes256gcm16', dh: [] }],
+    ['3 DH 14 only: refused', sa(esp(1, 0x1000, encr(256), dh(14), noEsn)), [31, 19], undefined],
+    ['4 DH 14 or NONE: taken without PFS', sa(esp(1, 0x1000, encr(256), dh(14), dh(0), noEsn)), [31, 19], { num: 1, encryption: 'aes256gcm16', dh: [] }],
+    ['5 our order among those offered', sa(esp(1, 0x1000, encr(128), dh(31), dh(19), noEsn)), [19, 31], { num: 1, encryption: 'aes128gcm16', dh: [19, 31] }],
+    ['6 the second proposal when the first has no acceptable group', sa(esp(1, 0x1000, encr(256), dh(14)), esp(2, 0x2000, encr(256), dh(19))), [31, 19],
+      { num: 2, encryption: 'aes256gcm16', dh: [19] }],
+  ];
+  for (const [name, offer, groups, want] of cases) {
+    const c = selectRekeyEspProposal(offer, DEFAULT_ESP_ALGORITHMS, groups);
+    assert.deepEqual(c === undefined ? undefined : { num: c.proposalNum, encryption: c.encryption, dh: c.dhGroups }, want, name);
+  }
+  const offer = buildEspProposal(DEFAULT_ESP_ALGORITHMS, 0x1000, [31]);
+  const choice = selectRekeyEspProposal(sa(offer), DEFAULT_ESP_ALGORITHMS, [31]);
+  assert.ok(choice !== undefined);
+  assert.deepEqual(checkRekeyEspAnswer(sa(espAnswer(choice, 0x3000, 31)), offer), { proposalNum: 1, encryption: 'aes256gcm16', peerSpi: 0x3000, integNone: false, dhGroup: 31 });
+  assert.deepEqual(checkRekeyEspAnswer(sa(espAnswer(choice, 0x3000)), offer)?.dhGroup, undefined, 'an answer without DH checks (the caller insists on PFS)');
+  assert.equal(checkRekeyEspAnswer(sa(espAnswer(choice, 0x3000, 19)), offer), undefined, 'a group not offered');
+  assert.equal(checkRekeyEspAnswer(sa(esp(1, 0x3000, encr(256), dh(31), dh(31), noEsn)), offer), undefined, 'two DH transforms');
+  // IKE SA rekey: the SPI size must be 8; the answer's SPI has the offer's size.
+  assert.equal(selectIkeProposal(sa(ikeOffer), DEFAULT_IKE_ALGORITHMS), undefined, 'SPI size 8 is not an IKE_SA_INIT offer');
+  const ic = selectIkeProposal(sa(ikeOffer), DEFAULT_IKE_ALGORITHMS, 8);
+  assert.ok(ic !== undefined);
+  assert.equal(checkIkeAnswer(sa({ ...ikeAnswer(ic, 31), spi: spi8 }), ikeOffer)?.dhGroup, 31);
+  assert.equal(checkIkeAnswer(sa(ikeAnswer(ic, 31)), ikeOffer), undefined, 'an answer without the SPI');
 });

@@ -96,12 +96,15 @@ function encrTransform(name: SkCipherName): Transform {
   return transform(TRANSFORM.ENCR, spec.encrId, spec.keyLengthBits);
 }
 
-/** buildIkeProposal is the IKE_SA_INIT offer: proposal 1, protocol IKE, no SPI. */
-export function buildIkeProposal(alg: IkeAlgorithms): Proposal {
+/**
+ * buildIkeProposal is the IKE_SA_INIT offer: proposal 1, protocol IKE, no SPI; or, with `spi`
+ * (8 octets), the offer of an IKE SA rekey in CREATE_CHILD_SA (§1.3.2: the new SA's SPI).
+ */
+export function buildIkeProposal(alg: IkeAlgorithms, spi: Uint8Array = new Uint8Array(0)): Proposal {
   return {
     num: 1,
     protocol: PROTOCOL.IKE,
-    spi: new Uint8Array(0),
+    spi: Uint8Array.from(spi),
     transforms: [
       ...alg.encryption.map(encrTransform),
       ...alg.prf.map((id) => transform(TRANSFORM.PRF, id)),
@@ -110,13 +113,20 @@ export function buildIkeProposal(alg: IkeAlgorithms): Proposal {
   };
 }
 
-/** buildEspProposal is the Child SA offer: proposal 1, protocol ESP, our inbound SPI, No ESN. */
-export function buildEspProposal(alg: EspAlgorithms, inboundSpi: number): Proposal {
+/**
+ * buildEspProposal is the Child SA offer: proposal 1, protocol ESP, our inbound SPI, No ESN;
+ * in a CREATE_CHILD_SA with PFS, `dhGroups` adds the DH transforms (the KE payload's first).
+ */
+export function buildEspProposal(alg: EspAlgorithms, inboundSpi: number, dhGroups: readonly number[] = []): Proposal {
   return {
     num: 1,
     protocol: PROTOCOL.ESP,
     spi: spiBytes(inboundSpi),
-    transforms: [...alg.encryption.map(encrTransform), transform(TRANSFORM.ESN, ESN.NO_ESN)],
+    transforms: [
+      ...alg.encryption.map(encrTransform),
+      ...dhGroups.map((g) => transform(TRANSFORM.DH, g)),
+      transform(TRANSFORM.ESN, ESN.NO_ESN),
+    ],
   };
 }
 
@@ -184,16 +194,19 @@ function firstAccepted<T>(offered: readonly Transform[] | undefined, map: (t: Tr
   return undefined;
 }
 
+/** DH_NONE is the DH transform ID meaning no group (§3.3.2). */
+const DH_NONE = 0;
+
 const IKE_TYPES: readonly number[] = [TRANSFORM.ENCR, TRANSFORM.PRF, TRANSFORM.INTEG, TRANSFORM.DH];
 const ESP_TYPES: readonly number[] = [TRANSFORM.ENCR, TRANSFORM.INTEG, TRANSFORM.DH, TRANSFORM.ESN];
 
 /**
  * selectIkeProposal is the responder's choice in an IKE_SA_INIT request's SA payload, or
- * undefined (NO_PROPOSAL_CHOSEN).
+ * undefined (NO_PROPOSAL_CHOSEN). spiSize is 0 there and 8 in an IKE SA rekey (§1.3.2).
  */
-export function selectIkeProposal(sa: SaPayload, local: IkeAlgorithms): IkeChoice | undefined {
+export function selectIkeProposal(sa: SaPayload, local: IkeAlgorithms, spiSize = 0): IkeChoice | undefined {
   for (const p of sa.proposals) {
-    if (p.protocol !== PROTOCOL.IKE || p.spi.length !== 0) continue;
+    if (p.protocol !== PROTOCOL.IKE || p.spi.length !== spiSize) continue;
     const types = byType(p);
     if ([...types.keys()].some((t) => !IKE_TYPES.includes(t))) continue;
     const integ = integState(types.get(TRANSFORM.INTEG));
@@ -233,6 +246,26 @@ export function ikeAnswer(choice: IkeChoice, dhGroup: number): Proposal {
  * not reserved (>= 256, RFC 4303 §2.1).
  */
 export function selectEspProposal(sa: SaPayload, local: EspAlgorithms): EspChoice | undefined {
+  const c = selectEsp(sa, local, undefined);
+  return c === undefined ? undefined : { proposalNum: c.proposalNum, encryption: c.encryption, peerSpi: c.peerSpi, integNone: c.integNone };
+}
+
+/** RekeyEspChoice is an EspChoice in CREATE_CHILD_SA: dhGroups empty means no PFS. */
+export interface RekeyEspChoice extends EspChoice {
+  /** dhGroups are the groups the proposal offers that we accept, in our order (empty: no DH offered). */
+  readonly dhGroups: readonly number[];
+}
+
+/**
+ * selectRekeyEspProposal is the responder's choice in a CREATE_CHILD_SA request's SA payload
+ * (§1.3.1, §1.3.3): as selectEspProposal, but a proposal offering DH groups (other than NONE)
+ * is taken only if one of them is in acceptedGroups (our IKE groups), and the choice says which.
+ */
+export function selectRekeyEspProposal(sa: SaPayload, local: EspAlgorithms, acceptedGroups: readonly number[]): RekeyEspChoice | undefined {
+  return selectEsp(sa, local, acceptedGroups);
+}
+
+function selectEsp(sa: SaPayload, local: EspAlgorithms, acceptedGroups: readonly number[] | undefined): RekeyEspChoice | undefined {
   for (const p of sa.proposals) {
     if (p.protocol !== PROTOCOL.ESP || p.spi.length !== ESP_SPI_LEN) continue;
     const peerSpi = readU32(p.spi, 0);
@@ -245,15 +278,27 @@ export function selectEspProposal(sa: SaPayload, local: EspAlgorithms): EspChoic
     if (esn !== undefined && !esn.some((t) => t.id === ESN.NO_ESN)) continue;
     const encryption = firstAccepted(types.get(TRANSFORM.ENCR), aeadNameOf, local.encryption);
     if (encryption === undefined) continue;
-    return { proposalNum: p.num, encryption, peerSpi, integNone: integ === 'none' };
+    let dhGroups: number[] = [];
+    if (acceptedGroups !== undefined) {
+      const offered = (types.get(TRANSFORM.DH) ?? []).filter((t) => t.attributes.length === 0).map((t) => t.id);
+      const real = offered.filter((g) => g !== DH_NONE);
+      dhGroups = acceptedGroups.filter((g) => real.includes(g));
+      // DH offered, none of it acceptable, and NONE not offered either: no match.
+      if (real.length > 0 && dhGroups.length === 0 && !offered.includes(DH_NONE)) continue;
+    }
+    return { proposalNum: p.num, encryption, peerSpi, integNone: integ === 'none', dhGroups };
   }
   return undefined;
 }
 
-/** espAnswer is the responder's SA payload proposal: the chosen AEAD, No ESN, our inbound SPI. */
-export function espAnswer(choice: EspChoice, inboundSpi: number): Proposal {
+/**
+ * espAnswer is the responder's SA payload proposal: the chosen AEAD, No ESN, our inbound SPI;
+ * and the DH group used, when the CREATE_CHILD_SA carried a KE (PFS).
+ */
+export function espAnswer(choice: EspChoice, inboundSpi: number, dhGroup?: number): Proposal {
   const transforms = [encrTransform(choice.encryption)];
   if (choice.integNone) transforms.push(transform(TRANSFORM.INTEG, INTEG.NONE));
+  if (dhGroup !== undefined) transforms.push(transform(TRANSFORM.DH, dhGroup));
   transforms.push(transform(TRANSFORM.ESN, ESN.NO_ESN));
   return { num: choice.proposalNum, protocol: PROTOCOL.ESP, spi: spiBytes(inboundSpi), transforms };
 }
@@ -291,10 +336,14 @@ export interface IkeAnswer {
   readonly dhGroup: number;
 }
 
-/** checkIkeAnswer validates the SAr1 payload against our offer; undefined if it is not a valid choice from it. */
+/**
+ * checkIkeAnswer validates the SAr1 payload against our offer; undefined if it is not a valid
+ * choice from it. The answer's SPI has the offer's size (0 in IKE_SA_INIT, 8 in an IKE SA rekey,
+ * where it is the responder's new SPI: IkeAnswer.spi).
+ */
 export function checkIkeAnswer(answer: SaPayload, offer: Proposal): IkeAnswer | undefined {
   const t = checkAnswer(answer, offer, [TRANSFORM.ENCR, TRANSFORM.PRF, TRANSFORM.DH], [TRANSFORM.INTEG]);
-  if (t === undefined || answer.proposals[0].spi.length !== 0) return undefined;
+  if (t === undefined || answer.proposals[0].spi.length !== offer.spi.length) return undefined;
   const encr = t.get(TRANSFORM.ENCR);
   const prfT = t.get(TRANSFORM.PRF);
   const dh = t.get(TRANSFORM.DH);
@@ -305,9 +354,29 @@ export function checkIkeAnswer(answer: SaPayload, offer: Proposal): IkeAnswer | 
   return { encryption, prf, dhGroup: dh.id };
 }
 
+/** RekeyEspAnswer is a checked CREATE_CHILD_SA answer: dhGroup is set when the answer has a DH transform. */
+export interface RekeyEspAnswer extends EspChoice {
+  readonly dhGroup: number | undefined;
+}
+
+/**
+ * checkRekeyEspAnswer validates a CREATE_CHILD_SA response's SA payload against our offer: as
+ * checkEspAnswer, plus at most one DH transform, one we offered.
+ */
+export function checkRekeyEspAnswer(answer: SaPayload, offer: Proposal): RekeyEspAnswer | undefined {
+  const t = checkAnswer(answer, offer, [TRANSFORM.ENCR], [TRANSFORM.INTEG, TRANSFORM.ESN, TRANSFORM.DH]);
+  if (t === undefined) return undefined;
+  const base = checkEspAnswer(answer, { ...offer, transforms: offer.transforms.filter((x) => x.type !== TRANSFORM.DH) },
+    t.has(TRANSFORM.DH));
+  if (base === undefined) return undefined;
+  const dh = t.get(TRANSFORM.DH);
+  return { ...base, dhGroup: dh === undefined || dh.id === DH_NONE ? undefined : dh.id };
+}
+
 /** checkEspAnswer validates the SAr2 payload against our offer; undefined if it is not a valid choice from it. */
-export function checkEspAnswer(answer: SaPayload, offer: Proposal): EspChoice | undefined {
-  const t = checkAnswer(answer, offer, [TRANSFORM.ENCR], [TRANSFORM.INTEG, TRANSFORM.ESN]);
+export function checkEspAnswer(answer: SaPayload, offer: Proposal, allowDh = false): EspChoice | undefined {
+  const strip = (sa: SaPayload): SaPayload => ({ kind: 'sa', proposals: sa.proposals.map((p) => ({ ...p, transforms: p.transforms.filter((x) => x.type !== TRANSFORM.DH) })) });
+  const t = checkAnswer(allowDh ? strip(answer) : answer, offer, [TRANSFORM.ENCR], [TRANSFORM.INTEG, TRANSFORM.ESN]);
   if (t === undefined) return undefined;
   const p = answer.proposals[0];
   if (p.spi.length !== ESP_SPI_LEN) return undefined;

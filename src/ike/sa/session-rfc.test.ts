@@ -198,7 +198,7 @@ test('session (RFC 7296 by hand): headers, SA layouts, NAT-D, SKEYSEED, SK_*, AU
   const spiHex = (n: number): string => n.toString(16).padStart(8, '0');
   const cases: [string, number, number, number, Buffer, string[]][] = [
     // [name, exchange, message ID, first inner type, inner chain, expected answer payloads (type:body hex)]
-    ['1 CREATE_CHILD_SA (rekey not implemented): NO_ADDITIONAL_SAS', 36, 2, 41, h('0000000c 03044009' + spiHex(ci.inbound.spi)), ['41:00000023']],
+    ['1 CREATE_CHILD_SA with N(REKEY_SA) but no SA or nonce: INVALID_SYNTAX', 36, 2, 41, h('0000000c 03044009' + spiHex(ci.inbound.spi)), ['41:00000007']],
     ['2 a critical unknown payload: UNSUPPORTED_CRITICAL_PAYLOAD with its type', 37, 3, 200, h('00800008 01020304'), ['41:00000001c8']],
     ['3 Delete of an unknown ESP SPI: empty answer', 37, 4, 42, h('0000000c 03040001 01020304'), []],
     ['4 an unknown error notify in a request is ignored (§3.10.1)', 37, 5, 41, h('00000008 00003039'), []],
@@ -214,4 +214,239 @@ test('session (RFC 7296 by hand): headers, SA layouts, NAT-D, SKEYSEED, SK_*, AU
     { type: 'closed', reason: 'deleted-by-peer' },
   ], 'case 5 deleted the Child SA, case 7 the IKE SA');
   assert.equal(link.responder.drops.total(), 0);
+});
+
+/** Hand is one established pair with its IKE SA keys recomputed by hand (§2.14). */
+interface Hand {
+  link: ReturnType<typeof pair>;
+  spiI: Buffer; spiR: Buffer; skD: Buffer; skEi: Buffer; skEr: Buffer;
+}
+
+/** handshake establishes a pair with RFC 7748's key pairs (group 31 only) and recomputes SK_d, SK_ei, SK_er by hand. */
+function handshake(seed: string, o: { i?: object; r?: object } = {}): Hand {
+  const fixed = (priv: Buffer) => (g: DhGroup): DhKeyPair => {
+    assert.equal(g.id, 31);
+    return DH_CURVE25519.fromPrivate(priv);
+  };
+  const link = pair({ seed, i: { generateDh: fixed(ALICE_PRIV), ...o.i }, r: { generateDh: fixed(BOB_PRIV), ...o.r } });
+  link.start();
+  link.run();
+  assert.equal(link.responder.state, 'established');
+  const [I1] = link.sent.initiator.map((b) => Buffer.from(b));
+  const [R1] = link.sent.responder.map((b) => Buffer.from(b));
+  const spiI = I1.subarray(0, 8);
+  const spiR = R1.subarray(8, 16);
+  const ni = bodyOf(walk(I1, 28, I1.length, 33), 40);
+  const nr = bodyOf(walk(R1, 28, R1.length, 33), 40);
+  const km = prfPlus(hmac(Buffer.concat([ni, nr]), RFC7748_SHARED), Buffer.concat([ni, nr, spiI, spiR]), 32 + 36 + 36);
+  return { link, spiI, spiR, skD: km.subarray(0, 32), skEi: km.subarray(32, 68), skEr: km.subarray(68, 104) };
+}
+
+const payloadTypes = (ps: RawPayload[]): number[] => ps.map((p) => p.type);
+const hexOf = (n: number, bytes: number): string => n.toString(16).padStart(2 * bytes, '0');
+
+test('session (RFC 7296 by hand): CREATE_CHILD_SA rekey of the Child SA, with PFS and without: payloads, KEYMAT, the Delete', () => {
+  const cases: [string, boolean][] = [['1 with PFS (KE in group 31)', true], ['2 without PFS', false]];
+  for (const [name, pfs] of cases) {
+    const { link, skD, skEi, skEr } = handshake(`rekey-${String(pfs)}`, { i: { pfs } });
+    const ci = link.eventsOf('initiator', 'child-sa')[0].child;
+    const cr = link.eventsOf('responder', 'child-sa')[0].child;
+    link.take('initiator', link.initiator.rekeyChildSa(link.now));
+    const I3 = Buffer.from(link.sent.initiator[link.sent.initiator.length - 1]);
+    assert.equal(I3.subarray(16, 24).toString('hex'), '2e2024' + '08' + '00000002', `${name}: SK, CREATE_CHILD_SA, I, ID 2`);
+    const i3 = openSk(I3, skEi);
+    // §1.3.3 (strongSwan's order): N(REKEY_SA), SA, Ni, [KEi], TSi, TSr.
+    assert.deepEqual(payloadTypes(i3), pfs ? [41, 33, 40, 34, 44, 45] : [41, 33, 40, 44, 45], name);
+    assert.equal(bodyOf(i3, 41).toString('hex'), '0304' + '4009' + hexOf(ci.inbound.spi, 4), `${name}: N(REKEY_SA): ESP, SPI size 4, our inbound SPI`);
+    const sa = bodyOf(i3, 33);
+    const newSpiI = sa.readUInt32BE(8);
+    const dh = pfs ? '03000008 0400001f' : '';
+    assert.equal(sa.toString('hex'), h(`000000${pfs ? '3c' : '2c'} 0103040${pfs ? 5 : 3}`).toString('hex') + hexOf(newSpiI, 4) +
+      h(`0300000c 01000014 800e0100 0300000c 01000014 800e0080 ${pfs ? `${dh} 03000008 04000013` : ''} 00000008 05000000`).toString('hex'),
+      `${name}: SA: ESP, new SPI, [DH 31 (the KE's), DH 19], No ESN`);
+    if (pfs) assert.equal(bodyOf(i3, 34).toString('hex'), '001f0000' + ALICE_PUB, `${name}: KEi`);
+    assert.equal(bodyOf(i3, 44).toString('hex'), h('01000000 07000010 0000ffff c6120100 c61201ff').toString('hex'), `${name}: TSi`);
+    const ni = bodyOf(i3, 40);
+    assert.equal(ni.length, 32);
+
+    link.run(); // the request, its response, the Delete of the old SA and its response
+    const R3 = Buffer.from(link.sent.responder[2]);
+    const r3 = openSk(R3, skEr);
+    assert.deepEqual(payloadTypes(r3), pfs ? [33, 40, 34, 44, 45] : [33, 40, 44, 45], `${name}: SA, Nr, [KEr], TSi, TSr`);
+    const newSpiR = bodyOf(r3, 33).readUInt32BE(8);
+    assert.equal(bodyOf(r3, 33).toString('hex'), h(`000000${pfs ? '28' : '20'} 0103040${pfs ? 3 : 2}`).toString('hex') + hexOf(newSpiR, 4) +
+      h(`0300000c 01000014 800e0100 ${dh} 00000008 05000000`).toString('hex'), `${name}: SAr: one ENCR, [DH 31], No ESN`);
+    if (pfs) assert.equal(bodyOf(r3, 34).toString('hex'), '001f0000' + BOB_PUB, `${name}: KEr`);
+    const nr = bodyOf(r3, 40);
+    // §2.17: KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr), initiator-to-responder first.
+    const keymat = prfPlus(skD, Buffer.concat([...(pfs ? [RFC7748_SHARED] : []), ni, nr]), 72);
+    const ni2 = link.eventsOf('initiator', 'child-sa')[1];
+    const nr2 = link.eventsOf('responder', 'child-sa')[1];
+    assert.deepEqual([ni2.child.inbound.spi, ni2.child.outbound.spi, nr2.child.inbound.spi, nr2.child.outbound.spi], [newSpiI, newSpiR, newSpiR, newSpiI], name);
+    assert.equal(Buffer.from(ni2.child.outbound.keyMaterial).toString('hex'), keymat.subarray(0, 36).toString('hex'), `${name}: initiator outbound = i->r`);
+    assert.equal(Buffer.from(ni2.child.inbound.keyMaterial).toString('hex'), keymat.subarray(36, 72).toString('hex'), `${name}: initiator inbound = r->i`);
+    assert.equal(Buffer.from(nr2.child.inbound.keyMaterial).toString('hex'), keymat.subarray(0, 36).toString('hex'), `${name}: responder inbound`);
+    assert.equal(Buffer.from(nr2.child.outbound.keyMaterial).toString('hex'), keymat.subarray(36, 72).toString('hex'), `${name}: responder outbound`);
+    assert.deepEqual([ni2.rekeyOf, ni2.deferOutbound, nr2.rekeyOf, nr2.deferOutbound], [ci.inbound.spi, undefined, cr.inbound.spi, true], `${name}: who sends on it when`);
+    // Then the initiator deletes the old SA (§2.8): INFORMATIONAL, D(ESP, old inbound SPI).
+    const I4 = Buffer.from(link.sent.initiator[3]);
+    assert.equal(I4[18], 37, `${name}: INFORMATIONAL`);
+    assert.equal(bodyOf(openSk(I4, skEi), 42).toString('hex'), '03040001' + hexOf(ci.inbound.spi, 4), `${name}: Delete of the old SA`);
+    assert.deepEqual(link.events.responder.slice(-2), [
+      { type: 'child-sa-outbound', inboundSpi: newSpiR },
+      { type: 'child-sa-deleted', inboundSpi: cr.inbound.spi, outboundSpi: cr.outbound.spi, reason: 'rekeyed' },
+    ], `${name}: the responder switches to the new SA when the old one is deleted`);
+    assert.deepEqual(link.events.initiator.slice(-1), [{ type: 'child-sa-deleted', inboundSpi: ci.inbound.spi, outboundSpi: ci.outbound.spi, reason: 'rekeyed' }], name);
+    assert.deepEqual([link.initiator.children, link.responder.children], [[{ inbound: newSpiI, outbound: newSpiR }], [{ inbound: newSpiR, outbound: newSpiI }]], name);
+    assert.equal(link.initiator.drops.total() + link.responder.drops.total(), 0, name);
+  }
+});
+
+test('session (RFC 7296 by hand): CREATE_CHILD_SA rekey of the IKE SA: SPIs, SKEYSEED from SK_d, the new SA answers under its keys', () => {
+  const { link, spiI, spiR, skD, skEi, skEr } = handshake('rekey-ike');
+  link.take('initiator', link.initiator.rekeyIkeSa(link.now));
+  const I3 = Buffer.from(link.sent.initiator[link.sent.initiator.length - 1]);
+  const i3 = openSk(I3, skEi);
+  assert.deepEqual(payloadTypes(i3), [33, 40, 34], 'SA, Ni, KEi (§1.3.2)');
+  const sa = bodyOf(i3, 33);
+  assert.equal(sa.subarray(0, 8).toString('hex'), '0000003401010804', 'proposal 1, IKE, SPI size 8, 4 transforms');
+  const newSpiI = sa.subarray(8, 16);
+  assert.equal(sa.subarray(16).toString('hex'), h('0300000c 01000014 800e0100 03000008 02000005 03000008 0400001f 00000008 04000013').toString('hex'),
+    'the KE group (31) first');
+  assert.equal(bodyOf(i3, 34).toString('hex'), '001f0000' + ALICE_PUB);
+  link.run();
+  const R3 = Buffer.from(link.sent.responder[2]);
+  const r3 = openSk(R3, skEr);
+  assert.deepEqual(payloadTypes(r3), [33, 40, 34], 'SA, Nr, KEr');
+  const sar = bodyOf(r3, 33);
+  assert.equal(sar.subarray(0, 8).toString('hex'), '0000002c01010803', 'one of each, SPI size 8');
+  const newSpiR = sar.subarray(8, 16);
+  const ni = bodyOf(i3, 40);
+  const nr = bodyOf(r3, 40);
+  // §2.18: SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr); keys with the new SPIs.
+  const skeyseed = hmac(skD, RFC7748_SHARED, ni, nr);
+  const km = prfPlus(skeyseed, Buffer.concat([ni, nr, newSpiI, newSpiR]), 32 + 36 + 36);
+  const skEi2 = km.subarray(32, 68);
+  const skEr2 = km.subarray(68, 104);
+  const [ri] = link.eventsOf('initiator', 'ike-rekeyed');
+  const [rr] = link.eventsOf('responder', 'ike-rekeyed');
+  assert.ok(ri !== undefined && rr !== undefined, 'both sides made the new IKE SA');
+  assert.deepEqual([ri.next.spiI, ri.next.spiR, rr.next.spiI, rr.next.spiR].map((x) => hexOf(Number(x >> 32n), 4) + hexOf(Number(x & 0xffffffffn), 4)),
+    [newSpiI, newSpiR, newSpiI, newSpiR].map((b) => b.toString('hex')));
+  assert.deepEqual([ri.next.role, rr.next.role, ri.next.state, rr.next.state], ['initiator', 'responder', 'established', 'established']);
+  // The old IKE SA is deleted by the rekey's initiator, both close as 'rekeyed', the Child SA lives on in the new one.
+  assert.deepEqual([link.initiator.state, link.responder.state], ['closed', 'closed']);
+  assert.deepEqual(link.eventsOf('initiator', 'closed').map((e) => e.reason), ['rekeyed']);
+  assert.deepEqual(link.eventsOf('responder', 'closed').map((e) => e.reason), ['rekeyed']);
+  assert.equal(link.eventsOf('responder', 'child-sa-deleted').length, 0, 'no Child SA went');
+  assert.deepEqual(rr.next.children, link.eventsOf('responder', 'child-sa').map((e) => ({ inbound: e.child.inbound.spi, outbound: e.child.outbound.spi })));
+  // A DPD sealed by hand under the new SK_ei, message ID 0, to the new responder SA: answered under SK_er'.
+  const req = sealSk(newSpiI, newSpiR, 37, 0x08, 0, 0, Buffer.alloc(0), skEi2, h('a0a1a2a3a4a5a6a7'));
+  const out = rr.next.handle(req, link.now);
+  assert.equal(out.messages.length, 1, 'the new SA answers');
+  const resp = Buffer.from(out.messages[0]);
+  assert.equal(resp.subarray(0, 16).toString('hex'), Buffer.concat([newSpiI, newSpiR]).toString('hex'));
+  assert.deepEqual(openSk(resp, skEr2), [], 'an empty INFORMATIONAL response, opened with the new SK_er');
+  // The old keys do not open anything on the new SA.
+  assert.equal(rr.next.handle(sealSk(newSpiI, newSpiR, 37, 0x08, 1, 0, Buffer.alloc(0), skEi, h('a0a1a2a3a4a5a6a8')), link.now).dropped, 'sk-auth');
+  assert.notEqual(spiI.toString('hex'), newSpiI.toString('hex'));
+  assert.notEqual(spiR.toString('hex'), newSpiR.toString('hex'));
+});
+
+test('session (RFC 7296 by hand): CREATE_CHILD_SA requests the responder refuses', () => {
+  const { link, spiI, spiR, skEi, skEr } = handshake('rekey-refusals');
+  const ci = link.eventsOf('initiator', 'child-sa')[0].child;
+  const spiHex = (n: number): string => hexOf(n, 4);
+  // Hand-laid requests: N(REKEY_SA) then SA, Ni, [KE], TSi, TSr, each built from its parts.
+  const chain = (parts: [number, string][]): { first: number; bytes: Buffer } => {
+    const bodies = parts.map(([t, b]) => [t, h(b)] as const);
+    const out: Buffer[] = [];
+    bodies.forEach(([, body], i) => {
+      const next = bodies[i + 1]?.[0] ?? 0;
+      const hdr = Buffer.alloc(4);
+      hdr[0] = next;
+      hdr.writeUInt16BE(body.length + 4, 2);
+      out.push(hdr, body);
+    });
+    return { first: bodies[0]?.[0] ?? 0, bytes: Buffer.concat(out) };
+  };
+  const rekeyN = (spi: number): [number, string] => [41, `0304 4009 ${spiHex(spi)}`];
+  // A proposal body: its transforms with Last Substruc set right.
+  const proposal = (spi: string, ts_: string[]): [number, string] => {
+    const tx = ts_.map((t, i) => { const b = h(t); b[0] = i === ts_.length - 1 ? 0 : 3; return b; });
+    const len = 8 + 4 + tx.reduce((a, b) => a + b.length, 0);
+    return [33, `0000${hexOf(len, 2)} 0103040${tx.length} ${spi} ${Buffer.concat(tx).toString('hex')}`];
+  };
+  const GCM = '0300000c 01000014 800e0100';
+  const CBC = '0300000c 0100000c 800e0100';
+  const DH31 = '03000008 0400001f';
+  const NOESN = '03000008 05000000';
+  const NI: [number, string] = [40, '22'.repeat(32)];
+  const KE19: [number, string] = [34, '00130000' + 'ab'.repeat(64)];
+  const TSI: [number, string] = [44, '01000000 07000010 0000ffff c6120100 c61201ff'];
+  const TSR: [number, string] = [45, '01000000 07000010 0000ffff c6120200 c61202ff'];
+  const TSR_OTHER: [number, string] = [45, '01000000 07000010 0000ffff c6120900 c61209ff'];
+  const table: [string, [number, string][], string[]][] = [
+    ['1 REKEY_SA for an SPI we do not know: CHILD_SA_NOT_FOUND naming it',
+      [rekeyN(0x01020304), proposal('0a0b0c0d', [GCM, NOESN]), NI, TSI, TSR], ['41:0304002c01020304']],
+    ['2 DH 31 offered, KE in group 19: INVALID_KE_PAYLOAD naming 31',
+      [rekeyN(ci.inbound.spi), proposal('0a0b0c0d', [GCM, DH31, NOESN]), NI, KE19, TSI, TSR], ['41:00000011001f']],
+    ['3 only AES-CBC offered: NO_PROPOSAL_CHOSEN',
+      [rekeyN(ci.inbound.spi), proposal('0a0b0c0d', [CBC, NOESN]), NI, TSI, TSR], ['41:0000000e']],
+    ['4 selectors outside our policy: TS_UNACCEPTABLE',
+      [rekeyN(ci.inbound.spi), proposal('0a0b0c0d', [GCM, NOESN]), NI, TSI, TSR_OTHER], ['41:00000026']],
+    ['5 no REKEY_SA: an additional Child SA: NO_ADDITIONAL_SAS',
+      [proposal('0a0b0c0d', [GCM, NOESN]), NI, TSI, TSR], ['41:00000023']],
+    ['6 no nonce: INVALID_SYNTAX',
+      [rekeyN(ci.inbound.spi), proposal('0a0b0c0d', [GCM, NOESN]), TSI, TSR], ['41:00000007']],
+  ];
+  let id = 2;
+  for (const [name, parts, want] of table) {
+    const c = chain(parts);
+    const req = sealSk(spiI, spiR, 36, 0x08, id, c.first, c.bytes, skEi, h(`e0e1e2e3e4e5e6${hexOf(id, 1)}`));
+    const out = link.take('responder', link.responder.handle(req, link.now));
+    assert.equal(out.messages.length, 1, `${name}: answered`);
+    const got = openSk(Buffer.from(out.messages[0]), skEr).map((p) => `${p.type}:${p.body.toString('hex')}`);
+    assert.deepEqual(got, want, name);
+    assert.equal(out.events.length, 0, `${name}: no state change`);
+    id++;
+  }
+  assert.deepEqual(link.responder.children, [{ inbound: link.eventsOf('responder', 'child-sa')[0].child.inbound.spi, outbound: ci.inbound.spi }], 'the Child SA is untouched');
+  assert.equal(link.responder.drops.total(), 0);
+});
+
+test('session (RFC 7296 by hand): the rekey initiator acts on INVALID_KE_PAYLOAD (once, a group it takes) and on other errors', () => {
+  const gen = (g: DhGroup): DhKeyPair => (g.id === 31 ? DH_CURVE25519.fromPrivate(ALICE_PRIV) : g.generate());
+  const cases: [string, string[], number[], string[]][] = [
+    // [name, the answers sealed by hand in turn (notify type:data), the KE groups of the requests seen, the events]
+    ['1 INVALID_KE_PAYLOAD(19): a new request (next message ID) with KE 19, then TEMPORARY_FAILURE',
+      ['0011:0013', '002b:'], [31, 19], ['rekey-failed:refused:43']],
+    ['2 INVALID_KE_PAYLOAD(14), a group we do not offer: not followed', ['0011:000e'], [31], ['rekey-failed:refused:17']],
+    ['3 INVALID_KE_PAYLOAD twice: the second is not followed', ['0011:0013', '0011:001f'], [31, 19], ['rekey-failed:refused:17']],
+    ['4 NO_PROPOSAL_CHOSEN', ['000e:'], [31], ['rekey-failed:refused:14']],
+    ['5 CHILD_SA_NOT_FOUND', ['002c:'], [31], ['rekey-failed:refused:44']],
+  ];
+  for (const [name, answers, groups, events] of cases) {
+    const { link, spiI, spiR, skEi, skEr } = handshake(`ike-invalid-ke-${name}`, { i: { generateDh: gen } });
+    const before = link.events.initiator.length;
+    const seen: number[] = [];
+    let out = link.initiator.rekeyChildSa(link.now);
+    for (const [k, a] of answers.entries()) {
+      assert.equal(out.messages.length, 1, `${name}: a request (${k})`);
+      const req = Buffer.from(out.messages[0]);
+      const id = req.readUInt32BE(20);
+      assert.equal(id, 2 + k, `${name}: message ID`);
+      const ke = openSk(req, skEi).find((p) => p.type === 34);
+      if (ke !== undefined) seen.push(ke.body.readUInt16BE(0));
+      const [type, data] = a.split(':');
+      const resp = sealSk(spiI, spiR, 36, 0x20, id, 41, h(`0000${hexOf(8 + (data ?? '').length / 2, 2)} 0000${type ?? ''} ${data ?? ''}`), skEr, h(`d0d1d2d3d4d5d6${hexOf(id, 1)}`));
+      out = link.take('initiator', link.initiator.handle(resp, link.now));
+    }
+    assert.equal(out.messages.length, 0, `${name}: nothing more sent`);
+    assert.deepEqual(seen, groups, `${name}: KE groups`);
+    const evs = link.events.initiator.slice(before).map((e) => (e.type === 'rekey-failed' ? `${e.type}:${e.reason}:${String(e.notifyType)}` : e.type));
+    assert.deepEqual(evs, events, name);
+    assert.equal(link.initiator.children.length, 1, `${name}: the Child SA is kept`);
+    assert.equal(link.initiator.rekeyChildSa(link.now).refused, undefined, `${name}: and may be rekeyed again`);
+  }
 });

@@ -1,13 +1,14 @@
 /**
  * session.ts: the IKEv2 state machine of one IKE SA (RFC 7296), from IKE_SA_INIT through
  * IKE_AUTH with PSK authentication and its first Child SA, then INFORMATIONAL exchanges (DPD,
- * Delete) until it closes. Pure: no sockets and no timers of its own. The driver feeds it
- * datagrams and the clock, and sends what it returns:
+ * Delete) and CREATE_CHILD_SA rekeys until it closes. Pure: no sockets and no timers of its
+ * own. The driver feeds it datagrams and the clock, and sends what it returns:
  *
- *   handle(datagram, now)  -> { messages to send to the peer, events, dropped? }
+ *   handle(datagram, now, path?)  -> { messages to send to the peer, events, dropped? }
  *   start(now)             -> the initiator's first IKE_SA_INIT request
  *   nextTimeout(now)       -> ms until onTimeout(now) has work (retransmission, half-open expiry)
- *   sendDpd / deleteChildSa / close (now)   -> the requests they start
+ *   sendDpd / deleteChildSa / rekeyChildSa / rekeyIkeSa / close (now)   -> the requests they start
+ *   remote, localPort      -> where messages go now (NAT-T, below)
  *
  * States (one IKE SA; a responder session is made per IKE_SA_INIT request the driver takes):
  *
@@ -58,10 +59,29 @@
  * API calls in the wrong state return `refused`. Only the constructor throws (GatewayError
  * ERR_CONFIG for a config that cannot work).
  *
- * Not done here: CREATE_CHILD_SA (rekeying the Child SA or the IKE SA, more Child SAs: a
- * request is answered NO_ADDITIONAL_SAS, see #onCreateChildSaRequest), NAT traversal beyond
- * detection (port 4500, UDP-encapsulated ESP), IKE fragmentation, windows above 1, EAP and
- * certificates. A session is used by one caller at a time.
+ * NAT traversal (§2.23): when IKE_SA_INIT detects a NAT at either end, the initiator moves to
+ * port 4500 (localPort, remote.port) from IKE_AUTH on; every session follows the path of each
+ * authenticated datagram (a message on local 4500 moves it there; a new source port is taken
+ * unless we are behind the NAT ourselves) and says so once established ('path-changed'). Child
+ * SAs of an IKE SA with a NAT carry encap: { remotePort } (RFC 3948).
+ *
+ * CREATE_CHILD_SA (§1.3, §2.8): rekeyChildSa / rekeyIkeSa, and their responder halves. A Child
+ * SA rekey: N(REKEY_SA), SA, Ni, [KEi], TSi, TSr (KE in the IKE SA's group with pfs, the
+ * default); the initiator sends on the new SA from the response on and deletes the old one; the
+ * responder installs the new SA's inbound half before answering but sends on it only when the
+ * old one is deleted ('child-sa' with deferOutbound, then 'child-sa-outbound'), as strongSwan's
+ * child_rekey does. Simultaneous rekeys of one Child SA: both complete, and the side whose
+ * exchange holds the lowest of the four nonces deletes the SA it made (§2.8.1). An IKE SA rekey
+ * makes a new IkeSession ('ike-rekeyed') that takes the Child SAs; the old one is deleted by the
+ * rekey's initiator and closes 'rekeyed'. TEMPORARY_FAILURE answers a rekey of a Child SA being
+ * deleted or rekeyed, any rekey while the IKE SA is deleted or rekeyed, and an IKE SA rekey while
+ * a Child SA exchange is under way or our own IKE SA rekey is in flight (simultaneous IKE SA
+ * rekeys thus both fail and are retried, where §2.8.2 would keep one by the nonce rule).
+ * INVALID_KE_PAYLOAD in a response is followed once with the group named, if we offer it.
+ *
+ * Not done here: additional Child SAs (a CREATE_CHILD_SA without REKEY_SA is answered
+ * NO_ADDITIONAL_SAS), IKE fragmentation, windows above 1, MOBIKE, EAP and certificates. A
+ * session is used by one caller at a time.
  */
 import { randomBytes } from 'node:crypto';
 import { GatewayError } from '../../errors.js';
@@ -69,17 +89,18 @@ import { AEAD_ALGORITHMS } from '../../esp/aead.js';
 import { SPI_MIN } from '../../esp/sa.js';
 import { parseIpAddress } from '../../packet/address.js';
 import { readU16, readU32 } from '../../packet/bytes.js';
+import type { AeadName } from '../../esp/aead.js';
 import { AUTH_METHOD, EXCHANGE, NOTIFY, NOTIFY_STATUS_MIN, PROTOCOL } from '../constants.js';
 import { AUTH_METHOD_SHARED_KEY_MIC, computePskAuth, verifyPskAuth } from '../crypto/auth.js';
 import { dhGroupById } from '../crypto/dh.js';
 import type { DhGroup, DhKeyPair } from '../crypto/dh.js';
-import { computeSkeyseed, deriveChildSaKeys, deriveIkeSaKeys } from '../crypto/keys.js';
+import { computeRekeySkeyseed, computeSkeyseed, deriveChildSaKeys, deriveIkeSaKeys } from '../crypto/keys.js';
 import type { IkeSaKeys } from '../crypto/keys.js';
 import type { Prf } from '../crypto/prf.js';
 import { isIkeParseError, notifyForParseError, parseIkeMessage, serializeIkeMessage } from '../message.js';
 import type { IkeHeader, ParsedIkeMessage } from '../message.js';
 import { FIXED_BODY_LEN, notify } from '../payloads.js';
-import type { AddressRangeSelector, NotifyPayload, Payload, Proposal } from '../payloads.js';
+import type { AddressRangeSelector, KePayload, NoncePayload, NotifyPayload, Payload, Proposal, SaPayload, TrafficSelector } from '../payloads.js';
 import { SK_IV_LEN, SkKey, openIkeMessage, sealIkeMessage, skKeyMaterialLength } from '../sk.js';
 import type { SkCipherName, SkOpened } from '../sk.js';
 import { COOKIE_MAX_LEN, COOKIE_MIN_LEN } from './cookie.js';
@@ -87,17 +108,18 @@ import { IkeDropCounters } from './drops.js';
 import type { IkeDropReason } from './drops.js';
 import { encodeIdentity, identityMatches } from './identity.js';
 import type { IdentityWire } from './identity.js';
-import { natDetectionHash, natStatus } from './natd.js';
+import { NAT_T_PORT, natDetectionHash, natStatus } from './natd.js';
 import type { NatStatus } from './natd.js';
 import {
   DEFAULT_ESP_ALGORITHMS, DEFAULT_IKE_ALGORITHMS, algorithmsProblem, buildEspProposal, buildIkeProposal, checkEspAnswer,
-  checkIkeAnswer, espAnswer, ikeAnswer, selectDhGroup, selectEspProposal, selectIkeProposal,
+  checkIkeAnswer, checkRekeyEspAnswer, espAnswer, ikeAnswer, selectDhGroup, selectEspProposal, selectIkeProposal,
+  selectRekeyEspProposal,
 } from './proposals.js';
 import type { EspAlgorithms, IkeAlgorithms } from './proposals.js';
 import { narrowSelectors, selectorsFromPrefixes, selectorsWithin } from './ts.js';
 import type {
-  IkeCloseReason, IkeCookiePolicy, IkeEndpoint, IkeEvent, IkeInitiatorOptions, IkeOutput, IkePeer, IkeResponderOptions,
-  IkeSessionStats, IkeState,
+  ChildSa, IkeCloseReason, IkeCookiePolicy, IkeEndpoint, IkeEvent, IkeInitiatorOptions, IkeOutput, IkePath, IkePeer,
+  IkeResponderOptions, IkeSessionStats, IkeState,
 } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -117,8 +139,8 @@ export const HALF_OPEN_TIMEOUT_MS = 30_000;
 export const MAX_COOKIE_ROUNDS = 2;
 
 export type {
-  ChildSa, ChildSaDirection, IkeCloseReason, IkeCookiePolicy, IkeEndpoint, IkeEvent, IkeInitiatorOptions, IkeOutput, IkePeer,
-  IkeResponderOptions, IkeSessionOptions, IkeSessionStats, IkeState, RetransmitPolicy,
+  ChildSa, ChildSaDirection, IkeCloseReason, IkeCookiePolicy, IkeEndpoint, IkeEvent, IkeInitiatorOptions, IkeOutput, IkePath,
+  IkePeer, IkeResponderOptions, IkeSessionOptions, IkeSessionStats, IkeState, RetransmitPolicy,
 } from './types.js';
 
 // ---------------------------------------------------------------------------------------------
@@ -146,7 +168,21 @@ class Out {
 type Intent =
   | { readonly kind: 'dpd' }
   | { readonly kind: 'delete-child'; readonly spi: number }
-  | { readonly kind: 'delete-ike' };
+  | { readonly kind: 'delete-ike' }
+  /** rekey-child: CREATE_CHILD_SA with REKEY_SA for our inbound SPI `spi`; group overrides the KE group (INVALID_KE_PAYLOAD). */
+  | { readonly kind: 'rekey-child'; readonly spi: number; readonly group: number | undefined; readonly keRetried: boolean }
+  | { readonly kind: 'rekey-ike'; readonly group: number | undefined; readonly keRetried: boolean };
+
+/** RekeyContext is what a CREATE_CHILD_SA request we sent needs when its response comes. */
+interface RekeyContext {
+  readonly ni: Uint8Array;
+  readonly dh: { readonly group: DhGroup; readonly pair: DhKeyPair } | undefined;
+  readonly offer: Proposal;
+  /** newSpi is our inbound ESP SPI of the new Child SA (rekey-child). */
+  readonly newSpi: number;
+  /** newSpiI is our SPI of the new IKE SA (rekey-ike). */
+  readonly newSpiI: bigint;
+}
 
 /** Outstanding is the one request in flight. */
 interface Outstanding {
@@ -155,6 +191,7 @@ interface Outstanding {
   readonly exchange: number;
   readonly messageId: number;
   readonly bytes: Uint8Array;
+  readonly ctx: RekeyContext | undefined;
   tries: number;
   intervalMs: number;
   deadline: number;
@@ -182,11 +219,44 @@ interface PeerPolicy {
   readonly ts: AddressRangeSelector[];
 }
 
-/** LiveChild is what the session remembers of its Child SA (no keys). */
+/** LiveChild is what the session remembers of a Child SA (no keys). */
 interface LiveChild {
   readonly inboundSpi: number;
   readonly outboundSpi: number;
+  readonly algorithm: AeadName;
+  readonly localTs: readonly AddressRangeSelector[];
+  readonly remoteTs: readonly AddressRangeSelector[];
+  /** deleting: our Delete for it is queued or outstanding. */
   deleting: boolean;
+  /** rekeying: our CREATE_CHILD_SA rekeying it is queued or outstanding. */
+  rekeying: boolean;
+  /** replacedBy is the inbound SPI of the Child SA that replaced it; it waits for its Delete. */
+  replacedBy: number | undefined;
+  /** outboundPending: a rekey responder's new SA, not sent on until the old one is deleted. */
+  outboundPending: boolean;
+  /** passive is the peer's rekey of this SA that we answered while ours was in flight (§2.8.1). */
+  passive: { readonly ni: Uint8Array; readonly nr: Uint8Array } | undefined;
+  /** redundant: the loser of a simultaneous rekey, which we delete. */
+  redundant: boolean;
+}
+
+function liveChild(inboundSpi: number, outboundSpi: number, algorithm: AeadName, localTs: readonly AddressRangeSelector[],
+  remoteTs: readonly AddressRangeSelector[]): LiveChild {
+  return {
+    inboundSpi, outboundSpi, algorithm, localTs: localTs.map(copySelector), remoteTs: remoteTs.map(copySelector),
+    deleting: false, rekeying: false, replacedBy: undefined, outboundPending: false, passive: undefined, redundant: false,
+  };
+}
+
+/** compareNonces orders nonces as memcmp over the shorter length, then the shorter first (§2.8.1 "lowest nonce"). */
+export function compareNonces(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return (a[i] ?? 0) - (b[i] ?? 0);
+  return a.length - b.length;
+}
+
+function minBytes(a: Uint8Array, b: Uint8Array): Uint8Array {
+  return compareNonces(a, b) <= 0 ? a : b;
 }
 
 /** PayloadOf is the payload type whose kind may be K ('idi' gives IdPayload, whose kind is 'idi' | 'idr'). */
@@ -258,6 +328,8 @@ export class IkeSession {
   lastHeardMs = 0;
 
   // configuration
+  readonly #opts: IkeInitiatorOptions | IkeResponderOptions;
+  readonly #pfs: boolean;
   readonly #ikeAlg: IkeAlgorithms;
   readonly #espAlg: EspAlgorithms;
   readonly #local: PathEnd;
@@ -299,6 +371,15 @@ export class IkeSession {
   #nat: NatStatus | undefined;
   #peer: PeerPolicy | undefined;
   #halfOpenDeadline = 0;
+  /** #localPort / #remotePort are the UDP path as it stands (NAT-T floats it, §2.23). */
+  #localPort: number;
+  #remotePort: number;
+  /** #rxPath is the path of the datagram being handled, applied once it authenticates. */
+  #rxPath: IkePath | undefined;
+  /** #rekeyedTo is the IKE SA that replaced this one (CREATE_CHILD_SA, §1.3.2). */
+  #rekeyedTo: IkeSession | undefined;
+  /** #pathEvents holds a 'path-changed' until the output it belongs to is complete. */
+  #pathEvents: IkeEvent[] = [];
 
   // exchanges
   #ownNextId = 0;
@@ -307,19 +388,23 @@ export class IkeSession {
   #queue: Intent[] = [];
   #lastResponse: StoredResponse | undefined;
 
-  // Child SA
+  // Child SAs, oldest first (two at once while one is rekeyed)
   #espOffer: Proposal | undefined;
-  #child: LiveChild | undefined;
+  #children: LiveChild[] = [];
 
   /** The constructor validates the options; throws GatewayError ERR_CONFIG when they cannot work. */
   constructor(opts: IkeInitiatorOptions | IkeResponderOptions) {
     this.role = opts.role;
+    this.#opts = opts;
+    this.#pfs = opts.pfs ?? true;
     this.#ikeAlg = opts.ike ?? DEFAULT_IKE_ALGORITHMS;
     this.#espAlg = opts.esp ?? DEFAULT_ESP_ALGORITHMS;
     const problem = algorithmsProblem(this.#ikeAlg, this.#espAlg);
     if (problem !== undefined) throw config(problem);
     this.#local = pathEnd(opts.local, 'local');
     this.#remote = pathEnd(opts.remote, 'remote');
+    this.#localPort = opts.local.port;
+    this.#remotePort = opts.remote.port;
     this.#localId = encodeIdentity(opts.localId);
     this.#localTs = selectorsFromPrefixes(opts.localProtect, 'localProtect');
     if (opts.role === 'initiator') {
@@ -366,15 +451,48 @@ export class IkeSession {
     return this.#spiR;
   }
 
-  /** childSpis are the SPIs of the live Child SA, or undefined. */
+  /** childSpis are the SPIs of the newest Child SA, or undefined. */
   get childSpis(): { readonly inbound: number; readonly outbound: number } | undefined {
-    const c = this.#child;
+    const c = this.#children[this.#children.length - 1];
     return c === undefined ? undefined : { inbound: c.inboundSpi, outbound: c.outboundSpi };
+  }
+
+  /** children lists the SPIs of every Child SA, oldest first (two while one is being rekeyed). */
+  get children(): { readonly inbound: number; readonly outbound: number }[] {
+    return this.#children.map((c) => ({ inbound: c.inboundSpi, outbound: c.outboundSpi }));
   }
 
   /** nat is the NAT detection result of IKE_SA_INIT (undefined before, or without NAT-D notifies). */
   get nat(): NatStatus | undefined {
     return this.#nat;
+  }
+
+  /**
+   * natDetected is true when IKE_SA_INIT found a NAT at either end (§2.23): IKE then runs on
+   * port 4500 and every Child SA is UDP-encapsulated (ChildSa.encap).
+   */
+  get natDetected(): boolean {
+    return this.#nat !== undefined && (this.#nat.local || this.#nat.remote);
+  }
+
+  /** remote is where this IKE SA's messages go now: the peer's address and its current port. */
+  get remote(): IkeEndpoint {
+    return { address: this.#opts.remote.address, port: this.#remotePort };
+  }
+
+  /** localPort is the local UDP port this IKE SA's messages leave from now (500, or 4500 after a NAT-T float). */
+  get localPort(): number {
+    return this.#localPort;
+  }
+
+  /** dhGroup is the IKE SA's DH group (0 before IKE_SA_INIT completes): the KE group of PFS rekeys. */
+  get dhGroup(): number {
+    return this.#dhGroupId;
+  }
+
+  /** rekeyedTo is the IKE SA that replaced this one, once a rekey of it completed. */
+  get rekeyedTo(): IkeSession | undefined {
+    return this.#rekeyedTo;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -403,14 +521,18 @@ export class IkeSession {
    * Returns what to send back and what happened; a datagram that changes nothing is counted in
    * drops and named in `dropped`. Never throws.
    */
-  handle(datagram: Uint8Array, now: number): IkeOutput {
+  handle(datagram: Uint8Array, now: number, path?: IkePath): IkeOutput {
     const out = new Out();
+    this.#rxPath = path;
     try {
       this.#handle(datagram, now, out);
     } catch {
       // Defence in depth: a bug must not take the daemon down with it. Tests assert 0.
       this.#drop(out, 'internal-error');
     }
+    this.#rxPath = undefined;
+    out.events.unshift(...this.#pathEvents);
+    this.#pathEvents = [];
     return out.result();
   }
 
@@ -438,7 +560,7 @@ export class IkeSession {
     if (o.kind === 'init' && this.#pendingError !== undefined) {
       this.#close(out, this.#pendingError.reason, this.#pendingError.notifyType);
     } else if (o.tries >= this.#retransmitTries) {
-      this.#close(out, o.kind === 'delete-ike' ? 'deleted' : 'timeout');
+      this.#close(out, o.kind !== 'delete-ike' ? 'timeout' : this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
     } else {
       o.tries++;
       o.intervalMs *= 2;
@@ -458,16 +580,50 @@ export class IkeSession {
     return out.result();
   }
 
-  /** deleteChildSa deletes the Child SA (INFORMATIONAL with Delete, §1.4.1); 'child-sa-deleted' when answered. */
-  deleteChildSa(now: number): IkeOutput {
+  /**
+   * deleteChildSa deletes a Child SA, by default the newest, else the one with inbound SPI
+   * `inboundSpi` (INFORMATIONAL with Delete, §1.4.1); 'child-sa-deleted' when answered.
+   */
+  deleteChildSa(now: number, inboundSpi?: number): IkeOutput {
     const out = new Out();
-    const c = this.#child;
+    const c = inboundSpi === undefined ? this.#children[this.#children.length - 1] : this.#childByInbound(inboundSpi);
     if (this.#state !== 'established') out.refused = `deleteChildSa: state ${this.#state}`;
     else if (c === undefined || c.deleting) out.refused = 'deleteChildSa: no Child SA, or its deletion is pending';
     else {
       c.deleting = true;
       this.#enqueue({ kind: 'delete-child', spi: c.inboundSpi }, now, out);
     }
+    return out.result();
+  }
+
+  /**
+   * rekeyChildSa rekeys a Child SA (CREATE_CHILD_SA with N(REKEY_SA), §1.3.3), by default the
+   * newest. On the response: 'child-sa' with rekeyOf (send on it now), then the old SA is
+   * deleted ('child-sa-deleted', reason 'rekeyed'); or 'rekey-failed'.
+   */
+  rekeyChildSa(now: number, inboundSpi?: number): IkeOutput {
+    const out = new Out();
+    const c = inboundSpi === undefined ? this.#children[this.#children.length - 1] : this.#childByInbound(inboundSpi);
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) out.refused = `rekeyChildSa: state ${this.#state}`;
+    else if (c === undefined || c.deleting || c.rekeying || c.replacedBy !== undefined || c.redundant) {
+      out.refused = 'rekeyChildSa: no such Child SA, or it is being deleted or rekeyed';
+    } else {
+      c.rekeying = true;
+      this.#enqueue({ kind: 'rekey-child', spi: c.inboundSpi, group: undefined, keRetried: false }, now, out);
+    }
+    return out.result();
+  }
+
+  /**
+   * rekeyIkeSa rekeys the IKE SA (CREATE_CHILD_SA with an IKE proposal and KE, §1.3.2). On the
+   * response: 'ike-rekeyed' with the new session, which owns every Child SA from then on; this
+   * one sends Delete and closes ('rekeyed'). Or 'rekey-failed'.
+   */
+  rekeyIkeSa(now: number): IkeOutput {
+    const out = new Out();
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) out.refused = `rekeyIkeSa: state ${this.#state}`;
+    else if (this.#outstanding?.kind === 'rekey-ike' || this.#queue.some((i) => i.kind === 'rekey-ike')) out.refused = 'rekeyIkeSa: already pending';
+    else this.#enqueue({ kind: 'rekey-ike', group: undefined, keRetried: false }, now, out);
     return out.result();
   }
 
@@ -518,11 +674,29 @@ export class IkeSession {
     const key = this.#recvKey;
     if (key === undefined) return 'unauthenticated';
     const r = openIkeMessage(m, key);
+    if (isIkeParseError(r) && (r.reason === 'no-sk' || r.reason === 'sk-truncated' || r.reason === 'sk-auth')) return 'unauthenticated';
+    this.#notePath();
     if (!isIkeParseError(r)) return r;
-    if (r.reason === 'no-sk' || r.reason === 'sk-truncated' || r.reason === 'sk-auth') return 'unauthenticated';
     const n = notifyForParseError(r);
     return { notify: n === undefined ? undefined : notify(n.notifyType, n.data) };
   }
+
+  /**
+   * #notePath follows the path of an authenticated datagram (§2.23): a message on another local
+   * port means the peer floated (we answer from there); a new source port is taken unless we
+   * are behind a NAT ourselves ("a host behind a NAT SHOULD NOT" update). 'path-changed' tells
+   * the driver once established, so that UDP-encapsulated ESP follows.
+   */
+  #notePath(): void {
+    const p = this.#rxPath;
+    if (p === undefined) return;
+    this.#rxPath = undefined;
+    let changed = false;
+    if (p.localPort !== this.#localPort) { this.#localPort = p.localPort; changed = true; }
+    if (p.remotePort !== this.#remotePort && (this.#nat?.local !== true || changed)) { this.#remotePort = p.remotePort; changed = true; }
+    if (changed && this.#state === 'established') this.#pathEvents.push({ type: 'path-changed', remotePort: this.#remotePort, localPort: this.#localPort });
+  }
+
 
   // -------------------------------------------------------------------------------------------
   // Requests from the peer
@@ -559,7 +733,7 @@ export class IkeSession {
           return;
         }
         if (h.exchangeType === EXCHANGE.INFORMATIONAL) return this.#onInformationalRequest(opened, h.messageId, out);
-        return this.#onCreateChildSaRequest(opened, h.messageId, out);
+        return this.#onCreateChildSaRequest(opened, h.messageId, now, out);
       }
       default:
         return this.#drop(out, 'unexpected-exchange');
@@ -705,17 +879,10 @@ export class IkeSession {
       } else {
         const inboundSpi = this.#allocateSpi();
         const k = deriveChildSaKeys(prf, keys.skD, { ni: this.#ni, nr: this.#nr }, AEAD_ALGORITHMS[choice.encryption].keyMaterialLength);
-        this.#child = { inboundSpi, outboundSpi: choice.peerSpi, deleting: false };
+        const c = liveChild(inboundSpi, choice.peerSpi, choice.encryption, tsr, tsi);
+        this.#children.push(c);
         inner.push({ kind: 'sa', proposals: [espAnswer(choice, inboundSpi)] }, { kind: 'tsi', selectors: tsi }, { kind: 'tsr', selectors: tsr });
-        events.push({
-          type: 'child-sa',
-          child: {
-            peer: peer.peer.name, algorithm: choice.encryption, esn: false,
-            inbound: { spi: inboundSpi, keyMaterial: k.initiatorToResponder },
-            outbound: { spi: choice.peerSpi, keyMaterial: k.responderToInitiator },
-            localTs: tsr, remoteTs: tsi,
-          },
-        });
+        events.push({ type: 'child-sa', child: this.#childSa(c, k.initiatorToResponder, k.responderToInitiator) });
       }
     }
     this.#state = 'established';
@@ -726,22 +893,25 @@ export class IkeSession {
   /** #onInformationalRequest answers DPD, Delete and notifies (§1.4, §1.4.1). */
   #onInformationalRequest(opened: SkOpened, messageId: number, out: Out): void {
     const ps = opened.payloads;
-    const inner: Payload[] = [];
+    const paired: Uint8Array[] = [];
     let closeReason: IkeCloseReason | undefined;
-    const c = this.#child;
     for (const d of only(ps, 'delete')) {
       if (d.protocol === PROTOCOL.IKE) {
-        closeReason = 'deleted-by-peer';
-      } else if (d.protocol === PROTOCOL.ESP && c !== undefined && this.#child === c && // (not twice in one message)
-        d.spis.some((spi) => spi.length === 4 && readU32(spi, 0) === c.outboundSpi)) {
-        // The peer deletes the pair whose inbound SPI (our outbound) it names. If we are deleting
-        // it too, the requests crossed: no Delete in this response (§1.4.1).
-        if (!c.deleting) inner.push({ kind: 'delete', protocol: PROTOCOL.ESP, spiSize: 4, spis: [spiOf(c.inboundSpi)] });
-        this.#child = undefined;
-        out.events.push({ type: 'child-sa-deleted', inboundSpi: c.inboundSpi, outboundSpi: c.outboundSpi, reason: 'peer' });
+        closeReason = this.#rekeyedTo === undefined ? 'deleted-by-peer' : 'rekeyed';
+        continue;
       }
-      // Unknown SPIs: already gone; answer without them.
+      if (d.protocol !== PROTOCOL.ESP) continue;
+      for (const spi of d.spis) {
+        // The peer deletes the pair whose inbound SPI (our outbound) it names. If we are deleting
+        // it too, the requests crossed: no Delete for it in this response (§1.4.1). Unknown
+        // SPIs: already gone; answered without them.
+        const c = spi.length === 4 ? this.#children.find((x) => x.outboundSpi === readU32(spi, 0)) : undefined;
+        if (c === undefined) continue;
+        if (!c.deleting) paired.push(spiOf(c.inboundSpi));
+        this.#removeChild(out, c, c.replacedBy === undefined ? 'peer' : 'rekeyed');
+      }
     }
+    const inner: Payload[] = paired.length === 0 ? [] : [{ kind: 'delete', protocol: PROTOCOL.ESP, spiSize: 4, spis: paired }];
     if (closeReason === undefined && notifiesOf(ps, NOTIFY.AUTHENTICATION_FAILED).length > 0) closeReason = 'peer-auth-failed';
     if (ps.length === 0) this.stats.livenessAnswered++;
     this.#respond(out, EXCHANGE.INFORMATIONAL, messageId, closeReason === undefined ? inner : []);
@@ -749,15 +919,189 @@ export class IkeSession {
   }
 
   /**
-   * #onCreateChildSaRequest is the hook for CREATE_CHILD_SA (§1.3): rekeying the Child SA
-   * (N(REKEY_SA)), the IKE SA (SA with protocol IKE) or another Child SA.
-   * TODO(issue 6, rekey step): implement §1.3.1-§1.3.3 here (nonces, optional KE, new keys
-   * via computeRekeySkeyseed / deriveChildSaKeys with g^ir), plus the initiating side and
-   * lifetimes. Until then every request is refused with NO_ADDITIONAL_SAS, which leaves the
-   * existing SAs untouched; a peer then re-authenticates when its SA expires.
+   * #onCreateChildSaRequest answers CREATE_CHILD_SA (§1.3): a rekey of a Child SA (N(REKEY_SA))
+   * or of the IKE SA (an IKE proposal). A request for an additional Child SA is refused with
+   * NO_ADDITIONAL_SAS (one Child SA per IKE SA is all espgate negotiates). While this IKE SA is
+   * being deleted or was rekeyed: TEMPORARY_FAILURE (§2.25).
    */
-  #onCreateChildSaRequest(_opened: SkOpened, messageId: number, out: Out): void {
-    this.#respond(out, EXCHANGE.CREATE_CHILD_SA, messageId, [notify(NOTIFY.NO_ADDITIONAL_SAS)]);
+  #onCreateChildSaRequest(opened: SkOpened, messageId: number, now: number, out: Out): void {
+    const ps = opened.payloads;
+    const sas = only(ps, 'sa');
+    const nonces = only(ps, 'nonce');
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
+    if (sas.length !== 1 || nonces.length !== 1 || only(ps, 'ke').length > 1) return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_SYNTAX)]);
+    const ke = only(ps, 'ke')[0] as KePayload | undefined;
+    if (sas[0].proposals.some((p) => p.protocol === PROTOCOL.IKE)) return this.#onIkeRekeyRequest(sas[0], nonces[0], ke, messageId, now, out);
+    const rekey = notifiesOf(ps, NOTIFY.REKEY_SA)[0];
+    if (rekey === undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.NO_ADDITIONAL_SAS)]);
+    const tsis = only(ps, 'tsi');
+    const tsrs = only(ps, 'tsr');
+    const spi = rekey.spi.length === 4 ? readU32(rekey.spi, 0) : -1;
+    const old = rekey.protocol === PROTOCOL.ESP ? this.#children.find((c) => c.outboundSpi === spi) : undefined;
+    if (old === undefined) {
+      const nf: NotifyPayload = { kind: 'notify', protocol: rekey.protocol, spi: Uint8Array.from(rekey.spi), notifyType: NOTIFY.CHILD_SA_NOT_FOUND, data: new Uint8Array(0) };
+      return this.#answerCreate(out, messageId, [nf]);
+    }
+    // §2.25.1: a Child SA we are deleting; §2.8.2: while we rekey the IKE SA.
+    if (old.deleting || old.replacedBy !== undefined || old.redundant || this.#outstanding?.kind === 'rekey-ike') {
+      return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
+    }
+    const peer = this.#peer;
+    const prf = this.#prf;
+    const keys = this.#keys;
+    if (peer === undefined || prf === undefined || keys === undefined) throw new Error('unreachable: established has keys and a peer');
+    const choice = selectRekeyEspProposal(sas[0], this.#espAlg, this.#ikeAlg.dhGroups);
+    if (choice === undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.NO_PROPOSAL_CHOSEN)]);
+    let group: DhGroup | undefined;
+    if (choice.dhGroups.length > 0) {
+      if (ke === undefined || !choice.dhGroups.includes(ke.group)) {
+        return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_KE_PAYLOAD, u16(choice.dhGroups[0]))]);
+      }
+      group = dhGroupById(ke.group);
+      if (group === undefined) throw new Error('unreachable: accepted groups are implemented');
+    }
+    const tsi = tsis.length === 1 ? narrowSelectors(tsis[0].selectors, peer.ts) : [];
+    const tsr = tsrs.length === 1 ? narrowSelectors(tsrs[0].selectors, this.#localTs) : [];
+    if (tsi.length === 0 || tsr.length === 0) return this.#answerCreate(out, messageId, [notify(NOTIFY.TS_UNACCEPTABLE)]);
+    let gir: Uint8Array | undefined;
+    let pub: Uint8Array | undefined;
+    if (group !== undefined && ke !== undefined) {
+      const pair = this.#generateDh(group);
+      const r = group.compute(pair.privateKey, ke.data);
+      if (!r.ok) return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_SYNTAX)]);
+      gir = r.shared;
+      pub = pair.public;
+    }
+    const ni = Uint8Array.from(nonces[0].data);
+    const nr = this.#random(NONCE_LEN);
+    const newIn = this.#allocateSpi();
+    const k = deriveChildSaKeys(prf, keys.skD, { ni, nr }, AEAD_ALGORITHMS[choice.encryption].keyMaterialLength, gir);
+    gir?.fill(0);
+    // A collision (§2.8.1): we are rekeying the same SA and our request is in flight. Both
+    // exchanges complete; the one with the lowest nonce made the redundant SA (decided when
+    // our response comes, #onRekeyChildResponse).
+    if (old.rekeying && this.#outstanding?.intent?.kind === 'rekey-child' && this.#outstanding.intent.spi === old.inboundSpi) {
+      old.passive = { ni, nr };
+    }
+    old.replacedBy = newIn;
+    const c = liveChild(newIn, choice.peerSpi, choice.encryption, tsr, tsi);
+    c.outboundPending = true;
+    this.#children.push(c);
+    const inner: Payload[] = [
+      { kind: 'sa', proposals: [espAnswer(choice, newIn, group?.id)] },
+      { kind: 'nonce', data: nr },
+    ];
+    if (group !== undefined && pub !== undefined) inner.push({ kind: 'ke', group: group.id, data: pub });
+    inner.push({ kind: 'tsi', selectors: tsi }, { kind: 'tsr', selectors: tsr });
+    this.#answerCreate(out, messageId, inner);
+    // Responder: the new SA's inbound half now; its outbound once the initiator deletes the old
+    // SA (strongSwan's child_rekey/child_delete do the same), so no packet is sent on an SA the
+    // peer has not installed yet, and none of the old SA's in-flight packets are lost.
+    out.events.push({ type: 'child-sa', child: this.#childSa(c, k.initiatorToResponder, k.responderToInitiator), rekeyOf: old.inboundSpi, deferOutbound: true });
+  }
+
+  #answerCreate(out: Out, messageId: number, inner: Payload[]): void {
+    this.#respond(out, EXCHANGE.CREATE_CHILD_SA, messageId, inner);
+  }
+
+  /**
+   * #onIkeRekeyRequest answers a rekey of the IKE SA (§1.3.2, §2.18): a new IKE SA with the
+   * proposal's SPI as SPIi and a fresh SPIr, keys from SK_d (old) and a new DH. The Child SAs
+   * move to it at once; this one waits for the initiator's Delete.
+   */
+  #onIkeRekeyRequest(sa: SaPayload, nonce: NoncePayload, ke: KePayload | undefined, messageId: number, now: number, out: Out): void {
+    // §2.8.2, §2.25.2: not while a Child SA is being created, rekeyed or deleted, nor while we
+    // rekey the IKE SA ourselves (a simplification of the nonce rule: both sides retry later).
+    const busy = this.#children.some((c) => c.deleting || c.rekeying || c.replacedBy !== undefined || c.outboundPending || c.redundant) ||
+      this.#outstanding?.kind === 'rekey-ike';
+    if (busy) return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
+    const choice = selectIkeProposal(sa, this.#ikeAlg, IKE_SPI_LEN);
+    if (choice === undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.NO_PROPOSAL_CHOSEN)]);
+    const proposal = sa.proposals.find((p) => p.num === choice.proposalNum && p.protocol === PROTOCOL.IKE && p.spi.length === IKE_SPI_LEN);
+    if (ke === undefined || proposal === undefined || nonce.data.length < choice.prf.keyLength / 2) {
+      return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_SYNTAX)]);
+    }
+    const g = selectDhGroup(choice, ke.group);
+    if ('ask' in g) return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_KE_PAYLOAD, u16(g.ask))]);
+    const group = dhGroupById(g.use);
+    if (group === undefined) throw new Error('unreachable: accepted groups are implemented');
+    const pair = this.#generateDh(group);
+    const shared = group.compute(pair.privateKey, ke.data);
+    if (!shared.ok) return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_SYNTAX)]);
+    const spiI = new DataView(proposal.spi.buffer, proposal.spi.byteOffset, IKE_SPI_LEN).getBigUint64(0);
+    const spiR = this.#randomIkeSpi();
+    const ni = Uint8Array.from(nonce.data);
+    const nr = this.#random(NONCE_LEN);
+    const next = this.#spawnRekeyed('responder', { spiI, spiR, ni, nr, prf: choice.prf, encryption: choice.encryption, group: group.id, gir: shared.shared }, now);
+    shared.shared.fill(0);
+    this.#answerCreate(out, messageId, [
+      { kind: 'sa', proposals: [{ ...ikeAnswer(choice, group.id), spi: spiBytes64(spiR) }] },
+      { kind: 'nonce', data: nr },
+      { kind: 'ke', group: group.id, data: pair.public },
+    ]);
+    this.#handOver(next, now, out);
+  }
+
+  /**
+   * #spawnRekeyed makes the IKE SA a rekey creates (§2.18): SKEYSEED = prf(SK_d (old), g^ir | Ni | Nr)
+   * with the old PRF, the seven keys with the new one; established, message IDs from 0, the same
+   * peer and path. `role` is ours in the new SA: the rekey's initiator is its original initiator.
+   */
+  #spawnRekeyed(role: 'initiator' | 'responder', p: {
+    readonly spiI: bigint; readonly spiR: bigint; readonly ni: Uint8Array; readonly nr: Uint8Array;
+    readonly prf: Prf; readonly encryption: SkCipherName; readonly group: number; readonly gir: Uint8Array;
+  }, now: number): IkeSession {
+    const oldPrf = this.#prf;
+    const oldKeys = this.#keys;
+    const peer = this.#peer;
+    if (oldPrf === undefined || oldKeys === undefined || peer === undefined) throw new Error('unreachable: established has keys and a peer');
+    const skeyseed = computeRekeySkeyseed(oldPrf, oldKeys.skD, p.gir, { ni: p.ni, nr: p.nr });
+    const keys = deriveIkeSaKeys(p.prf, skeyseed, { ni: p.ni, nr: p.nr, spiI: spiBytes64(p.spiI), spiR: spiBytes64(p.spiR) }, skKeyMaterialLength(p.encryption));
+    skeyseed.fill(0);
+    const o = this.#opts;
+    const local = { address: o.local.address, port: this.#localPort };
+    const remote = { address: o.remote.address, port: this.#remotePort };
+    const next = role === 'initiator'
+      ? new IkeSession({ ...o, role: 'initiator', peer: peer.peer, initialContact: false, local, remote })
+      : new IkeSession({ ...o, role: 'responder', peers: [peer.peer], local, remote });
+    next.#adopt(this, { ...p, keys }, now);
+    return next;
+  }
+
+  /** #adopt makes this fresh session the rekeyed successor of `old` (see #spawnRekeyed). */
+  #adopt(old: IkeSession, p: { readonly spiI: bigint; readonly spiR: bigint; readonly ni: Uint8Array; readonly nr: Uint8Array;
+    readonly prf: Prf; readonly encryption: SkCipherName; readonly group: number; readonly keys: IkeSaKeys }, now: number): void {
+    this.#spiI = p.spiI;
+    this.#spiR = p.spiR;
+    this.#ni = Uint8Array.from(p.ni);
+    this.#nr = Uint8Array.from(p.nr);
+    this.#prf = p.prf;
+    this.#encryption = p.encryption;
+    this.#dhGroupId = p.group;
+    this.#nat = old.#nat;
+    this.#peer = old.#peer;
+    this.#installKeys(p.keys);
+    this.#state = 'established';
+    this.lastHeardMs = now;
+  }
+
+  /**
+   * #handOver moves every Child SA to the rekeyed IKE SA `next` and says so. Queued Deletes of
+   * Child SAs move with them (sent on `next`); queued Child SA rekeys are dropped with
+   * 'rekey-failed' ('gone'), for the driver to ask `next` again.
+   */
+  #handOver(next: IkeSession, now: number, out: Out): void {
+    for (const c of this.#children) c.rekeying = false;
+    next.#children = this.#children;
+    this.#children = [];
+    this.#rekeyedTo = next;
+    out.events.push({ type: 'ike-rekeyed', next });
+    for (const i of this.#queue) {
+      if (i.kind === 'rekey-child') out.events.push({ type: 'rekey-failed', what: 'child', inboundSpi: i.spi, reason: 'gone' });
+      if (i.kind === 'delete-child') next.#queue.push(i);
+    }
+    this.#queue = this.#queue.filter((i) => i.kind === 'dpd' || i.kind === 'delete-ike');
+    next.#pump(now, out);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -773,21 +1117,150 @@ export class IkeSession {
     this.lastHeardMs = now;
     this.#outstanding = undefined;
     this.#ownNextId++;
+    const intent = o.intent;
     if (!('payloads' in opened)) {
       // Authentic but malformed: the request failed (§2.21.2).
       if (o.kind === 'auth') return this.#close(out, 'syntax');
-      if (o.kind === 'delete-ike') return this.#close(out, 'deleted');
-      if (o.intent?.kind === 'delete-child') this.#childGone(out, o.intent.spi, 'local');
+      if (o.kind === 'delete-ike') return this.#close(out, this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
+      if (intent?.kind === 'delete-child') this.#childGone(out, intent.spi);
+      if (intent?.kind === 'rekey-child') this.#rekeyFailed(out, intent.spi, 'refused', NOTIFY.INVALID_SYNTAX);
+      if (intent?.kind === 'rekey-ike') out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: NOTIFY.INVALID_SYNTAX });
     } else if (o.kind === 'auth') {
       this.#onAuthResponse(opened, now, out);
     } else if (o.kind === 'dpd') {
       out.events.push({ type: 'peer-alive' });
     } else if (o.kind === 'delete-ike') {
-      return this.#close(out, 'deleted');
-    } else if (o.intent?.kind === 'delete-child') {
-      this.#childGone(out, o.intent.spi, 'local');
+      return this.#close(out, this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
+    } else if (intent?.kind === 'delete-child') {
+      this.#childGone(out, intent.spi);
+    } else if (intent?.kind === 'rekey-child' && o.ctx !== undefined) {
+      this.#onRekeyChildResponse(opened, intent, o.ctx, out);
+    } else if (intent?.kind === 'rekey-ike' && o.ctx !== undefined) {
+      this.#onRekeyIkeResponse(opened, intent, o.ctx, now, out);
     }
     this.#pump(now, out);
+  }
+
+  #rekeyFailed(out: Out, spi: number, reason: 'refused' | 'bad-answer' | 'gone', notifyType?: number): void {
+    const c = this.#childByInbound(spi);
+    if (c !== undefined) { c.rekeying = false; c.passive = undefined; }
+    out.events.push(notifyType === undefined
+      ? { type: 'rekey-failed', what: 'child', inboundSpi: spi, reason }
+      : { type: 'rekey-failed', what: 'child', inboundSpi: spi, reason, notifyType });
+  }
+
+  /**
+   * #invalidKeRetry handles INVALID_KE_PAYLOAD in a CREATE_CHILD_SA response: the request is
+   * made again, once, with the group named if we accept it (§1.3: a new exchange, new message
+   * ID). Returns whether it did.
+   */
+  #invalidKeRetry(ps: readonly Payload[], intent: Extract<Intent, { kind: 'rekey-child' | 'rekey-ike' }>, ctx: RekeyContext): boolean {
+    const n = notifiesOf(ps, NOTIFY.INVALID_KE_PAYLOAD)[0];
+    if (n === undefined || n.data.length !== 2 || intent.keRetried) return false;
+    const asked = readU16(n.data, 0);
+    if (!this.#ikeAlg.dhGroups.includes(asked) || asked === ctx.dh?.group.id || dhGroupById(asked) === undefined) return false;
+    this.#queue.unshift({ ...intent, group: asked, keRetried: true });
+    return true;
+  }
+
+  /** #onRekeyChildResponse completes our Child SA rekey (§1.3.3, §2.8), simultaneous ones by the nonce rule (§2.8.1). */
+  #onRekeyChildResponse(opened: SkOpened, intent: Extract<Intent, { kind: 'rekey-child' }>, ctx: RekeyContext, out: Out): void {
+    const ps = opened.payloads;
+    if (this.#invalidKeRetry(ps, intent, ctx)) return;
+    const err = errorNotifies(ps)[0];
+    if (err !== undefined) return this.#rekeyFailed(out, intent.spi, 'refused', err.notifyType);
+    const peer = this.#peer;
+    const prf = this.#prf;
+    const keys = this.#keys;
+    if (peer === undefined || prf === undefined || keys === undefined) throw new Error('unreachable: established has keys and a peer');
+    const sas = only(ps, 'sa');
+    const nonces = only(ps, 'nonce');
+    const kes = only(ps, 'ke');
+    const tsis = only(ps, 'tsi');
+    const tsrs = only(ps, 'tsr');
+    const choice = sas.length === 1 ? checkRekeyEspAnswer(sas[0], ctx.offer) : undefined;
+    const dh = ctx.dh;
+    const ke = kes.length === 1 ? kes[0] : undefined;
+    const ok = choice !== undefined && nonces.length === 1 && nonces[0].data.length >= prf.keyLength / 2 && tsis.length === 1 && tsrs.length === 1 &&
+      selectorsWithin(tsis[0].selectors, this.#localTs) && selectorsWithin(tsrs[0].selectors, peer.ts) &&
+      (dh === undefined ? choice.dhGroup === undefined && kes.length === 0 : choice.dhGroup === dh.group.id && ke?.group === dh.group.id);
+    let gir: Uint8Array | undefined;
+    if (ok && dh !== undefined && ke !== undefined) {
+      const r = dh.group.compute(dh.pair.privateKey, ke.data);
+      if (r.ok) gir = r.shared;
+    }
+    if (!ok || (dh !== undefined && gir === undefined)) {
+      this.#rekeyFailed(out, intent.spi, 'bad-answer');
+      // The peer may have installed its half: delete it by our SPI (it sends to ctx.newSpi).
+      if (sas.length === 1) this.#queue.push({ kind: 'delete-child', spi: ctx.newSpi });
+      return;
+    }
+    const nr = Uint8Array.from(nonces[0].data);
+    const k = deriveChildSaKeys(prf, keys.skD, { ni: ctx.ni, nr }, AEAD_ALGORITHMS[choice.encryption].keyMaterialLength, gir);
+    gir?.fill(0);
+    const ranges = (ts: readonly TrafficSelector[]): AddressRangeSelector[] => ts.filter((x): x is AddressRangeSelector => x.kind === 'range');
+    const c = liveChild(ctx.newSpi, choice.peerSpi, choice.encryption, ranges(tsis[0].selectors), ranges(tsrs[0].selectors));
+    const child = this.#childSa(c, k.responderToInitiator, k.initiatorToResponder);
+    const old = this.#childByInbound(intent.spi);
+    this.#children.push(c);
+    if (old === undefined || old.deleting) {
+      // The old SA went while we rekeyed it (the peer deleted it): the new one simply replaces it.
+      out.events.push({ type: 'child-sa', child });
+      return;
+    }
+    old.rekeying = false;
+    const passive = old.passive;
+    old.passive = undefined;
+    if (passive !== undefined && compareNonces(minBytes(ctx.ni, nr), minBytes(passive.ni, passive.nr)) < 0) {
+      // We lost (§2.8.1): our exchange holds the lowest nonce, so our new SA is the redundant
+      // one and we delete it; the peer deletes the old SA, which switches us to its new SA.
+      c.redundant = true;
+      c.outboundPending = true;
+      c.deleting = true;
+      out.events.push({ type: 'child-sa', child, rekeyOf: old.inboundSpi, deferOutbound: true });
+      this.#queue.push({ kind: 'delete-child', spi: c.inboundSpi });
+      return;
+    }
+    // Ours is the replacement: send on it now (the responder installed its inbound half before
+    // answering) and delete the old SA; its inbound half is removed after that exchange.
+    old.replacedBy = c.inboundSpi;
+    old.deleting = true;
+    out.events.push({ type: 'child-sa', child, rekeyOf: old.inboundSpi });
+    this.#queue.push({ kind: 'delete-child', spi: old.inboundSpi });
+  }
+
+  /** #onRekeyIkeResponse completes our IKE SA rekey (§1.3.2, §2.18): the Child SAs move, the old SA is deleted. */
+  #onRekeyIkeResponse(opened: SkOpened, intent: Extract<Intent, { kind: 'rekey-ike' }>, ctx: RekeyContext, now: number, out: Out): void {
+    const ps = opened.payloads;
+    if (this.#invalidKeRetry(ps, intent, ctx)) return;
+    const err = errorNotifies(ps)[0];
+    if (err !== undefined) {
+      out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: err.notifyType });
+      return;
+    }
+    const sas = only(ps, 'sa');
+    const nonces = only(ps, 'nonce');
+    const kes = only(ps, 'ke');
+    const answer = sas.length === 1 ? checkIkeAnswer(sas[0], ctx.offer) : undefined;
+    const dh = ctx.dh;
+    const ke = kes.length === 1 ? kes[0] : undefined;
+    const spiR = answer === undefined ? 0n : new DataView(sas[0].proposals[0].spi.buffer, sas[0].proposals[0].spi.byteOffset, IKE_SPI_LEN).getBigUint64(0);
+    const r = answer !== undefined && dh !== undefined && ke !== undefined && answer.dhGroup === dh.group.id && ke.group === dh.group.id &&
+      nonces.length === 1 && nonces[0].data.length >= answer.prf.keyLength / 2 && spiR !== 0n
+      ? dh.group.compute(dh.pair.privateKey, ke.data) : undefined;
+    if (answer === undefined || dh === undefined || r === undefined || !r.ok) {
+      out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'bad-answer' });
+      return;
+    }
+    const next = this.#spawnRekeyed('initiator', {
+      spiI: ctx.newSpiI, spiR, ni: ctx.ni, nr: Uint8Array.from(nonces[0].data), prf: answer.prf, encryption: answer.encryption,
+      group: dh.group.id, gir: r.shared,
+    }, now);
+    r.shared.fill(0);
+    this.#handOver(next, now, out);
+    // The Delete of the old IKE SA is the last request on it (§1.3.2).
+    this.#state = 'deleting';
+    this.#queue = [{ kind: 'delete-ike' }];
   }
 
   /** #onInitResponse is the initiator's IKE_SA_INIT response (§1.2, §2.6, §2.7, §2.21.1). */
@@ -857,6 +1330,11 @@ export class IkeSession {
     const natSrc = notifiesOf(ps, NOTIFY.NAT_DETECTION_SOURCE_IP).map((n) => n.data);
     const natDst = notifiesOf(ps, NOTIFY.NAT_DETECTION_DESTINATION_IP).map((n) => n.data);
     this.#nat = natStatus(this.#spiI, this.#spiR, natSrc, natDst, this.#remote, this.#local);
+    if (this.natDetected && this.#localPort !== NAT_T_PORT) {
+      // §2.23: with a NAT on the path, the initiator moves to port 4500 from IKE_AUTH on.
+      this.#localPort = NAT_T_PORT;
+      this.#remotePort = NAT_T_PORT;
+    }
     this.#deriveIkeKeys(shared.shared);
     shared.shared.fill(0);
     this.#outstanding = undefined;
@@ -916,16 +1394,9 @@ export class IkeSession {
       return;
     }
     const k = deriveChildSaKeys(prf, keys.skD, { ni: this.#ni, nr: this.#nr }, AEAD_ALGORITHMS[choice.encryption].keyMaterialLength);
-    this.#child = { inboundSpi: ourSpi, outboundSpi: choice.peerSpi, deleting: false };
-    out.events.push({
-      type: 'child-sa',
-      child: {
-        peer: peer.peer.name, algorithm: choice.encryption, esn: false,
-        inbound: { spi: ourSpi, keyMaterial: k.responderToInitiator },
-        outbound: { spi: choice.peerSpi, keyMaterial: k.initiatorToResponder },
-        localTs: tsi.map(copySelector), remoteTs: tsr.map(copySelector),
-      },
-    });
+    const c = liveChild(ourSpi, choice.peerSpi, choice.encryption, tsi, tsr);
+    this.#children.push(c);
+    out.events.push({ type: 'child-sa', child: this.#childSa(c, k.responderToInitiator, k.initiatorToResponder) });
   }
 
   // -------------------------------------------------------------------------------------------
@@ -982,25 +1453,71 @@ export class IkeSession {
     this.#pump(now, out);
   }
 
-  /** #pump sends the next queued request when none is outstanding. */
+  /** #pump sends the next queued request when none is outstanding (window 1, §2.3). */
   #pump(now: number, out: Out): void {
     if (this.#outstanding !== undefined || (this.#state !== 'established' && this.#state !== 'deleting')) return;
-    const intent = this.#queue.shift();
-    if (intent === undefined) return;
-    let inner: Payload[];
-    switch (intent.kind) {
-      case 'dpd': inner = []; break;
-      case 'delete-child': inner = [{ kind: 'delete', protocol: PROTOCOL.ESP, spiSize: 4, spis: [spiOf(intent.spi)] }]; break;
-      case 'delete-ike': inner = [{ kind: 'delete', protocol: PROTOCOL.IKE, spiSize: 0, spis: [] }]; break;
+    for (let guard = 0; guard < 1024; guard++) {
+      const intent = this.#queue.shift();
+      if (intent === undefined) return;
+      const req = this.#buildRequest(intent, out);
+      if (req === undefined) continue; // obsolete (its Child SA went or was rekeyed meanwhile)
+      const id = this.#ownNextId;
+      this.#track(intent.kind, intent, req.exchange, id, this.#seal(req.exchange, false, id, req.inner), now, out, req.ctx);
+      return;
     }
-    const id = this.#ownNextId;
-    this.#track(intent.kind, intent, EXCHANGE.INFORMATIONAL, id, this.#seal(EXCHANGE.INFORMATIONAL, false, id, inner), now, out);
+  }
+
+  /** #buildRequest makes the payloads of a queued request, or undefined when it is obsolete. */
+  #buildRequest(intent: Intent, out: Out): { exchange: number; inner: Payload[]; ctx?: RekeyContext } | undefined {
+    switch (intent.kind) {
+      case 'dpd': return { exchange: EXCHANGE.INFORMATIONAL, inner: [] };
+      case 'delete-child': return { exchange: EXCHANGE.INFORMATIONAL, inner: [{ kind: 'delete', protocol: PROTOCOL.ESP, spiSize: 4, spis: [spiOf(intent.spi)] }] };
+      case 'delete-ike': return { exchange: EXCHANGE.INFORMATIONAL, inner: [{ kind: 'delete', protocol: PROTOCOL.IKE, spiSize: 0, spis: [] }] };
+      case 'rekey-child': {
+        // CREATE_CHILD_SA request, as strongSwan orders it: N(REKEY_SA), SA, Ni, [KEi], TSi, TSr.
+        const c = this.#childByInbound(intent.spi);
+        if (c === undefined || c.deleting || c.replacedBy !== undefined || this.#rekeyedTo !== undefined) {
+          if (c !== undefined) c.rekeying = false;
+          out.events.push({ type: 'rekey-failed', what: 'child', inboundSpi: intent.spi, reason: 'gone' });
+          return undefined;
+        }
+        const ni = this.#random(NONCE_LEN);
+        const newSpi = this.#allocateSpi();
+        const group = this.#pfs ? dhGroupById(intent.group ?? this.#dhGroupId) : undefined;
+        const dh = group === undefined ? undefined : { group, pair: this.#generateDh(group) };
+        // Every group we take, the KE's first: a peer preferring another answers INVALID_KE_PAYLOAD.
+        const groups = dh === undefined ? [] : [dh.group.id, ...this.#ikeAlg.dhGroups.filter((g) => g !== dh.group.id)];
+        const offer = buildEspProposal(this.#espAlg, newSpi, groups);
+        const inner: Payload[] = [
+          { kind: 'notify', protocol: PROTOCOL.ESP, spi: spiOf(c.inboundSpi), notifyType: NOTIFY.REKEY_SA, data: new Uint8Array(0) },
+          { kind: 'sa', proposals: [offer] },
+          { kind: 'nonce', data: ni },
+        ];
+        if (dh !== undefined) inner.push({ kind: 'ke', group: dh.group.id, data: dh.pair.public });
+        inner.push({ kind: 'tsi', selectors: [...c.localTs] }, { kind: 'tsr', selectors: [...c.remoteTs] });
+        return { exchange: EXCHANGE.CREATE_CHILD_SA, inner, ctx: { ni, dh, offer, newSpi, newSpiI: 0n } };
+      }
+      case 'rekey-ike': {
+        // CREATE_CHILD_SA request: SA (SPI = our new SPIi), Ni, KEi in the IKE SA's group.
+        if (this.#rekeyedTo !== undefined || this.#state !== 'established') return undefined;
+        const newSpiI = this.#randomIkeSpi();
+        const ni = this.#random(NONCE_LEN);
+        const group = dhGroupById(intent.group ?? this.#dhGroupId);
+        if (group === undefined) return undefined;
+        const dh = { group, pair: this.#generateDh(group) };
+        // The KE's group first, so a responder that takes the first acceptable group agrees with it.
+        const offer = buildIkeProposal({ ...this.#ikeAlg, dhGroups: [group.id, ...this.#ikeAlg.dhGroups.filter((g) => g !== group.id)] }, spiBytes64(newSpiI));
+        const inner: Payload[] = [{ kind: 'sa', proposals: [offer] }, { kind: 'nonce', data: ni }, { kind: 'ke', group: group.id, data: dh.pair.public }];
+        return { exchange: EXCHANGE.CREATE_CHILD_SA, inner, ctx: { ni, dh, offer, newSpi: 0, newSpiI } };
+      }
+    }
   }
 
   /** #track makes bytes the outstanding request, sends them and starts the retransmission timer. */
-  #track(kind: Outstanding['kind'], intent: Intent | undefined, exchange: number, messageId: number, bytes: Uint8Array, now: number, out: Out): void {
+  #track(kind: Outstanding['kind'], intent: Intent | undefined, exchange: number, messageId: number, bytes: Uint8Array, now: number, out: Out,
+    ctx?: RekeyContext): void {
     this.#outstanding = {
-      kind, intent, exchange, messageId, bytes, tries: 1,
+      kind, intent, exchange, messageId, bytes, ctx, tries: 1,
       intervalMs: this.#retransmitInitialMs, deadline: now + this.#retransmitInitialMs,
     };
     this.stats.requestsSent++;
@@ -1033,7 +1550,15 @@ export class IkeSession {
     const skeyseed = computeSkeyseed(prf, nonces, gir);
     const keys = deriveIkeSaKeys(prf, skeyseed, { ...nonces, spiI: spiBytes64(this.#spiI), spiR: spiBytes64(this.#spiR) }, skKeyMaterialLength(enc));
     skeyseed.fill(0);
+    this.#installKeys(keys);
+  }
+
+  /** #installKeys keeps SK_d, SK_pi, SK_pr and makes the SK keys of both directions (SK_ei/SK_er are wiped). */
+  #installKeys(keys: IkeSaKeys): void {
+    const enc = this.#encryption;
+    if (enc === undefined) throw new Error('unreachable: cipher chosen before keys');
     this.#keys = keys;
+    this.#ivCounter = 0n;
     const ei = new SkKey(enc, keys.skEi);
     const er = new SkKey(enc, keys.skEr);
     keys.skEi.fill(0);
@@ -1069,19 +1594,49 @@ export class IkeSession {
     return 1n; // only a broken injected random gets here
   }
 
-  #childGone(out: Out, spi: number, reason: 'local' | 'peer'): void {
-    const c = this.#child;
-    if (c === undefined || c.inboundSpi !== spi) return;
-    this.#child = undefined;
+  #childByInbound(spi: number): LiveChild | undefined {
+    return this.#children.find((c) => c.inboundSpi === spi);
+  }
+
+  /** #childGone is our Delete of the Child SA with inbound SPI `spi` answered. */
+  #childGone(out: Out, spi: number): void {
+    const c = this.#childByInbound(spi);
+    if (c !== undefined) this.#removeChild(out, c, c.replacedBy !== undefined || c.redundant ? 'rekeyed' : 'local');
+  }
+
+  /**
+   * #removeChild forgets a Child SA. If it had been replaced by a rekey we answered, the new SA
+   * takes the outbound traffic now ('child-sa-outbound' before 'child-sa-deleted').
+   */
+  #removeChild(out: Out, c: LiveChild, reason: 'local' | 'peer' | 'rekeyed'): void {
+    const i = this.#children.indexOf(c);
+    if (i < 0) return;
+    this.#children.splice(i, 1);
+    const next = c.replacedBy === undefined ? undefined : this.#childByInbound(c.replacedBy);
+    if (next?.outboundPending === true && !next.redundant) {
+      next.outboundPending = false;
+      out.events.push({ type: 'child-sa-outbound', inboundSpi: next.inboundSpi });
+    }
     out.events.push({ type: 'child-sa-deleted', inboundSpi: c.inboundSpi, outboundSpi: c.outboundSpi, reason });
   }
 
-  /** #close ends the IKE SA: its Child SA goes with it; keys are wiped except what answers retransmissions. */
+  /** #childSa is the 'child-sa' event's view of c with its keys; UDP-encapsulated when a NAT was detected. */
+  #childSa(c: LiveChild, inKey: Uint8Array, outKey: Uint8Array): ChildSa {
+    const peer = this.#peer;
+    if (peer === undefined) throw new Error('unreachable: a Child SA has a peer');
+    const base: ChildSa = {
+      peer: peer.peer.name, algorithm: c.algorithm, esn: false,
+      inbound: { spi: c.inboundSpi, keyMaterial: inKey }, outbound: { spi: c.outboundSpi, keyMaterial: outKey },
+      localTs: c.localTs.map(copySelector), remoteTs: c.remoteTs.map(copySelector),
+    };
+    return this.natDetected ? { ...base, encap: { remotePort: this.#remotePort } } : base;
+  }
+
+  /** #close ends the IKE SA: its Child SAs go with it; keys are wiped except what answers retransmissions. */
   #close(out: Out, reason: IkeCloseReason, notifyType?: number): void {
     if (this.#state === 'closed') return;
-    const c = this.#child;
-    if (c !== undefined) out.events.push({ type: 'child-sa-deleted', inboundSpi: c.inboundSpi, outboundSpi: c.outboundSpi, reason: 'ike-closed' });
-    this.#child = undefined;
+    for (const c of this.#children) out.events.push({ type: 'child-sa-deleted', inboundSpi: c.inboundSpi, outboundSpi: c.outboundSpi, reason: 'ike-closed' });
+    this.#children = [];
     this.#state = 'closed';
     this.#outstanding = undefined;
     this.#queue = [];

@@ -12,6 +12,7 @@ import type { IkeDropReason } from './drops.js';
 import type { IkeIdentity } from './identity.js';
 import type { NatStatus } from './natd.js';
 import type { EspAlgorithms, IkeAlgorithms } from './proposals.js';
+import type { IkeSession } from './session.js';
 
 /** IkeEndpoint is one end of the UDP path: an IPv4 or IPv6 address in text form and a port. */
 export interface IkeEndpoint {
@@ -29,6 +30,15 @@ export interface IkePeer {
   readonly psk: Uint8Array;
   /** protect lists the peer's protected prefixes (CIDR): its side of the traffic selectors. */
   readonly protect: readonly string[];
+}
+
+/**
+ * IkePath is the UDP path one datagram took, as the driver saw it: the peer's source port and
+ * our local port (500, or 4500 with the non-ESP marker already stripped).
+ */
+export interface IkePath {
+  readonly remotePort: number;
+  readonly localPort: number;
 }
 
 /** RetransmitPolicy sets the request retransmission backoff. */
@@ -62,6 +72,8 @@ export interface IkeSessionOptions {
   readonly generateDh?: (group: DhGroup) => DhKeyPair;
   /** allocateSpi returns a fresh inbound ESP SPI >= 256, unused in the SADB (default: random). */
   readonly allocateSpi?: () => number;
+  /** pfs: the Child SA rekeys we start carry a KE in the IKE SA's group (default true). */
+  readonly pfs?: boolean;
 }
 
 /** IkeInitiatorOptions configure the side that starts the IKE SA, towards one peer. */
@@ -114,7 +126,8 @@ export interface ChildSa {
   /** localTs are the selectors on our side (TSi for the initiator, TSr for the responder), narrowed. */
   readonly localTs: readonly AddressRangeSelector[];
   /** remoteTs are the selectors on the peer's side, narrowed. */
-  readonly remoteTs: readonly AddressRangeSelector[];  /**
+  readonly remoteTs: readonly AddressRangeSelector[];
+  /**
    * encap, when set, says the Child SA runs over UDP (RFC 3948, NAT traversal): ESP is sent from
    * local UDP port 4500 to the peer's address at remotePort, and arrives on local port 4500.
    */
@@ -132,7 +145,8 @@ export type IkeCloseReason =
   | 'syntax'             // IKE_AUTH, authenticated, but malformed (INVALID_SYNTAX)
   | 'half-open-timeout'  // responder: no IKE_AUTH within halfOpenTimeoutMs
   | 'deleted'            // we deleted it (close())
-  | 'deleted-by-peer';   // the peer sent Delete for the IKE SA
+  | 'deleted-by-peer'    // the peer sent Delete for the IKE SA
+  | 'rekeyed';           // replaced by a rekeyed IKE SA (its Child SAs moved there), then deleted
 
 /** IkeEvent is what the driver acts on. */
 export type IkeEvent =
@@ -150,7 +164,18 @@ export type IkeEvent =
     readonly encryption: SkCipherName;
     readonly dhGroup: number;
   }
-  | { readonly type: 'child-sa'; readonly child: ChildSa }
+  | {
+    readonly type: 'child-sa';
+    readonly child: ChildSa;
+    /** rekeyOf is the inbound SPI of the Child SA this one replaces (CREATE_CHILD_SA with REKEY_SA). */
+    readonly rekeyOf?: number;
+    /**
+     * deferOutbound: install the inbound half only; 'child-sa-outbound' says when to send on it
+     * (a rekey responder keeps sending on the old SA until the initiator deletes it, as strongSwan does).
+     */
+    readonly deferOutbound?: boolean;
+  }
+  | { readonly type: 'child-sa-outbound'; readonly inboundSpi: number }
   | {
     readonly type: 'child-sa-failed';
     /** reason: 'refused' (the peer answered notifyType), 'no-proposal', 'ts-unacceptable', 'bad-answer', 'not-requested'. */
@@ -161,8 +186,32 @@ export type IkeEvent =
     readonly type: 'child-sa-deleted';
     readonly inboundSpi: number;
     readonly outboundSpi: number;
-    /** reason: 'local' (deleteChildSa answered), 'peer' (the peer's Delete), 'ike-closed'. */
-    readonly reason: 'local' | 'peer' | 'ike-closed';
+    /**
+     * reason: 'local' (deleteChildSa answered), 'peer' (the peer's Delete), 'ike-closed',
+     * 'rekeyed' (replaced by a rekey, or the redundant SA of a simultaneous rekey: packets may
+     * still be in flight on it, so its inbound half may linger a moment).
+     */
+    readonly reason: 'local' | 'peer' | 'ike-closed' | 'rekeyed';
+  }
+  | {
+    readonly type: 'rekey-failed';
+    readonly what: 'child' | 'ike';
+    /** inboundSpi names the Child SA whose rekey failed (what 'child'). */
+    readonly inboundSpi?: number;
+    /** reason: 'refused' (notifyType says why), 'bad-answer', 'gone' (the SA went meanwhile). */
+    readonly reason: 'refused' | 'bad-answer' | 'gone';
+    readonly notifyType?: number;
+  }
+  | {
+    /** ike-rekeyed: `next` is the new IKE SA; every Child SA moved there. This session only waits for its Delete. */
+    readonly type: 'ike-rekeyed';
+    readonly next: IkeSession;
+  }
+  | {
+    /** path-changed: an authenticated message came on another port (NAT-T float or a NAT rebinding, §2.23). */
+    readonly type: 'path-changed';
+    readonly remotePort: number;
+    readonly localPort: number;
   }
   | { readonly type: 'peer-alive' }
   | { readonly type: 'closed'; readonly reason: IkeCloseReason; readonly notifyType?: number };
