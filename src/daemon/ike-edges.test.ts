@@ -108,6 +108,17 @@ describe('ike edges', () => {
       sink.removeInbound(0x5001);
       assert.equal(sink.usage?.(0x5001, 0x6001), undefined, '3.6: neither installed');
       assert.deepEqual(sink.usage?.(0x5002, 0x6002), { packets: 0, bytes: 0 }, '3.7');
+      // The peer's NAT rebinds: the same Child SA again with a new port. The installed SA is
+      // updated in place, so its sequence numbers carry on (a new one would reuse GCM nonces).
+      const cur = sadb.outbound('gw-b');
+      assert.ok(cur !== undefined);
+      cur.countPacket(10);
+      const seqBefore = cur.seqLo;
+      sink.setOutbound('gw-b', { ...plain, encap: { remotePort: 40000 } });
+      assert.equal(sadb.outbound('gw-b'), cur, '3.8: the same OutboundSa object');
+      assert.deepEqual(cur.encap, { remotePort: 40000 }, '3.9: with the new port');
+      assert.equal(cur.seqLo, seqBefore, '3.10: its sequence state untouched');
+      assert.equal(cur.stats.packets, 1, '3.11: and its counters');
       sas.close?.();
     } finally {
       rmSync(dir, { recursive: true, force: true });

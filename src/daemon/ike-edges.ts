@@ -42,8 +42,16 @@ export function sadbSink(sadb: () => Sadb, sas: SaFactory, replayWindow: (peer: 
     },
     removeInbound: (spi) => { sadb().removeInbound(spi); },
     setOutbound: (peer, child) => {
-      if (child === undefined) sadb().removeOutbound(peer);
-      else sadb().setOutbound(peer, sas.outbound(peer, childSaConfig(child.outbound.spi, child.outbound.keyMaterial)), child.encap);
+      const db = sadb();
+      if (child === undefined) { db.removeOutbound(peer); return; }
+      // The same SA again with only a new UDP port (the peer's NAT rebound): update it in place.
+      // A new OutboundSa would restart the sequence counter under the same key: GCM nonce reuse.
+      const cur = db.outbound(peer);
+      if (cur !== undefined && cur.spi === child.outbound.spi) {
+        cur.encap = child.encap === undefined ? null : { remotePort: child.encap.remotePort };
+        return;
+      }
+      db.setOutbound(peer, sas.outbound(peer, childSaConfig(child.outbound.spi, child.outbound.keyMaterial)), child.encap);
     },
     usage: (inboundSpi, outboundSpi) => {
       const db = sadb();
@@ -124,8 +132,11 @@ export async function openUdpTransport(
   return {
     port: first === undefined ? port : first.address().port,
     encap,
-    send(bytes, address, toPort) {
-      if (toPort === NAT_T_PORT || heardOn4500.has(`${address.toLowerCase()}|${toPort}`)) {
+    send(bytes, address, toPort, localPort) {
+      // The driver names the local port (the IKE SA's path); without it: port 4500, or a port
+      // last heard on 4500 (a NAT-mapped peer port), goes through the NAT-T socket.
+      const viaNatT = localPort !== undefined ? localPort === NAT_T_PORT : toPort === NAT_T_PORT || heardOn4500.has(`${address.toLowerCase()}|${toPort}`);
+      if (viaNatT) {
         encap.sendIke(bytes, address, toPort);
         return;
       }

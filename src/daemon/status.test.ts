@@ -97,7 +97,7 @@ const CHILD_SAMPLE: Required<ChildSaStatus> = {
   inSpi: '0xc0000001', outSpi: '0xd0000001', algorithm: 'aes256gcm16', encapPort: 4500, establishedMs: 1, rekeyAtMs: 2,
 };
 const IKE_SAMPLE: Required<PeerIkeStatus> = {
-  state: 'established', lastHeardMs: 1, natT: true, ikeRekeyAtMs: 2, lastDpdMs: 3, children: [CHILD_SAMPLE],
+  state: 'established', lastHeardMs: 1, spiI: '0123456789abcdef', spiR: 'fedcba9876543210', establishedMs: 4, natT: true, ikeRekeyAtMs: 2, lastDpdMs: 3, children: [CHILD_SAMPLE],
 };
 
 test('status: per-SA createdMs, ageMs and lastPacketMs follow the SA and the clock (numbered steps)', () => withDaemon((d, tun) => {

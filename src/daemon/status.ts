@@ -45,6 +45,11 @@ export interface ChildSaStatus {
 export interface PeerIkeStatus {
   readonly state: string;
   readonly lastHeardMs: number;
+  /** spiI / spiR: the IKE SA's SPIs (16 hex digits; '' without an IKE SA). */
+  readonly spiI?: string;
+  readonly spiR?: string;
+  /** establishedMs: when the IKE SA was established (0: not yet). */
+  readonly establishedMs?: number;
   readonly natT?: boolean;
   readonly ikeRekeyAtMs?: number;
   readonly lastDpdMs?: number;
@@ -137,10 +142,18 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
       const st = peer.stats;
       // Fields picked one by one: a counter added to the engine must not enter the public
       // document without being documented (docs/status.md; status.test.ts checks both ways).
+      const k = d.ikeStatus(peer.name);
       peers.push({
         name: peer.name, endpoint: peer.endpoint, sas,
         txPackets: st.txPackets, txBytes: st.txBytes, rxPackets: st.rxPackets, rxBytes: st.rxBytes,
         lastTxMs: st.lastTxMs, lastRxMs: st.lastRxMs,
+        ...(k === undefined ? {} : {
+          ike: {
+            state: k.state, lastHeardMs: k.lastHeardMs, spiI: k.spiI, spiR: k.spiR, establishedMs: k.establishedMs,
+            natT: k.natT, ikeRekeyAtMs: k.ikeRekeyAtMs, lastDpdMs: k.lastDpdMs,
+            children: k.children.map((c) => ({ inSpi: c.inSpi, outSpi: c.outSpi, algorithm: c.algorithm, encapPort: c.encapPort, establishedMs: c.establishedMs, rekeyAtMs: c.rekeyAtMs })),
+          },
+        }),
       });
     }
   }
