@@ -242,6 +242,30 @@ describe('IkeDriver', () => {
     a.d.stop(); b.d.stop();
   });
 
+  test('case 2b: staggered start (the lab case): the late initiator sends no INITIAL_CONTACT, so no SA is torn down twice', () => {
+    const net = new Net(); const clock = new Clock();
+    // bob starts first: its IKE_SA_INIT finds nobody listening (alice is not up yet).
+    const b = makeDriver(net, clock, 'bob', 'c2bb', true);
+    const bobDriver = b.d;
+    net.drivers.delete(ALICE);
+    b.d.start();
+    net.run();
+    const a = makeDriver(net, clock, 'alice', 'c2ba', true);
+    a.d.start();
+    net.run(); // alice <-> bob established (bob as responder) before bob's retransmission
+    assert.equal(a.d.status('bob')?.state, 'established', 'alice established first');
+    clock.advance(10_000, net); // bob's retransmitted IKE_SA_INIT now reaches alice
+    assertPaired(a.sadb, 'bob', b.sadb, 'alice');
+    assert.equal(a.sadb.inbound.size, 1, 'alice keeps one Child SA');
+    assert.equal(b.sadb.inbound.size, 1, 'bob keeps one Child SA');
+    // Before the fix, INITIAL_CONTACT from bob's second IKE SA made alice drop the first while the
+    // tie-break dropped the second: both gone, a third negotiated (three distinct outbound SAs).
+    assert.ok(new Set(a.sadb.outboundHistory).size <= 2, `alice used ${new Set(a.sadb.outboundHistory).size} distinct outbound SAs`);
+    assert.ok(new Set(b.sadb.outboundHistory).size <= 2, `bob used ${new Set(b.sadb.outboundHistory).size} distinct outbound SAs`);
+    assert.equal(a.d.status('bob')?.spiI, b.d.status('alice')?.spiI, 'both keep the same IKE SA');
+    a.d.stop(); bobDriver.stop();
+  });
+
   test('case 3: the peer restarts (state lost): the new IKE SA replaces the old one on both sides', () => {
     const net = new Net(); const clock = new Clock();
     const a = makeDriver(net, clock, 'alice', 'c3a', true);

@@ -474,7 +474,7 @@ export class IkeDriver {
     let session: IkeSession;
     try {
       session = role === 'initiator'
-        ? new IkeSession({ ...common, role: 'initiator', peer })
+        ? new IkeSession({ ...common, role: 'initiator', peer, initialContact: () => !this.#hasEstablished(p.name) })
         : new IkeSession({ ...common, role: 'responder', peers: [peer] });
     } catch (err) {
       this.#o.log.warn({ peer: p.name, err: (err as Error).message }, 'ike: cannot make a session for this peer');
@@ -715,6 +715,12 @@ export class IkeDriver {
   }
 
   /** #resolveDuplicates applies the rules in the module comment after e was established. */
+  /** #hasEstablished says whether an established IKE SA (not one replaced by a rekey) with the peer exists. */
+  #hasEstablished(peer: string): boolean {
+    for (const e of this.#entries) if (e.peer.name === peer && e.established && !e.superseded) return true;
+    return false;
+  }
+
   #resolveDuplicates(e: Entry, initialContact: boolean): void {
     const now = this.#now();
     for (const o of [...this.#entries]) {

@@ -339,7 +339,7 @@ export class IkeSession {
   readonly #peers: readonly PeerPolicy[];
   readonly #cookies: IkeCookiePolicy | undefined;
   readonly #sendPeerId: boolean;
-  readonly #initialContact: boolean;
+  readonly #initialContact: boolean | (() => boolean);
   readonly #retransmitInitialMs: number;
   readonly #retransmitTries: number;
   readonly #halfOpenTimeoutMs: number;
@@ -1434,7 +1434,8 @@ export class IkeSession {
       restOfIdPayload: idBody(this.#localId), sharedSecret: peer.peer.psk,
     });
     const inner: Payload[] = [{ kind: 'idi', idType: this.#localId.idType, data: this.#localId.data }];
-    if (this.#initialContact) inner.push(notify(NOTIFY.INITIAL_CONTACT));
+    const ic = this.#initialContact;
+    if (typeof ic === 'function' ? ic() : ic) inner.push(notify(NOTIFY.INITIAL_CONTACT));
     if (this.#sendPeerId) inner.push({ kind: 'idr', idType: peer.wire.idType, data: peer.wire.data });
     inner.push(
       { kind: 'auth', method: AUTH_METHOD.SHARED_KEY_MIC, data: auth },

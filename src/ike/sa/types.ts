@@ -82,8 +82,13 @@ export interface IkeInitiatorOptions extends IkeSessionOptions {
   readonly peer: IkePeer;
   /** sendPeerId adds IDr (the identity we expect) to IKE_AUTH (default false). */
   readonly sendPeerId?: boolean;
-  /** initialContact adds N(INITIAL_CONTACT) to IKE_AUTH (default true: the first IKE SA with this peer). */
-  readonly initialContact?: boolean;
+  /**
+   * initialContact adds N(INITIAL_CONTACT) to IKE_AUTH (default true: the first IKE SA with this
+   * peer). A function is asked when IKE_AUTH is built: by then both sides may have established
+   * an IKE SA the other way, and INITIAL_CONTACT would make the peer drop it (RFC 7296 §2.4:
+   * it asserts that this is the only IKE SA between the two).
+   */
+  readonly initialContact?: boolean | (() => boolean);
 }
 
 /** IkeCookiePolicy is how a responder decides on and makes cookies (cookie.ts). */
