@@ -17,7 +17,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { seededRandom } from '../ike/sa/ike-link.js';
 import type { ChildSa } from '../ike/sa/session.js';
-import { DPD_DEFAULT_MS, IKE_PORT, IkeDriver, NAT_T_PORT, REKEY_LINGER_MS } from './ike-driver.js';
+import { COOKIE_THRESHOLD, DPD_DEFAULT_MS, IKE_PORT, INIT_BURST, IkeDriver, NAT_T_PORT, REKEY_LINGER_MS } from './ike-driver.js';
 import type { IkeDriverPeer, IkeSaSink, IkeTimers } from './ike-driver.js';
 
 const PSK = Uint8Array.from(Buffer.from('espgate driver test key, not a secret'));
@@ -264,6 +264,34 @@ describe('IkeDriver', () => {
     assert.ok(new Set(b.sadb.outboundHistory).size <= 2, `bob used ${new Set(b.sadb.outboundHistory).size} distinct outbound SAs`);
     assert.equal(a.d.status('bob')?.spiI, b.d.status('alice')?.spiI, 'both keep the same IKE SA');
     a.d.stop(); bobDriver.stop();
+  });
+
+  test('case 2c: a flood of IKE_SA_INIT spoofing the peer: cookies once half-open SAs pile up, a rate limit, and the real peer still gets in', () => {
+    const net = new Net(); const clock = new Clock();
+    const a = makeDriver(net, clock, 'alice', 'c2ca', false);
+    const b = makeDriver(net, clock, 'bob', 'c2cb', true);
+    b.d.start();
+    const real = net.queue.shift();
+    assert.ok(real !== undefined && real.dst === ALICE, 'bob sent its IKE_SA_INIT');
+    net.queue = [];
+    const spoof = (i: number): Uint8Array => {
+      const m = Uint8Array.from(real.bytes);
+      m.set([0x5f, 0x00, 0x00, 0x00, (i >> 24) & 0xff, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff], 0); // a new SPIi each
+      return m;
+    };
+    for (let i = 1; i <= 30; i++) a.d.receive(spoof(i), BOB, IKE_PORT, IKE_PORT);
+    net.queue = []; // the answers go to the spoofed address: the attacker never sees them
+    assert.equal(a.d.sessionCount, COOKIE_THRESHOLD, '1: half-open SAs stop at the cookie threshold; later requests get a stateless COOKIE');
+    const before = a.d.rateLimited;
+    for (let i = 100; i < 100 + 2 * INIT_BURST; i++) a.d.receive(spoof(i), BOB, IKE_PORT, IKE_PORT);
+    net.queue = [];
+    assert.ok(a.d.rateLimited - before >= INIT_BURST - 30, `2: the token bucket refused the burst beyond INIT_BURST (${a.d.rateLimited - before})`);
+    assert.equal(a.d.sessionCount, COOKIE_THRESHOLD, '3: still no state for spoofed requests');
+    clock.advance(10_000, net); // tokens refill; bob retransmits, gets the COOKIE, resends with it
+    net.run();
+    assertPaired(a.sadb, 'bob', b.sadb, 'alice', 'the real peer got through');
+    assert.equal(a.d.status('bob')?.state, 'established', '4');
+    a.d.stop(); b.d.stop();
   });
 
   test('case 3: the peer restarts (state lost): the new IKE SA replaces the old one on both sides', () => {

@@ -52,6 +52,8 @@ import { NAT_T_PORT as IKE_NAT_T_PORT } from '../ike/sa/natd.js';
 import { IkeSession } from '../ike/sa/session.js';
 import type { ChildSa, IkeEvent, IkeOutput, IkePath, IkePeer, IkeState } from '../ike/sa/session.js';
 import type { IkeIdentity } from '../ike/sa/identity.js';
+import { IkeCookieJar } from '../ike/sa/cookie.js';
+import type { IkeCookiePolicy } from '../ike/sa/types.js';
 import type { EspAlgorithms, IkeAlgorithms } from '../ike/sa/proposals.js';
 
 /** IKE_PORT is the UDP port IKE starts on (RFC 7296 §2). */
@@ -72,6 +74,17 @@ export const INITIATE_BACKOFF_MAX_MS = 60_000;
 export const MAX_TIMER_MS = 60_000;
 /** MAX_SESSIONS_PER_PEER bounds the IKE SAs (half-open included) kept per peer. */
 export const MAX_SESSIONS_PER_PEER = 8;
+/**
+ * COOKIE_THRESHOLD: with this many half-open responder SAs, IKE_SA_INIT requests must carry a
+ * cookie (RFC 7296 §2.6): a sender that spoofs a peer's address never sees the cookie, so it can
+ * no longer fill that peer's half-open slots, while the real peer answers it and gets through.
+ */
+export const COOKIE_THRESHOLD = 2;
+/** COOKIE_ROTATE_MS: the cookie secret changes this often (the previous one stays valid once). */
+export const COOKIE_ROTATE_MS = 300_000;
+/** INIT_RATE_PER_S and INIT_BURST: IKE_SA_INIT requests taken per second (token bucket), each costing a DH. */
+export const INIT_RATE_PER_S = 50;
+export const INIT_BURST = 100;
 /** IKE_LIFETIME_DEFAULT_MS is an IKE SA's lifetime unless the peer sets ikeLifetimeMs (4 h). */
 export const IKE_LIFETIME_DEFAULT_MS = 4 * 3_600_000;
 /** CHILD_LIFETIME_DEFAULT_MS is a Child SA's lifetime unless the peer sets childLifetimeMs (1 h). */
@@ -178,6 +191,8 @@ export interface IkeDriverOptions {
   readonly now?: () => number;
   readonly timers?: IkeTimers;
   readonly random?: (n: number) => Uint8Array;
+  /** cookieThreshold overrides COOKIE_THRESHOLD (half-open SAs before cookies are required). */
+  readonly cookieThreshold?: number;
   /** retransmitInitialMs overrides the sessions' first retransmission interval (tests). */
   readonly retransmitInitialMs?: number;
 }
@@ -287,6 +302,13 @@ export class IkeDriver {
   #seq = 0;
   /** dropped counts datagrams the driver discarded before any session (unknown source, no route). */
   dropped = 0;
+  /** rateLimited counts IKE_SA_INIT requests dropped by the INIT_RATE_PER_S token bucket. */
+  rateLimited = 0;
+  readonly #cookieJar: IkeCookieJar;
+  #cookieRotatedMs = 0;
+  readonly #cookiePolicy: IkeCookiePolicy;
+  #initTokens = INIT_BURST;
+  #initTokensMs = 0;
 
   constructor(o: IkeDriverOptions) {
     this.#o = o;
@@ -294,6 +316,10 @@ export class IkeDriver {
     this.#timers = o.timers ?? realTimers;
     this.#random = o.random ?? ((n) => randomBytes(n));
     this.#dpdMs = o.dpdMs ?? DPD_DEFAULT_MS;
+    this.#cookieJar = new IkeCookieJar(this.#random);
+    this.#cookieRotatedMs = this.#now();
+    this.#initTokensMs = this.#now();
+    this.#cookiePolicy = { jar: this.#cookieJar, required: () => this.#halfOpen.size >= (o.cookieThreshold ?? COOKIE_THRESHOLD) };
     for (const p of o.peers) {
       const st: PeerState = { peer: p, retryTimer: undefined, backoffMs: INITIATE_BACKOFF_MS, installed: [], outbound: undefined };
       this.#peers.set(p.name, st);
@@ -394,6 +420,10 @@ export class IkeDriver {
       case 'init-request': {
         const st = this.#byEndpoint.get(canonical(address));
         if (st === undefined) { this.dropped++; return; }
+        // Unauthenticated work is bounded: a token bucket for IKE_SA_INIT requests (each costs a
+        // DH computation), then cookies (RFC 7296 §2.6) once half-open SAs pile up.
+        if (!this.#takeInitToken(now)) { this.rateLimited++; return; }
+        if (now - this.#cookieRotatedMs >= COOKIE_ROTATE_MS) { this.#cookieJar.rotate(); this.#cookieRotatedMs = now; }
         const key = `${canonical(address)}|${port}|${localPort}|${route.spiI.toString(16)}`;
         let e = this.#halfOpen.get(key);
         if (e === undefined) {
@@ -420,6 +450,16 @@ export class IkeDriver {
         return;
       }
     }
+  }
+
+  /** #takeInitToken refills the IKE_SA_INIT bucket (INIT_RATE_PER_S, burst INIT_BURST) and takes one. */
+  #takeInitToken(now: number): boolean {
+    const elapsed = Math.max(0, now - this.#initTokensMs);
+    this.#initTokensMs = now;
+    this.#initTokens = Math.min(INIT_BURST, this.#initTokens + (elapsed * INIT_RATE_PER_S) / 1000);
+    if (this.#initTokens < 1) return false;
+    this.#initTokens -= 1;
+    return true;
   }
 
   #countFor(peer: string): number {
@@ -475,7 +515,7 @@ export class IkeDriver {
     try {
       session = role === 'initiator'
         ? new IkeSession({ ...common, role: 'initiator', peer, initialContact: () => !this.#hasEstablished(p.name) })
-        : new IkeSession({ ...common, role: 'responder', peers: [peer] });
+        : new IkeSession({ ...common, role: 'responder', peers: [peer], cookies: this.#cookiePolicy });
     } catch (err) {
       this.#o.log.warn({ peer: p.name, err: (err as Error).message }, 'ike: cannot make a session for this peer');
       return undefined;
