@@ -1,11 +1,12 @@
 /**
- * cli/doctor-probes.ts: the real DoctorProbes (read-only): the filesystem, PATH, `ip -j route`
- * and /proc/self/status. Every command is bounded by the runner's timeout.
+ * cli/doctor-probes.ts: the real DoctorProbes (read-only): the filesystem, PATH, `ip -j route`,
+ * /proc/self/status and `nft -c` (check mode: the kernel validates, nothing is committed). Every command is bounded by the runner's timeout.
  */
 import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 import { missingCapabilities } from '../daemon/system.js';
+import { probeNftables } from '../netfilter/nft-probe.js';
 import type { Runner } from '../netfilter/runner.js';
 import { spawnRunner } from '../netfilter/runner.js';
 import type { CoveringRoute, DoctorProbes, RouteInfo } from './doctor.js';
@@ -42,6 +43,7 @@ export function linuxProbes(runner: Runner = spawnRunner()): DoctorProbes {
     exists: (path) => existsSync(path),
     hasTool: (name) => onPath(name),
     missingCapabilities: () => missingCapabilities(),
+    nftables: () => probeNftables(runner, onPath('iptables-restore')),
     async route(address): Promise<RouteInfo | undefined> {
       const [r] = (await ipJson(runner, [fam(address), 'route', 'get', address])) as { type?: string; dev?: string }[];
       if (r === undefined) return undefined;

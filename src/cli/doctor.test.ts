@@ -2,13 +2,19 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../config/load.js';
 import { EXAMPLE } from '../config/reference.js';
+import type { NftProbe } from '../netfilter/nft-probe.js';
 import type { CoveringRoute, DoctorProbes, RouteInfo } from './doctor.js';
 import { firstAddressOf, formatDoctor, runDoctor } from './doctor.js';
 
 const CFG = parseConfig(EXAMPLE, 'example.yaml');
 
 /** probes: a healthy host, with overrides. */
-function probes(o: Partial<{ files: string[]; tools: string[]; route: RouteInfo | undefined; covering: CoveringRoute[]; caps: string[] }> = {}): DoctorProbes {
+/** NO_NFT: nft is not installed (auto then means iptables, as before the nftables backend). */
+const NO_NFT: NftProbe = { version: undefined, rest: { result: 'refused', error: 'nft is not installed' }, queue: { result: 'refused', error: 'nft is not installed' }, iptables: true };
+/** NFT_NO_QUEUE: this lab kernel: nft works, the queue statement does not. */
+const NFT_NO_QUEUE: NftProbe = { version: '1.0.6', rest: { result: 'ok' }, queue: { result: 'refused', error: 'Could not process rule: No such file or directory' }, iptables: true };
+
+function probes(o: Partial<{ files: string[]; tools: string[]; route: RouteInfo | undefined; covering: CoveringRoute[]; caps: string[]; nft: NftProbe }> = {}): DoctorProbes {
   const files = o.files ?? ['/dev/net/tun', '/proc/net/netfilter/nfnetlink_queue'];
   const tools = o.tools ?? ['ip', 'ipset', 'iptables', 'iptables-restore', 'iptables-save', 'ip6tables', 'ip6tables-restore', 'ip6tables-save'];
   return {
@@ -17,6 +23,7 @@ function probes(o: Partial<{ files: string[]; tools: string[]; route: RouteInfo 
     route: () => Promise.resolve('route' in o ? o.route : { type: 'unicast', dev: 'eth0', mtu: 1500 }),
     covering: () => Promise.resolve(o.covering ?? [{ dst: 'default', dev: 'eth0', type: 'unicast' }]),
     missingCapabilities: () => o.caps ?? [],
+    nftables: () => Promise.resolve(o.nft ?? NO_NFT),
   };
 }
 
@@ -52,4 +59,31 @@ test('doctor: every warning and failure says what to do; the summary counts them
 test('firstAddressOf', () => {
   assert.equal(firstAddressOf('198.19.0.0/24'), '198.19.0.1');
   assert.equal(firstAddressOf('2001:db8:0:ff01::/64'), '2001:db8:0:ff01::1');
+});
+
+test('doctor: the rules backend line and the tools it needs (numbered cases)', async () => {
+  const withBackend = (backend: 'auto' | 'iptables' | 'nftables') => ({ ...CFG, rules: { ...CFG.rules, backend } });
+  const nftTools = ['ip', 'nft', 'iptables-restore', 'iptables-save', 'ip6tables-restore', 'ip6tables-save'];
+  const cases: [string, 'auto' | 'iptables' | 'nftables', DoctorProbes, RegExp, string[]][] = [
+    ['auto without nft: iptables', 'auto', probes(), /^ok: rules backend: iptables \(auto: nft is not installed\)$/, []],
+    ['auto with nft, no nft queue: the whole gate stays in iptables', 'auto', probes({ nft: NFT_NO_QUEUE, tools: [...nftTools, 'ipset', 'iptables', 'ip6tables'] }),
+      /^ok: rules backend: iptables \(auto: the kernel has no nft queue .*stays in iptables/, []],
+    ['nftables configured, no nft queue: nftables + iptables fallback', 'nftables', probes({ nft: NFT_NO_QUEUE, tools: nftTools }),
+      /^ok: rules backend: nftables, table inet espgate \(rules\.backend: nftables: nft 1\.0\.6 .*no nft queue.*NFQUEUE rule .* goes through iptables/, []],
+    ['nftables with a queue-capable kernel needs neither ipset nor iptables', 'nftables', probes({ nft: { ...NFT_NO_QUEUE, queue: { result: 'ok' } }, tools: ['ip', 'nft'] }),
+      /^ok: rules backend: nftables, table inet espgate \(rules\.backend: nftables: .*nft queue included\)$/, []],
+    ['nftables configured, nft missing: fail', 'nftables', probes(), /^fail: rules\.backend is nftables but nft is not installed/, []],
+    ['nftables fallback without the iptables tools: missing tools', 'nftables', probes({ nft: NFT_NO_QUEUE, tools: ['ip', 'nft'] }), /^ok: rules backend: nftables/,
+      ['fail: missing tools: iptables-restore iptables-save ip6tables-restore ip6tables-save']],
+    ['iptables configured: nft is not asked', 'iptables', { ...probes(), nftables: () => Promise.reject(new Error('must not probe')) }, /^ok: rules backend: iptables \(rules\.backend: iptables\)$/, []],
+    ['auto, no privileges to probe: warn', 'auto', probes({ nft: { ...NFT_NO_QUEUE, rest: { result: 'unknown', error: 'Operation not permitted' } } }), /^warn: rules backend: iptables \(auto: could not probe/, []],
+  ];
+  for (const [i, [what, backend, p, line, others]] of cases.entries()) {
+    const results = await runDoctor(withBackend(backend), p);
+    const all = results.map((r) => `${r.level}: ${r.what}`);
+    const b = all.find((l) => /rules backend|rules\.backend/.test(l)) ?? '';
+    assert.match(b, line, `case ${i + 1} (${what}): ${b}`);
+    const rest = all.filter((l) => l !== b && !l.startsWith('ok'));
+    assert.deepEqual(rest, others, `case ${i + 1} (${what})`);
+  }
 });

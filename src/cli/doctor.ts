@@ -3,15 +3,22 @@
  * operator mistakes, each with what to do about it. Read-only: nothing here changes the host.
  *
  *   fail  `espgate up` cannot work: missing /dev/net/tun, a missing tool, a tunnel MTU below
- *         what IP needs, a fake prefix that is already routed to a real network
+ *         what IP needs, a fake prefix that is already routed to a real network, a configured
+ *         rules backend (nftables) that nft or the kernel cannot provide
  *   warn  it may not work, or works differently than expected: no route to a peer's endpoint
  *         yet, nfnetlink_queue not loaded yet, not enough privileges for this process
- *   ok    checked and fine
+ *   ok    checked and fine; the rules backend line says which backend installs the gate and why
  *
  * The probes sit behind an interface so that the checks are tested without root (doctor.test.ts).
  */
 import type { Config } from '../config/load.js';
 import { tunMtuFor } from '../daemon/daemon.js';
+import { GatewayError } from '../errors.js';
+import { buildRulesSpec } from '../netfilter/model.js';
+import type { BackendChoice, NftProbe } from '../netfilter/nft-probe.js';
+import { chooseBackend, describeBackend } from '../netfilter/nft-probe.js';
+import { nftTableName } from '../netfilter/nft-render.js';
+import { rulesInputOf } from '../daemon/rules-input.js';
 
 /** CheckLevel orders the outcomes. */
 export type CheckLevel = 'ok' | 'warn' | 'fail';
@@ -49,6 +56,29 @@ export interface DoctorProbes {
   /** covering lists every route that matches an address. */
   covering(address: string): Promise<CoveringRoute[]>;
   missingCapabilities(): string[];
+  /** nftables probes nft and the kernel (nft-probe.ts); asked only when rules.backend is not iptables. */
+  nftables(): Promise<NftProbe>;
+}
+
+/** backendCheck chooses the rules backend and reports it as one line; choice is undefined when none can work. */
+export async function backendCheck(cfg: Config, p: DoctorProbes): Promise<{ result: CheckResult; choice: BackendChoice | undefined }> {
+  const table = nftTableName(buildRulesSpec(rulesInputOf(cfg)).tag);
+  const probe: NftProbe = cfg.rules.backend === 'iptables'
+    ? { version: undefined, rest: { result: 'ok' }, queue: { result: 'ok' }, iptables: true }
+    : await p.nftables();
+  try {
+    const choice = chooseBackend(cfg.rules.backend, probe);
+    const undecided = cfg.rules.backend === 'auto' && probe.version !== undefined && probe.rest.result === 'unknown';
+    return {
+      choice,
+      result: undecided
+        ? { level: 'warn', what: describeBackend(choice, table), fix: 'run espgate check as root to see the backend espgate up will use' }
+        : { level: 'ok', what: describeBackend(choice, table) },
+    };
+  } catch (e) {
+    if (!GatewayError.isGatewayError(e)) throw e;
+    return { choice: undefined, result: { level: 'fail', what: e.message, fix: 'install nftables (and iptables for the queue fallback), or set rules.backend: iptables (or auto)' } };
+  }
 }
 
 /** IPV6_MIN_MTU: RFC 8200 §5; IPV4_MIN_MTU: RFC 791's 576 datagram every host must accept. */
@@ -78,11 +108,19 @@ export async function runDoctor(cfg: Config, p: DoctorProbes): Promise<CheckResu
     ? { level: 'ok', what: 'NFQUEUE (nfnetlink_queue) loaded' }
     : { level: 'warn', what: 'nfnetlink_queue is not loaded yet', fix: 'the kernel loads it when espgate binds its queue; if that fails: modprobe nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)' });
 
-  const tools = ['ip', 'ipset', ...(v4 ? ['iptables', 'iptables-restore', 'iptables-save'] : []), ...(v6 ? ['ip6tables', 'ip6tables-restore', 'ip6tables-save'] : [])];
+  const backend = await backendCheck(cfg, p);
+  out.push(backend.result);
+  const nft = backend.choice?.backend === 'nftables';
+  const viaIptables = !nft || backend.choice?.nativeQueue === false;
+  const tools = [
+    'ip', ...(nft ? ['nft'] : ['ipset']),
+    ...(viaIptables && v4 ? (nft ? ['iptables-restore', 'iptables-save'] : ['iptables', 'iptables-restore', 'iptables-save']) : []),
+    ...(viaIptables && v6 ? (nft ? ['ip6tables-restore', 'ip6tables-save'] : ['ip6tables', 'ip6tables-restore', 'ip6tables-save']) : []),
+  ];
   const missing = tools.filter((t) => !p.hasTool(t));
   out.push(missing.length === 0
     ? { level: 'ok', what: `tools present: ${tools.join(' ')}` }
-    : { level: 'fail', what: `missing tools: ${missing.join(' ')}`, fix: 'apt install iproute2 iptables ipset (Debian/Ubuntu); dnf install iproute iptables-nft ipset (Fedora/RHEL)' });
+    : { level: 'fail', what: `missing tools: ${missing.join(' ')}`, fix: nft ? 'apt install iproute2 nftables iptables (Debian/Ubuntu); dnf install iproute nftables iptables-nft (Fedora/RHEL)' : 'apt install iproute2 iptables ipset (Debian/Ubuntu); dnf install iproute iptables-nft ipset (Fedora/RHEL)' });
 
   const caps = p.missingCapabilities();
   out.push(caps.length === 0

@@ -82,7 +82,7 @@ function program(): Command {
       if (missingCapabilities().length === 0) await rulesCommand('show', cfg);
     });
 
-  const rules = p.command('rules').description('the iptables/ip6tables/ipset rules and blackhole routes (the gate)');
+  const rules = p.command('rules').description('the gate: steering and guard rules (iptables+ipset, or an nftables table: rules.backend) and blackhole routes');
   for (const action of ['install', 'remove', 'show'] as const) {
     rules.command(action)
       .description({ install: 'install the gate atomically (idempotent); it stays until `rules remove`',

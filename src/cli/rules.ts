@@ -1,5 +1,6 @@
 /**
- * cli/rules.ts: `espgate rules install|remove|show`.
+ * cli/rules.ts: `espgate rules install|remove|show`. The backend (config rules.backend:
+ * iptables, nftables, or auto) is named on the first line of install and show.
  */
 import type { Config } from '../config/load.js';
 import { checkPrivileges, gateOps } from '../daemon/system.js';
@@ -13,7 +14,8 @@ export async function rulesCommand(action: 'install' | 'remove' | 'show', cfg: C
       process.stdout.write(await gate.show(cfg));
       return;
     case 'install': {
-      const notes = await gate.install(cfg);
+      const [backend, ...notes] = await gate.install(cfg);
+      if (backend !== undefined) console.log(backend);
       for (const n of notes) console.log(`note: ${n}`);
       console.log('gate installed: traffic to protected peers goes only through the tunnel; with no daemon running it is dropped.');
       console.log('`espgate rules remove` is the only way to let cleartext through again.');
@@ -21,7 +23,7 @@ export async function rulesCommand(action: 'install' | 'remove' | 'show', cfg: C
     }
     case 'remove': {
       const removed = await gate.remove(cfg);
-      console.log(removed ? 'gate removed: traffic to the peers is no longer forced through the tunnel.' : 'gate was not installed; nothing to remove.');
+      console.log(removed ? 'gate removed (iptables and nftables rules of ours, blackhole routes): traffic to the peers is no longer forced through the tunnel.' : 'gate was not installed; nothing to remove.');
     }
   }
 }

@@ -14,7 +14,7 @@ import { createNotifier } from '../daemon/sd-notify.js';
 /** runUp starts the daemon and resolves when it has stopped. Rejects if start-up fails. */
 export async function runUp(file: string, log: Logger): Promise<void> {
   const cfg = loadConfig(file);
-  const daemon = new Daemon(cfg, linuxSystem(), log, staticSaFactory(cfg.stateDir));
+  const daemon = new Daemon(cfg, linuxSystem(undefined, log), log, staticSaFactory(cfg.stateDir));
   const sd = createNotifier();
   let stopping: Promise<void> | undefined;
   let starting: Promise<void> = Promise.resolve();

@@ -11,6 +11,11 @@ import { readNfqueueProcStats } from '../io/nfqueue.js';
 import { openEspReceiver } from '../io/receiver.js';
 import { buildRulesSpec } from '../netfilter/model.js';
 import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
+import { nftDryRun, nftInstall, nftStatus, nftUninstall } from '../netfilter/nft-apply.js';
+import type { BackendChoice, NftProbe } from '../netfilter/nft-probe.js';
+import { chooseBackend, describeBackend, probeNftables } from '../netfilter/nft-probe.js';
+import { nftTableName } from '../netfilter/nft-render.js';
+import type { Logger } from '../log.js';
 import { spawnRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
 import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
@@ -55,39 +60,94 @@ export function checkPrivileges(statusText?: string): void {
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
 
-/** gateOps are the gate operations, shared by the daemon and `espgate rules`. */
+/** TOOL_LOOKUP_TIMEOUT_MS bounds the `iptables-restore --version` look-up of the backend choice. */
+const TOOL_LOOKUP_TIMEOUT_MS = 5_000;
+
+/** hasTool tells whether a tool runs through the runner (it exists in the runner's view of the host). */
+async function hasTool(runner: Runner, tool: string): Promise<boolean> {
+  const r = await runner.run(tool, ['--version'], undefined, TOOL_LOOKUP_TIMEOUT_MS);
+  return !r.missing;
+}
+
+/**
+ * gateOps are the gate operations, shared by the daemon and `espgate rules`. The backend
+ * (config rules.backend; auto probes nft and the kernel once per gateOps) decides whether
+ * apply.ts (iptables, ipset) or nft-apply.ts (one nft table) installs the rules. Installing with
+ * one backend first removes what the other one left of ours; remove removes both.
+ */
 export function gateOps(runner: Runner = spawnRunner()) {
   const opts = (cfg: Config) => ({ runner, stateDir: cfg.stateDir });
+  let probe: Promise<NftProbe> | undefined;
+  const choice = async (cfg: Config): Promise<BackendChoice> => {
+    if (cfg.rules.backend === 'iptables') return chooseBackend('iptables', { version: undefined, rest: { result: 'ok' }, queue: { result: 'ok' }, iptables: true });
+    probe ??= hasTool(runner, 'iptables-restore').then((ipt) => probeNftables(runner, ipt));
+    return chooseBackend(cfg.rules.backend, await probe);
+  };
+  /** installRules installs the rules with the chosen backend; returns the notes, the backend line first. */
+  const installRules = async (cfg: Config): Promise<string[]> => {
+    const spec = buildRulesSpec(rulesInputOf(cfg));
+    const c = await choice(cfg);
+    const notes = [describeBackend(c, nftTableName(spec.tag))];
+    if (c.backend === 'nftables') {
+      if ((await status(spec.tag, opts(cfg))).present) {
+        await uninstall(spec.tag, opts(cfg));
+        notes.push('removed the rules and sets the iptables backend had installed');
+      }
+      notes.push(...(await nftInstall(spec, { ...opts(cfg), nativeQueue: c.nativeQueue })).notes);
+    } else {
+      if ((await nftUninstall(spec.tag, opts(cfg))).removed) notes.push(`removed table inet ${nftTableName(spec.tag)} that the nftables backend had installed`);
+      notes.push(...(await install(spec, opts(cfg))).notes);
+    }
+    return notes;
+  };
   return {
+    /** backend returns the backend the config selects here, and why. */
+    backend: choice,
     async installed(cfg: Config): Promise<boolean> {
       const spec = buildRulesSpec(rulesInputOf(cfg));
-      const st = await status(spec.tag, { ...opts(cfg), spec });
-      return st.installed && (await hasBlackholes(runner, fakes(cfg)));
+      const c = await choice(cfg);
+      const ok = c.backend === 'nftables'
+        ? (await nftStatus(spec, { ...opts(cfg), nativeQueue: c.nativeQueue })).installed
+        : (await status(spec.tag, { ...opts(cfg), spec })).installed;
+      return ok && (await hasBlackholes(runner, fakes(cfg)));
+    },
+    /** installRules installs rules and blackhole routes for the daemon (which owns the gate then). */
+    async installGate(cfg: Config): Promise<readonly string[]> {
+      await installBlackholes(runner, fakes(cfg));
+      return installRules(cfg);
     },
     /** install is the operator's `rules install`: the gate then belongs to the operator. */
     async install(cfg: Config): Promise<readonly string[]> {
       markGateOwner(cfg.stateDir, false);
       await installBlackholes(runner, fakes(cfg));
-      const r = await install(buildRulesSpec(rulesInputOf(cfg)), opts(cfg));
-      return r.notes;
+      return installRules(cfg);
     },
+    /** remove removes what either backend installed of ours, and the blackhole routes. */
     async remove(cfg: Config): Promise<boolean> {
       const spec = buildRulesSpec(rulesInputOf(cfg));
+      const n = await nftUninstall(spec.tag, opts(cfg));
       const r = await uninstall(spec.tag, opts(cfg));
       await removeBlackholes(runner, fakes(cfg));
       markGateOwner(cfg.stateDir, false);
-      return r.removed;
+      return n.removed || r.removed;
     },
     async show(cfg: Config): Promise<string> {
-      const r = await dryRunInstall(buildRulesSpec(rulesInputOf(cfg)), opts(cfg));
+      const spec = buildRulesSpec(rulesInputOf(cfg));
+      const c = await choice(cfg);
+      const formatted = c.backend === 'nftables'
+        ? (await nftDryRun(spec, { ...opts(cfg), nativeQueue: c.nativeQueue })).formatted
+        : (await dryRunInstall(spec, opts(cfg))).formatted;
       const routes = fakes(cfg).map((p) => `ip route replace blackhole ${p} metric 4242`).join('\n');
-      return `${r.formatted}\n# routes (fail closed)\n${routes}\n`;
+      return `# ${describeBackend(c, nftTableName(spec.tag))}\n${formatted}\n# routes (fail closed)\n${routes}\n`;
     },
   };
 }
 
-/** linuxSystem is the System of a real Linux host. */
-export function linuxSystem(runner: Runner = spawnRunner()): System {
+/**
+ * linuxSystem is the System of a real Linux host. With `log`, installGate logs the rules
+ * backend line (which backend, why, and the queue fallback) and the installer's notes.
+ */
+export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, 'info'>): System {
   const gate = gateOps(runner);
   return {
     preflight: () => { checkPrivileges(); },
@@ -100,8 +160,8 @@ export function linuxSystem(runner: Runner = spawnRunner()): System {
     openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
     gateInstalled: (cfg) => gate.installed(cfg),
     installGate: async (cfg) => {
-      await installBlackholes(runner, fakes(cfg));
-      await install(buildRulesSpec(rulesInputOf(cfg)), { runner, stateDir: cfg.stateDir });
+      const [line, ...notes] = await gate.installGate(cfg);
+      log?.info({ notes }, line ?? 'rules installed');
     },
     removeGate: async (cfg) => { await gate.remove(cfg); },
     queueStats: (queue) => {
