@@ -6,7 +6,7 @@
 import type { Config } from '../config/load.js';
 import type { System } from './daemon.js';
 import { openTun } from '../io/tun.js';
-import { openEspSender } from '../io/rawsock.js';
+import { openEspSender } from '../io/raw-native.js';
 import { readNfqueueProcStats } from '../io/nfqueue.js';
 import { openEspReceiver } from '../io/receiver.js';
 import { buildRulesSpec } from '../netfilter/model.js';

@@ -39,6 +39,14 @@ export type Family = 4 | 6;
 export interface EspSender {
   /** send returns false when the kernel refused the packet (counted as 'send-error'). */
   send(family: Family, dst: string, buf: Buffer, offset: number, length: number): boolean;
+  /**
+   * sendBatch, when present, sends packets [0, count) of one family in one system call
+   * (sendmmsg): packet i is bufs[i][offsets[i], offsets[i] + lengths[i]) to dsts[i]. The kernel
+   * has copied every payload when it returns, so the buffers may be reused at once. It returns
+   * the number of packets the kernel took; failed[i] is set to 1 for each packet it refused
+   * (counted as 'send-error'), 0 otherwise. Senders without it get one send() per packet.
+   */
+  sendBatch?(family: Family, dsts: readonly string[], bufs: readonly Buffer[], offsets: Uint32Array, lengths: Uint32Array, count: number, failed: Uint8Array): number;
   close(): void;
 }
 
