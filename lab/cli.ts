@@ -3,9 +3,9 @@
  * truth) and to write configs. Run as `node dist/lab/cli.js ...` after `npm run build`, or as
  * `node --import tsx lab/cli.ts ...` from the sources.
  *
- *     plan <lan|sites|hub> [--clients N]                      the plan lab.sh executes (renderPlan)
- *     json <lan|sites|hub> [--clients N]                      the topology as JSON
- *     configs <lan|sites|hub> <runDir> [--clients N] [--outer 4|6]
+ *     plan <lan|sites|hub|nat> [--clients N]                  the plan lab.sh executes (renderPlan)
+ *     json <lan|sites|hub|nat> [--clients N]                  the topology as JSON
+ *     configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike]
  *                                                             write configs/, state/, keys.uat
  *     esp-probe <config.yaml> <peer> [--family 4|6] [--count N] [--seq S] [--src A] [--dst A]
  *                                                             print "<endpoint> <hex>" lines: ESP
@@ -20,14 +20,15 @@ import { readFileSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import { parse } from 'yaml';
 import { buildEchoRequest, sealEspProbe } from './esp-probe.js';
-import { generateLabConfigs, writeLabConfigs } from './gen-configs.js';
+import type { Keying } from './gen-configs.js';
+import { KEYINGS, generateLabConfigs, writeLabConfigs } from './gen-configs.js';
 import type { AddressFamily, Topology } from './topology.js';
 import { buildTopology, isTopologyName, renderPlan } from './topology.js';
 
 const USAGE = `usage:
-  cli plan <lan|sites|hub> [--clients N]
-  cli json <lan|sites|hub> [--clients N]
-  cli configs <lan|sites|hub> <runDir> [--clients N] [--outer 4|6]
+  cli plan <lan|sites|hub|nat> [--clients N]
+  cli json <lan|sites|hub|nat> [--clients N]
+  cli configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike]
   cli esp-probe <config.yaml> <peer> [--family 4|6] [--count N] [--seq S] [--src A] [--dst A]`;
 
 /** UsageError is a bad command line (exit status 2). */
@@ -39,6 +40,7 @@ interface Parsed {
   readonly positional: string[];
   clients?: number;
   outer?: AddressFamily;
+  keying?: Keying;
   family?: AddressFamily;
   count?: number;
   seq?: number;
@@ -65,6 +67,11 @@ function parseArgs(argv: readonly string[]): Parsed {
       const v = value();
       if (v !== '4' && v !== '6') throw new UsageError(`--outer wants 4 or 6, got ${v}`);
       out.outer = v === '4' ? 4 : 6;
+    } else if (a === '--keying') {
+      const v = value();
+      const k = KEYINGS.find((x) => x === v);
+      if (k === undefined) throw new UsageError(`--keying wants ${KEYINGS.join(' or ')}, got ${v}`);
+      out.keying = k;
     } else if (a === '--family') {
       const v = value();
       if (v !== '4' && v !== '6') throw new UsageError(`--family wants 4 or 6, got ${v}`);
@@ -162,6 +169,7 @@ function run(argv: readonly string[]): void {
       if (runDir === undefined || !isAbsolute(runDir)) throw new UsageError('configs needs an absolute run dir');
       const set = generateLabConfigs(topo, runDir, {
         outer: p.outer ?? 4,
+        ...(p.keying === undefined ? {} : { keying: p.keying }),
         randomBytes: (n) => randomBytes(n),
       });
       for (const path of writeLabConfigs(set, runDir)) process.stdout.write(`${path}\n`);

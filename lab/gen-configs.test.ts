@@ -6,9 +6,11 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from 'yaml';
-import type { LabConfigSet, LabEspgateConfig } from './gen-configs.js';
+import { parseConfig } from '../src/config/load.js';
+import type { LabConfigSet, LabEspgateConfig, PeerConfig, SaConfig } from './gen-configs.js';
 import {
   AES128_GCM_KEYMAT_BYTES,
+  IKE_PSK_BYTES,
   MIN_SPI,
   WIRESHARK_AES_GCM_16,
   formatKey,
@@ -17,7 +19,7 @@ import {
   writeLabConfigs,
 } from './gen-configs.js';
 import type { AddressFamily, Topology, TopologyName } from './topology.js';
-import { addressOf, buildTopology, findHost, parsePrefix, peersOf, prefixContains } from './topology.js';
+import { TOPOLOGY_NAMES, buildTopology, findHost, localAddressOf, outerAddressOf, parsePrefix, peeringOf, peersOf, prefixContains } from './topology.js';
 
 const RUN_DIR = '/tmp/espgate-lab/unit';
 
@@ -39,6 +41,8 @@ const CASES: readonly Case[] = [
   { n: 5, topology: 'hub', outer: 4, protectedHosts: ['server', 'c1', 'c2', 'c3', 'c4', 'c5', 'c6', 'c7', 'c8'], sas: 16 },
   { n: 6, topology: 'hub', clients: 1, outer: 4, protectedHosts: ['server', 'c1'], sas: 2 },
   { n: 7, topology: 'hub', clients: 250, outer: 6, protectedHosts: ['server', ...Array.from({ length: 250 }, (_, i) => `c${i + 1}`)], sas: 500 },
+  { n: 12, topology: 'nat', outer: 4, protectedHosts: ['inside', 'outside'], sas: 2 },
+  { n: 13, topology: 'nat', outer: 6, protectedHosts: ['inside', 'outside'], sas: 2 },
 ];
 
 function build(c: Case): { topo: Topology; set: LabConfigSet } {
@@ -57,6 +61,12 @@ function peerEntry(cfg: LabEspgateConfig, peer: string): LabEspgateConfig['peers
   const p = cfg.peers.find((x) => x.name === peer);
   assert.ok(p, `${cfg.name} has no peer ${peer}`);
   return p;
+}
+
+/** saOf returns a statically keyed peer's SAs (failing the test when it has none). */
+function saOf(p: PeerConfig): { readonly out: SaConfig; readonly in: SaConfig } {
+  assert.ok(p.sa !== undefined && p.ike === undefined, `${p.name}: static SAs and no ike section`);
+  return p.sa;
 }
 
 describe('generateLabConfigs', () => {
@@ -82,11 +92,12 @@ describe('generateLabConfigs', () => {
       for (const g of set.configs) {
         assert.deepEqual(g.config.peers.map((p) => p.name), peersOf(topo, g.host));
         for (const p of g.config.peers) {
-          const back = peerEntry(configOf(set, p.name), g.host);
-          assert.deepEqual(p.sa.out, back.sa.in, `${g.host}->${p.name}`);
-          assert.deepEqual(p.sa.in, back.sa.out, `${p.name}->${g.host}`);
-          assert.notEqual(p.sa.out.key, p.sa.in.key, 'the two directions share a key');
-          assert.notEqual(p.sa.out.spi, p.sa.in.spi);
+          const back = saOf(peerEntry(configOf(set, p.name), g.host));
+          const sa = saOf(p);
+          assert.deepEqual(sa.out, back.in, `${g.host}->${p.name}`);
+          assert.deepEqual(sa.in, back.out, `${p.name}->${g.host}`);
+          assert.notEqual(sa.out.key, sa.in.key, 'the two directions share a key');
+          assert.notEqual(sa.out.spi, sa.in.spi);
           checked++;
         }
       }
@@ -97,7 +108,7 @@ describe('generateLabConfigs', () => {
       const { set } = build(c);
       const all = new Set<string>();
       for (const g of set.configs) {
-        const inbound = g.config.peers.map((p) => p.sa.in.spi);
+        const inbound = g.config.peers.map((p) => saOf(p).in.spi);
         assert.equal(new Set(inbound).size, inbound.length, `${g.host} has a duplicate inbound SPI`);
         for (const spi of inbound) {
           assert.match(spi, /^0x[0-9a-f]{8}$/);
@@ -125,10 +136,11 @@ describe('generateLabConfigs', () => {
           for (const prefix of p.protect) {
             assert.ok(reals.some((r) => prefixContains(r, prefix)), `${g.host}: ${p.name} protect ${prefix} not inside ${reals.join(',')}`);
           }
-          // The endpoint is the peer's address on the shared segment, of the outer family.
+          // The endpoint is the peer's address on the peering's segment (its router's, behind a NAT), of the outer family.
           assert.equal(p.endpoint.includes(':'), c.outer === 6);
-          const seg = topo.peerings.find((x) => (x.a === g.host && x.b === p.name) || (x.b === g.host && x.a === p.name))?.segment;
-          assert.equal(p.endpoint, addressOf(topo, p.name, c.outer, seg));
+          const peering = peeringOf(topo, g.host, p.name);
+          assert.ok(peering !== undefined);
+          assert.equal(p.endpoint, outerAddressOf(topo, peering, p.name, c.outer));
         }
         // local.protect covers this host's own addresses (host mode) or its LAN (gateway mode).
         const self = findHost(topo, g.host);
@@ -145,7 +157,7 @@ describe('generateLabConfigs', () => {
         const doc: unknown = parse(g.yaml);
         assert.deepEqual(doc, JSON.parse(JSON.stringify(g.config)));
         for (const p of g.config.peers) {
-          for (const sa of [p.sa.out, p.sa.in]) {
+          for (const sa of [saOf(p).out, saOf(p).in]) {
             assert.equal(sa.aead, 'aes-gcm-16');
             assert.match(sa.key, /^0x[0-9a-f]{40}$/);
           }
@@ -164,12 +176,13 @@ describe('generateLabConfigs', () => {
         assert.equal(proto, c.outer === 4 ? 'IPv4' : 'IPv6');
         assert.equal(alg, WIRESHARK_AES_GCM_16);
         // The receiver (dst endpoint) holds this SPI/key as an inbound SA from the sender.
-        const receiver = set.configs.find((g) => g.config.peers.some((p) => p.endpoint === src && p.sa.in.spi === spi));
+        const receiver = set.configs.find((g) => g.config.peers.some((p) => p.endpoint === src && saOf(p).in.spi === spi));
         assert.ok(receiver, `no receiver for ${line}`);
         const fromPeer = receiver.config.peers.find((p) => p.endpoint === src);
-        assert.equal(fromPeer?.sa.in.key, key);
+        assert.ok(fromPeer !== undefined);
+        assert.equal(saOf(fromPeer).in.key, key);
         const sender = configOf(set, fromPeer.name);
-        assert.ok(sender.peers.some((p) => p.endpoint === dst && p.sa.out.spi === spi));
+        assert.ok(sender.peers.some((p) => p.endpoint === dst && saOf(p).out.spi === spi));
       }
     });
   }
@@ -187,10 +200,10 @@ describe('generateLabConfigs', () => {
     assert.equal(calls, 6);
     // First peering alice-bob: alice->bob is drawn first, bob->alice second.
     const aliceBob = peerEntry(configOf(set, 'alice'), 'bob');
-    assert.equal(aliceBob.sa.out.key, `0x${'01'.repeat(20)}`);
-    assert.equal(aliceBob.sa.in.key, `0x${'02'.repeat(20)}`);
-    assert.equal(aliceBob.sa.out.spi, '0x00001002');
-    assert.equal(aliceBob.sa.in.spi, '0x00002001');
+    assert.equal(saOf(aliceBob).out.key, `0x${'01'.repeat(20)}`);
+    assert.equal(saOf(aliceBob).in.key, `0x${'02'.repeat(20)}`);
+    assert.equal(saOf(aliceBob).out.spi, '0x00001002');
+    assert.equal(saOf(aliceBob).in.spi, '0x00002001');
     assert.equal(aliceBob.endpoint, '198.18.0.2');
   });
 
@@ -210,6 +223,98 @@ describe('generateLabConfigs', () => {
     const b = build(CASES[0]).set;
     assert.notEqual(a.uat, b.uat);
     assert.deepEqual(a.sas.map((s) => s.spi), b.sas.map((s) => s.spi));
+  });
+});
+
+describe('generateLabConfigs with IKE keying', () => {
+  const topologies: readonly [number, Topology][] = [
+    ...TOPOLOGY_NAMES.map((n, i) => [i + 1, buildTopology(n, n === 'hub' ? { clients: 3 } : {})] as [number, Topology]),
+  ];
+  for (const [n, topo] of topologies) {
+    for (const outer of [4, 6] as const) {
+      it(`case ${n}.${outer}: ${topo.name} outer=IPv${outer}: ike sections pair up, one PSK per peering, ids = own addresses, no static SAs`, () => {
+        const set = generateLabConfigs(topo, RUN_DIR, { outer, keying: 'ike', randomBytes: (k) => randomBytes(k) });
+        assert.equal(set.sas.length, 0);
+        assert.equal(set.psks.length, topo.peerings.length);
+        assert.equal(new Set(set.psks.map((k) => k.psk)).size, set.psks.length, 'every peering has its own PSK');
+        assert.equal(set.uat.split('\n').filter((l) => l !== '' && !l.startsWith('#')).length, 0, 'keys.uat has no records');
+        for (const g of set.configs) {
+          for (const p of g.config.peers) {
+            const ike = p.ike;
+            assert.ok(ike !== undefined && p.sa === undefined, `${g.host}->${p.name}: ike and no sa`);
+            const back = peerEntry(configOf(set, p.name), g.host).ike;
+            assert.ok(back !== undefined);
+            assert.equal(ike.psk, back.psk, 'both ends hold the same PSK');
+            assert.match(ike.psk, new RegExp(`^0x[0-9a-f]{${2 * IKE_PSK_BYTES}}$`));
+            assert.equal(ike.localId, back.remoteId);
+            assert.equal(ike.remoteId, back.localId);
+            const peering = peeringOf(topo, g.host, p.name);
+            assert.ok(peering !== undefined);
+            assert.equal(ike.localId, localAddressOf(topo, peering, g.host, outer));
+            assert.equal(ike.remoteId, localAddressOf(topo, peering, p.name, outer));
+            assert.equal(p.endpoint, outerAddressOf(topo, peering, p.name, outer));
+            assert.deepEqual(Object.keys(ike).sort(), ['localId', 'psk', 'remoteId'], 'nothing but the keys and ids unless asked');
+          }
+        }
+      });
+    }
+  }
+
+  it('case 5: nat: the outside end knows inside by the router\'s address but by inside\'s own id', () => {
+    const set = generateLabConfigs(buildTopology('nat'), RUN_DIR, { keying: 'ike', randomBytes: (k) => randomBytes(k) });
+    const out = peerEntry(configOf(set, 'outside'), 'inside');
+    const ins = peerEntry(configOf(set, 'inside'), 'outside');
+    assert.equal(out.endpoint, '198.18.0.1');
+    assert.equal(out.ike?.remoteId, '198.18.3.10');
+    assert.equal(out.ike?.localId, '198.18.0.2');
+    assert.equal(ins.endpoint, '198.18.0.2');
+    assert.equal(ins.ike?.localId, '198.18.3.10');
+  });
+
+  it('case 6: tuning: `ike` goes to every peer, `ikeFor` to one direction only, after `ike`', () => {
+    const set = generateLabConfigs(buildTopology('lan'), RUN_DIR, {
+      keying: 'ike',
+      ike: { childLifetime: 20, dpdDelay: 5, pfs: true },
+      ikeFor: { bob: { alice: { initiate: false, dpdDelay: 7 } } },
+      randomBytes: (k) => randomBytes(k),
+    });
+    const ba = peerEntry(configOf(set, 'bob'), 'alice').ike;
+    const ab = peerEntry(configOf(set, 'alice'), 'bob').ike;
+    const bc = peerEntry(configOf(set, 'bob'), 'carol').ike;
+    assert.deepEqual([ba?.initiate, ba?.dpdDelay, ba?.childLifetime], [false, 7, 20]);
+    assert.deepEqual([ab?.initiate, ab?.dpdDelay, ab?.childLifetime, ab?.pfs], [undefined, 5, 20, true]);
+    assert.deepEqual([bc?.initiate, bc?.dpdDelay], [undefined, 5]);
+  });
+
+  it('case 7: key material: one IKE_PSK_BYTES draw per peering, in peering order', () => {
+    let calls = 0;
+    const set = generateLabConfigs(buildTopology('lan'), RUN_DIR, {
+      keying: 'ike',
+      randomBytes: (k) => {
+        assert.equal(k, IKE_PSK_BYTES);
+        calls++;
+        return new Uint8Array(k).fill(calls);
+      },
+    });
+    assert.equal(calls, 3);
+    assert.equal(peerEntry(configOf(set, 'carol'), 'bob').ike?.psk, `0x${'03'.repeat(IKE_PSK_BYTES)}`);
+  });
+
+  it('case 8: the YAML round-trips and is accepted by espgate\'s own config parser (both keyings, every topology)', () => {
+    for (const name of TOPOLOGY_NAMES) {
+      for (const keying of ['static', 'ike'] as const) {
+        const set = generateLabConfigs(buildTopology(name, name === 'hub' ? { clients: 3 } : {}), RUN_DIR, {
+          keying,
+          ike: { childLifetime: 20, dpdDelay: 5 },
+          randomBytes: (k) => randomBytes(k),
+        });
+        for (const g of set.configs) {
+          assert.deepEqual(parse(g.yaml), JSON.parse(JSON.stringify(g.config)));
+          const cfg = parseConfig(g.yaml, g.path);
+          assert.equal(cfg.peers.length, g.config.peers.length, `${name} ${keying} ${g.host}`);
+        }
+      }
+    }
   });
 });
 

@@ -8,13 +8,22 @@
  * SPIs: the SA from sender S to receiver R has SPI (S.index << 12) | R.index, e.g. alice (1) to
  * bob (2) is 0x1002 and bob to alice is 0x2001. That is unique per receiver (and in the whole
  * run), always >= 0x1001 (RFC 4303 reserves 1..255), and readable in a capture.
+ *
+ * Keying: 'static' (the default, DEFAULT_KEYING) writes `sa: { out, in }` per peer as above;
+ * 'ike' writes `ike:` instead: one fresh pre-shared key per peering (both ends get the same),
+ * identities = the ends' own outer addresses (localAddressOf: behind a NAT, the host's own
+ * address, not the router's), plus any IkeTuning the caller gives (short lifetimes for rekey
+ * tests, DPD). keys.uat then holds no records: IKE negotiates the keys.
+ *
+ * Endpoints: a peer's `endpoint` is its address as seen from this host (outerAddressOf): for a
+ * peer behind a NAT, the router's address on the peering's segment.
  */
 
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { AddressFamily, LabHost, PrefixPair, Topology } from './topology.js';
-import { addressOf, findHost, peersOf, peeringOf, protectedHosts } from './topology.js';
+import { findHost, localAddressOf, outerAddressOf, peersOf, peeringOf, protectedHosts } from './topology.js';
 
 /** AEAD_NAME is the config's name for AES-GCM with a 16-octet ICV (RFC 4106). */
 export const AEAD_NAME = 'aes-gcm-16';
@@ -44,12 +53,48 @@ export interface SaConfig {
   readonly key: string;
 }
 
-/** PeerConfig is one `peers[]` entry. */
+/** Keying says how the lab configs key their peers: static SAs or IKEv2 with a pre-shared key. */
+export type Keying = 'static' | 'ike';
+
+/** KEYINGS is every Keying. */
+export const KEYINGS: readonly Keying[] = ['static', 'ike'];
+
+/**
+ * DEFAULT_KEYING is the lab's keying when none is asked for. Static for now: the IKE lab tests
+ * ask for 'ike' themselves (`lab.sh configs --ike`, GenerateOptions.keying).
+ */
+export const DEFAULT_KEYING: Keying = 'static';
+
+/** IKE_PSK_BYTES is the size of each peering's random pre-shared key (written as 0x + hex). */
+export const IKE_PSK_BYTES = 32;
+
+/** IkeTuning is the part of a peer's `ike:` section a caller may set (the config contract's names and units: seconds). */
+export interface IkeTuning {
+  readonly initiate?: boolean;
+  readonly ikeProposals?: readonly string[];
+  readonly espProposals?: readonly string[];
+  readonly pfs?: boolean;
+  readonly dpdDelay?: number;
+  readonly ikeLifetime?: number;
+  readonly childLifetime?: number;
+  readonly childLifetimeBytes?: number;
+  readonly childLifetimePackets?: number;
+}
+
+/** IkePeerConfig is a peer's `ike:` section as the lab writes it. */
+export interface IkePeerConfig extends IkeTuning {
+  readonly psk: string;
+  readonly localId: string;
+  readonly remoteId: string;
+}
+
+/** PeerConfig is one `peers[]` entry: exactly one of `sa` (static keying) and `ike`. */
 export interface PeerConfig {
   readonly name: string;
   readonly endpoint: string;
   readonly protect: readonly string[];
-  readonly sa: { readonly out: SaConfig; readonly in: SaConfig };
+  readonly sa?: { readonly out: SaConfig; readonly in: SaConfig };
+  readonly ike?: IkePeerConfig;
 }
 
 /** LabEspgateConfig is the config document written for one host (a subset of what the schema allows). */
@@ -90,17 +135,36 @@ export interface GeneratedConfig {
 export interface LabConfigSet {
   readonly configs: readonly GeneratedConfig[];
   readonly sas: readonly LabSa[];
+  /** psks: one per peering with keying 'ike' (empty for static keying). */
+  readonly psks: readonly LabPsk[];
   /** uatPath is <runDir>/keys.uat; uat is its text. */
   readonly uatPath: string;
   readonly uat: string;
 }
 
-/** GenerateOptions chooses the outer address family and the source of key material. */
+/** GenerateOptions chooses the outer address family, the keying and the source of key material. */
 export interface GenerateOptions {
   /** outer is the family of the tunnel endpoints (default 4). */
   readonly outer?: AddressFamily;
+  /** keying is 'static' or 'ike' (default DEFAULT_KEYING). */
+  readonly keying?: Keying;
+  /** ike is added to every peer's `ike:` section (keying 'ike' only). */
+  readonly ike?: IkeTuning;
+  /** ikeFor is added after `ike`, per host and peer name: ikeFor[host][peer] (keying 'ike' only). */
+  readonly ikeFor?: Readonly<Record<string, Readonly<Record<string, IkeTuning>>>>;
   /** randomBytes returns n fresh random bytes (node:crypto randomBytes in production). */
   readonly randomBytes: (n: number) => Uint8Array;
+}
+
+/** LabPsk is one peering's pre-shared key and the identities of its ends. */
+export interface LabPsk {
+  readonly a: string;
+  readonly b: string;
+  /** psk is the key as the config writes it ("0x" + hex), also valid in strongSwan's secrets. */
+  readonly psk: string;
+  /** idA and idB are the ends' identities (their own outer addresses). */
+  readonly idA: string;
+  readonly idB: string;
 }
 
 /** spiFor returns the SPI of the SA from sender to receiver (see the file comment). */
@@ -148,13 +212,14 @@ export function renderUatLine(sa: LabSa): string {
   return fields.map((f) => `"${f}"`).join(',');
 }
 
-/** renderUat renders keys.uat: a comment header, then one record per SA. */
-export function renderUat(topo: Topology, sas: readonly LabSa[]): string {
+/** renderUat renders keys.uat: a comment header, then one record per SA (none with IKE keying). */
+export function renderUat(topo: Topology, sas: readonly LabSa[], keying: Keying = 'static'): string {
   const header = [
     `# Wireshark esp_sa UAT for the espgate lab (topology ${topo.name}).`,
     '# Use: lab/lab.sh decode FILE, or copy to ~/.config/wireshark/esp_sa, or pass each line',
     '# as tshark -o \'uat:esp_sa:LINE\' together with -o esp.enable_encryption_decode:TRUE.',
   ];
+  if (keying === 'ike') header.push('# keying: ike; the SAs are negotiated at run time, so there are no records here.');
   return [...header, ...sas.map(renderUatLine)].join('\n') + '\n';
 }
 
@@ -165,25 +230,56 @@ export function renderUat(topo: Topology, sas: readonly LabSa[]): string {
  */
 export function generateLabConfigs(topo: Topology, runDir: string, options: GenerateOptions): LabConfigSet {
   const outer = options.outer ?? 4;
+  const keying = options.keying ?? DEFAULT_KEYING;
+  const draw = (n: number): Uint8Array => {
+    const bytes = options.randomBytes(n);
+    if (bytes.length !== n) throw new Error('randomBytes returned the wrong length');
+    return Uint8Array.from(bytes);
+  };
   const sas: LabSa[] = [];
+  const psks: LabPsk[] = [];
   const saByPair = new Map<string, LabSa>();
+  const pskByPair = new Map<string, LabPsk>();
   for (const p of topo.peerings) {
+    if (keying === 'ike') {
+      const psk: LabPsk = {
+        a: p.a,
+        b: p.b,
+        psk: formatKey(draw(IKE_PSK_BYTES)),
+        idA: localAddressOf(topo, p, p.a, outer),
+        idB: localAddressOf(topo, p, p.b, outer),
+      };
+      psks.push(psk);
+      pskByPair.set(`${p.a}>${p.b}`, psk);
+      pskByPair.set(`${p.b}>${p.a}`, psk);
+      continue;
+    }
     for (const [from, to] of [[p.a, p.b], [p.b, p.a]] as const) {
-      const keymat = options.randomBytes(AES128_GCM_KEYMAT_BYTES);
-      if (keymat.length !== AES128_GCM_KEYMAT_BYTES) throw new Error('randomBytes returned the wrong length');
       const sa: LabSa = {
         from,
         to,
         family: outer,
-        src: addressOf(topo, from, outer, p.segment),
-        dst: addressOf(topo, to, outer, p.segment),
+        src: outerAddressOf(topo, p, from, outer),
+        dst: outerAddressOf(topo, p, to, outer),
         spi: spiFor(findHost(topo, from), findHost(topo, to)),
-        keymat: Uint8Array.from(keymat),
+        keymat: draw(AES128_GCM_KEYMAT_BYTES),
       };
       sas.push(sa);
       saByPair.set(`${from}>${to}`, sa);
     }
   }
+  const ikeConfig = (self: string, peer: string): IkePeerConfig => {
+    const k = pskByPair.get(`${self}>${peer}`);
+    if (k === undefined) throw new Error(`peering ${self}-${peer} has no key`);
+    const selfIsA = k.a === self;
+    return {
+      psk: k.psk,
+      localId: selfIsA ? k.idA : k.idB,
+      remoteId: selfIsA ? k.idB : k.idA,
+      ...options.ike,
+      ...options.ikeFor?.[self]?.[peer],
+    };
+  };
   const saConfig = (sa: LabSa): SaConfig => ({ spi: formatSpi(sa.spi), aead: AEAD_NAME, key: formatKey(sa.keymat) });
   const configs: GeneratedConfig[] = protectedHosts(topo).map((h) => {
     const role = h.espgate;
@@ -191,17 +287,17 @@ export function generateLabConfigs(topo: Topology, runDir: string, options: Gene
     const peers: PeerConfig[] = peersOf(topo, h.name).map((peerName) => {
       const peer = findHost(topo, peerName);
       const peering = peeringOf(topo, h.name, peerName);
+      if (peering === undefined || peer.espgate === undefined) throw new Error(`peering ${h.name}-${peerName} incomplete`);
+      const base = {
+        name: peerName,
+        endpoint: outerAddressOf(topo, peering, peerName, outer),
+        protect: [...peer.espgate.protect],
+      };
+      if (keying === 'ike') return { ...base, ike: ikeConfig(h.name, peerName) };
       const out = saByPair.get(`${h.name}>${peerName}`);
       const inb = saByPair.get(`${peerName}>${h.name}`);
-      if (peering === undefined || out === undefined || inb === undefined || peer.espgate === undefined) {
-        throw new Error(`peering ${h.name}-${peerName} incomplete`);
-      }
-      return {
-        name: peerName,
-        endpoint: addressOf(topo, peerName, outer, peering.segment),
-        protect: [...peer.espgate.protect],
-        sa: { out: saConfig(out), in: saConfig(inb) },
-      };
+      if (out === undefined || inb === undefined) throw new Error(`peering ${h.name}-${peerName} incomplete`);
+      return { ...base, sa: { out: saConfig(out), in: saConfig(inb) } };
     });
     const config: LabEspgateConfig = {
       name: h.name,
@@ -215,11 +311,11 @@ export function generateLabConfigs(topo: Topology, runDir: string, options: Gene
     };
     const yaml =
       `# espgate config for ${h.name} in the lab (topology ${topo.name}), written by lab/gen-configs.ts.\n` +
-      '# Keys are random for this run only.\n' +
+      (keying === 'ike' ? '# Keying: IKEv2 with a pre-shared key per peering, random for this run only.\n' : '# Keys are random for this run only.\n') +
       stringify(config, { lineWidth: 0 });
     return { host: h.name, path: configPath(runDir, h.name), config, yaml };
   });
-  return { configs, sas, uatPath: uatPathOf(runDir), uat: renderUat(topo, sas) };
+  return { configs, sas, psks, uatPath: uatPathOf(runDir), uat: renderUat(topo, sas, keying) };
 }
 
 /**

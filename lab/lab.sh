@@ -57,6 +57,26 @@
 #   +-----------------------------------------------------------------+
 #   (IPv6 host ids repeat the IPv4 number's digits: .12 <-> ::12.)
 #
+# nat: inside sits behind a home router that masquerades (IPv4 and IPv6) everything it forwards
+# out of its WAN interface and forwards nothing new in from the WAN; outside is on the WAN.
+# inside's endpoint for outside is 198.18.0.2; outside sees inside only as the router's .0.1,
+# which is its endpoint for inside. Capture default: br-wan (only the router's address there).
+#
+#   +-------------+      +-------------------+      +-------------+
+#   | inside      |      | router            |      | outside     |
+#   | .3.10 ::10  |      | eth1       eth0   |      | .0.2 ::2    |
+#   | [eth0]      |      | .3.1 ::1   .0.1 ::1|      | [eth0]      |
+#   +--+----------+      +--+----------+-----+      +--+----------+
+#      |inside-e0  router-e1|          |router-e0      |outside-e0
+#   +--+--------------------+--+  +---+---------------+-----------+
+#   | sw br-home               |  | sw br-wan                     |
+#   | 198.18.3.0/24            |  | 198.18.0.0/24                 |
+#   | 2001:db8:0:3::/64        |  | 2001:db8:0:1::/64             |
+#   +--------------------------+  +-------------------------------+
+#   inside, outside: default routes via the router (.3.1 / .0.1); router: MASQUERADE -o eth0.
+#   inside maps 198.18.0.0/24 <-> 198.19.0.0/24, 2001:db8:0:1::/64 <-> 2001:db8:0:ff01::/64
+#   outside maps 198.18.3.0/24 <-> 198.19.3.0/24, 2001:db8:0:3::/64 <-> 2001:db8:0:ff03::/64
+#
 # Usage: see `lab.sh help` or docs/lab.md.
 #
 # Runs: every namespace is egl-<run>-<host>. A run's state lives in $EGL_BASE/<run>/
@@ -84,7 +104,7 @@ usage() {
   cat <<'EOF'
 usage: lab/lab.sh <command> [options]
 
-  up <lan|sites|hub> [--run ID] [--clients N] [--owner PID]
+  up <lan|sites|hub|nat> [--run ID] [--clients N] [--owner PID]
                                create the topology (idempotent); prints the run id
   down [--run ID] [--purge]    stop processes in the run's namespaces and delete them
                                (--purge also removes the run dir)
@@ -96,8 +116,9 @@ usage: lab/lab.sh <command> [options]
                                tcpdump on a segment's bridge in the switch (default: the
                                topology's capture segment; 10 s by default, at most 3600)
                                a file name without '/' goes to <rundir>/pcap/
-  configs [--run ID] [--outer 4|6]
+  configs [--run ID] [--outer 4|6] [--ike]
                                write espgate configs for every protected host and keys.uat
+                               (--ike: IKEv2 peers with a PSK per peering, not static SAs)
   decode [--run ID] <pcap> [-- <tshark args...>]
                                tshark the capture, decrypting ESP with the run's keys.uat
   inject [--run ID] <host> <peer> [-- <esp-probe options>]
@@ -106,7 +127,7 @@ usage: lab/lab.sh <command> [options]
                                options: --family 4|6 --count N --seq S --src A --dst A
   ns [--run ID] <host>         print a host's namespace name
   dir [--run ID]               print the run dir
-  plan <lan|sites|hub> [--clients N]
+  plan <lan|sites|hub|nat> [--clients N]
                                print the topology plan (from lab/topology.ts)
 
 Without --run the run id is $EGL_RUN, else r<caller pid>.
@@ -233,6 +254,7 @@ OPT_CLIENTS=
 OPT_PURGE=0
 OPT_ALL_STALE=0
 OPT_OUTER=4
+OPT_KEYING=
 OPT_SEGMENT=
 ARGS=()
 REST=()
@@ -247,6 +269,8 @@ parse_opts() {
       --clients=*) OPT_CLIENTS=${1#--clients=}; shift ;;
       --outer) [ $# -ge 2 ] || die "--outer needs a value"; OPT_OUTER=$2; shift 2 ;;
       --segment) [ $# -ge 2 ] || die "--segment needs a value"; OPT_SEGMENT=$2; shift 2 ;;
+      --ike) OPT_KEYING=ike; shift ;;
+      --static) OPT_KEYING=static; shift ;;
       --purge) OPT_PURGE=1; shift ;;
       --all-stale) OPT_ALL_STALE=1; shift ;;
       --) shift; REST=("$@"); return 0 ;;
@@ -312,10 +336,29 @@ prepare_namespace() {
   ip -n "$ns" link set lo up
 }
 
+# ensure_rule NS CMD TABLE RULE...: append an iptables/ip6tables rule in a namespace unless it is there.
+ensure_rule() {
+  local ns=$1 cmd=$2 table=$3; shift 3
+  ip netns exec "$ns" "$cmd" -w 10 -t "$table" -C "$@" 2>/dev/null ||
+    ip netns exec "$ns" "$cmd" -w 10 -t "$table" -A "$@"
+}
+
+# masquerade NS IFACE: a home router on IFACE (both families): forwarded packets leaving by it
+# get the interface's address; of those coming in by it, only replies (ESTABLISHED, RELATED) are
+# forwarded. The router's own INPUT is left open (it is a lab router, not a firewall test).
+masquerade() {
+  local ns=$1 ifc=$2 cmd
+  for cmd in iptables ip6tables; do
+    ensure_rule "$ns" "$cmd" nat POSTROUTING -o "$ifc" -j MASQUERADE
+    ensure_rule "$ns" "$cmd" filter FORWARD -i "$ifc" -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT
+    ensure_rule "$ns" "$cmd" filter FORWARD -i "$ifc" -j DROP
+  done
+}
+
 cmd_up() {
-  [ ${#ARGS[@]} -eq 1 ] || die "usage: up <lan|sites|hub> [--run ID] [--clients N]"
+  [ ${#ARGS[@]} -eq 1 ] || die "usage: up <lan|sites|hub|nat> [--run ID] [--clients N]"
   local topo=${ARGS[0]}
-  case $topo in lan|sites|hub) ;; *) die "unknown topology $topo" ;; esac
+  case $topo in lan|sites|hub|nat) ;; *) die "unknown topology $topo" ;; esac
   if [ -n "$OPT_CLIENTS" ] && [ "$topo" != hub ]; then die "--clients is for the hub topology"; fi
   resolve_run create
   lock_run
@@ -390,6 +433,10 @@ cmd_up() {
       route)
         # route <host> <4|6> <dst|default> <via>
         ip -n "$(ns_of "$a")" -"$b" route replace "$c" via "$d"
+        ;;
+      masquerade)
+        # masquerade <host> <ifname>
+        masquerade "$(ns_of "$a")" "$b"
         ;;
     esac
   done <<<"$plan"
@@ -520,13 +567,14 @@ cmd_capture() {
 }
 
 cmd_configs() {
-  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6]"
+  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6] [--ike]"
   resolve_run
   lock_run
-  local topo clients_arg=()
+  local topo clients_arg=() keying_arg=()
   topo=$(cat "$RUN_DIR/topology")
   if [ -f "$RUN_DIR/clients" ]; then clients_arg=(--clients "$(cat "$RUN_DIR/clients")"); fi
-  lab_cli configs "$topo" "$RUN_DIR" "${clients_arg[@]}" --outer "$OPT_OUTER"
+  if [ -n "$OPT_KEYING" ]; then keying_arg=(--keying "$OPT_KEYING"); fi
+  lab_cli configs "$topo" "$RUN_DIR" "${clients_arg[@]}" --outer "$OPT_OUTER" "${keying_arg[@]}"
 }
 
 # uat_opts FILE: prints tshark -o arguments, NUL-separated, for every record in a keys.uat.

@@ -26,8 +26,10 @@ done
 
 # Packages the lab, the demo and the daemon use. netcat: either ncat or netcat-openbsd will do.
 # make/g++ build the native addon (node-gyp); iputils-ping gives ping in the namespaces.
+# strongSwan (charon with kernel-libipsec, swanctl) is the interop peer of test/lab/swan.test.ts.
 PACKAGES=(iptables iproute2 conntrack tcpdump tshark libnetfilter-queue-dev ipset nftables iperf3 socat python3
-          iputils-ping make g++)
+          iputils-ping make g++
+          strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins)
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
@@ -42,6 +44,13 @@ if [ "$DO_APT" = 1 ]; then
     # tshark asks whether non-root users may capture; answer no without a prompt.
     echo 'wireshark-common wireshark-common/install-setuid boolean false' | debconf-set-selections 2>/dev/null || true
     apt-get update -q
+    # No service may start in the root namespace during the install (strongSwan's packages would
+    # start charon there): policy-rc.d says "not now" to invoke-rc.d, removed again by the trap.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+      printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"
+      trap 'rm -f "$policy"' EXIT
+    fi
     apt-get install -y -q --no-install-recommends "${missing[@]}"
   else
     echo "setup.sh: system packages present"

@@ -10,12 +10,16 @@ import {
   addressInPrefix,
   buildTopology,
   findHost,
+  localAddressOf,
   namespaceName,
+  outerAddressOf,
   parseAddress,
+  peeringOf,
   peersOf,
   prefixContains,
   protectedHosts,
   renderPlan,
+  sharedSegment,
   validateTopology,
 } from './topology.js';
 
@@ -147,11 +151,65 @@ describe('topologies', () => {
     assert.equal(namespaceName('r123', 'alice'), 'egl-r123-alice');
     assert.equal(namespaceName('r123', 'sw'), 'egl-r123-sw');
   });
+
+  it('case 9: nat: inside behind a masquerading router, outside on the WAN; each end\'s endpoint for the other', () => {
+    const t = buildTopology('nat');
+    assert.deepEqual(t.hosts.map((h) => h.name), ['inside', 'router', 'outside']);
+    assert.deepEqual(protectedHosts(t).map((h) => h.name), ['inside', 'outside']);
+    assert.equal(addressOf(t, 'inside', 4), '198.18.3.10');
+    assert.equal(addressOf(t, 'inside', 6), '2001:db8:0:3::10');
+    assert.equal(addressOf(t, 'router', 4, 'wan'), '198.18.0.1');
+    assert.equal(addressOf(t, 'router', 4, 'home'), '198.18.3.1');
+    assert.equal(addressOf(t, 'outside', 4), '198.18.0.2');
+    assert.deepEqual(findHost(t, 'router').masquerade, ['eth0']);
+    assert.equal(findHost(t, 'router').interfaces[0]?.segment, 'wan');
+    assert.equal(findHost(t, 'router').forwarding, true);
+    assert.deepEqual(findHost(t, 'inside').routes.map((r) => `${r.family} ${r.dst} ${r.via}`), ['4 default 198.18.3.1', '6 default 2001:db8:0:3::1']);
+    assert.deepEqual(findHost(t, 'outside').routes.map((r) => `${r.family} ${r.dst} ${r.via}`), ['4 default 198.18.0.1', '6 default 2001:db8:0:1::1']);
+    assert.equal(sharedSegment(t, 'inside', 'outside'), undefined);
+    assert.equal(sharedSegment(t, 'inside', 'router'), 'home');
+    const p = peeringOf(t, 'inside', 'outside');
+    assert.ok(p !== undefined);
+    // what each end sends from, and what the other end (and a WAN capture) sees
+    const want: readonly [string, 4 | 6, string, string][] = [
+      ['inside', 4, '198.18.3.10', '198.18.0.1'],
+      ['inside', 6, '2001:db8:0:3::10', '2001:db8:0:1::1'],
+      ['outside', 4, '198.18.0.2', '198.18.0.2'],
+      ['outside', 6, '2001:db8:0:1::2', '2001:db8:0:1::2'],
+    ];
+    for (const [h, fam, local, outer] of want) {
+      assert.equal(localAddressOf(t, p, h, fam), local, `${h} IPv${fam} local`);
+      assert.equal(outerAddressOf(t, p, h, fam), outer, `${h} IPv${fam} outer`);
+    }
+    // each end maps the other's real segment to a fake twin
+    assert.deepEqual(findHost(t, 'inside').espgate?.prefixes.map((x) => x.real), ['198.18.0.0/24', '2001:db8:0:1::/64']);
+    assert.deepEqual(findHost(t, 'outside').espgate?.prefixes, [
+      { real: '198.18.3.0/24', fake: '198.19.3.0/24' },
+      { real: '2001:db8:0:3::/64', fake: '2001:db8:0:ff03::/64' },
+    ]);
+  });
+
+  it('case 10: validateTopology reports a NAT without masquerade, a natted host on the WAN, a missing default route', () => {
+    const t = buildTopology('nat');
+    const cases: readonly [number, Topology, string][] = [
+      [1, { ...t, hosts: t.hosts.map((h) => (h.name === 'router' ? { ...h, masquerade: [] } : h)) }, 'does not masquerade eth0'],
+      [2, { ...t, hosts: t.hosts.map((h) => (h.name === 'router' ? { ...h, forwarding: false } : h)) }, 'does not forward'],
+      [3, { ...t, hosts: t.hosts.map((h) => (h.name === 'inside' ? { ...h, routes: h.routes.filter((r) => r.family === 4) } : h)) }, 'no IPv6 default route'],
+      [4, { ...t, hosts: t.hosts.map((h) => (h.name === 'router' ? { ...h, masquerade: ['eth7'] } : h)) }, 'unknown interface eth7'],
+      [5, { ...t, peerings: t.peerings.map((p) => ({ ...p, nat: { host: 'outside', router: 'router' } })) }, 'outside is behind the NAT but on wan'],
+      [6, { ...t, peerings: t.peerings.map(({ a, b, segment }) => ({ a, b, segment })) }, 'inside not on wan'],
+    ];
+    for (const [n, broken, want] of cases) {
+      const problems = validateTopology(broken);
+      assert.ok(problems.some((x) => x.includes(want)), `case 10.${n}: want "${want}", got: ${problems.join('; ')}`);
+    }
+  });
+
 });
 
 describe('renderPlan', () => {
-  const FIELDS: Record<string, number> = { topology: 2, capture: 3, segment: 5, host: 5, link: 8, route: 5 };
-  const ORDER = ['topology', 'capture', 'segment', 'host', 'link', 'route'];
+  const FIELDS: Record<string, number> = { topology: 2, capture: 3, segment: 5, host: 5, link: 8, route: 5, masquerade: 3 };
+  const ORDER = ['topology', 'capture', 'segment', 'host', 'link', 'route', 'masquerade'];
 
   for (const [n, name] of TOPOLOGY_NAMES.entries()) {
     it(`case ${n + 1}: ${name}: every record has its field count, records in order, matching the topology`, () => {
@@ -178,6 +236,7 @@ describe('renderPlan', () => {
         }
       }
       assert.equal(links, t.hosts.reduce((s, h) => s + h.interfaces.length, 0));
+      assert.deepEqual(lines.filter((l) => l.startsWith('masquerade ')), t.hosts.flatMap((h) => (h.masquerade ?? []).map((i) => `masquerade ${h.name} ${i}`)));
       assert.equal(lines.filter((l) => l.startsWith('host ')).length, t.hosts.length);
     });
   }

@@ -18,10 +18,10 @@
  */
 
 /** TopologyName lists the lab's topologies. */
-export type TopologyName = 'lan' | 'sites' | 'hub';
+export type TopologyName = 'lan' | 'sites' | 'hub' | 'nat';
 
 /** TOPOLOGY_NAMES is every TopologyName, in the order `lab.sh` documents them. */
-export const TOPOLOGY_NAMES: readonly TopologyName[] = ['lan', 'sites', 'hub'];
+export const TOPOLOGY_NAMES: readonly TopologyName[] = ['lan', 'sites', 'hub', 'nat'];
 
 /** LAB_NS_PREFIX starts every lab namespace name; `lab.sh down --all-stale` looks for it. */
 export const LAB_NS_PREFIX = 'egl-';
@@ -102,13 +102,32 @@ export interface LabHost {
   readonly routes: readonly Route[];
   /** espgate is present on hosts that run espgate. */
   readonly espgate?: EspgateRole;
+  /**
+   * masquerade names the interfaces (of a forwarding host) whose outgoing forwarded traffic is
+   * source-NATed to the interface's address, IPv4 and IPv6; new connections coming in on them
+   * are not forwarded (a home router).
+   */
+  readonly masquerade?: readonly string[];
 }
 
-/** Peering is one pair of protected hosts; their outer (tunnel) addresses are on `segment`. */
+/** PeeringNat says that one end of a peering reaches the other only through a masquerading router. */
+export interface PeeringNat {
+  /** host is the end behind the NAT; its packets reach `segment` with the router's address. */
+  readonly host: string;
+  /** router masquerades its interface on the peering's segment. */
+  readonly router: string;
+}
+
+/**
+ * Peering is one pair of protected hosts. Their outer (tunnel) addresses are on `segment`, except
+ * for the end named in `nat`, which sits on another segment behind `nat.router`: the other end
+ * sees it as the router's address on `segment` (see outerAddressOf).
+ */
 export interface Peering {
   readonly a: string;
   readonly b: string;
   readonly segment: string;
+  readonly nat?: PeeringNat;
 }
 
 /** Topology is one complete lab topology. */
@@ -337,6 +356,66 @@ function hubTopology(clients: number): Topology {
   };
 }
 
+/**
+ * natTopology: `inside` sits on a home segment behind `router`, which masquerades everything it
+ * forwards out of its WAN interface (IPv4 and IPv6) and forwards nothing new from the WAN in;
+ * `outside` is on the WAN. The two protect their own addresses (host mode). `inside` sends to
+ * `outside`'s address; `outside` sees `inside` only as the router's WAN address, so that is its
+ * endpoint for `inside`. Both ends route everything else via the router (default routes), so
+ * locally sent packets to the other's real address have a route before espgate steers them.
+ *
+ *     inside .3.10 --[home 198.18.3.0/24]-- .3.1 router .0.1 --[wan 198.18.0.0/24]-- .0.2 outside
+ */
+function natTopology(): Topology {
+  const wan: Segment = { ...LAN_SEGMENT, name: 'wan', bridge: 'br-wan' };
+  const home: Segment = { name: 'home', bridge: 'br-home', v4: '198.18.3.0/24', v6: '2001:db8:0:3::/64' };
+  const wanPrefixes: readonly PrefixPair[] = LAN_PREFIXES;
+  const homePrefixes: readonly PrefixPair[] = [
+    { real: home.v4, fake: '198.19.3.0/24' },
+    { real: home.v6, fake: '2001:db8:0:ff03::/64' },
+  ];
+  const hosts: LabHost[] = [
+    {
+      name: 'inside',
+      index: 1,
+      forwarding: false,
+      interfaces: makeInterfaces('inside', [{ segment: home, n: 10 }]),
+      routes: [
+        { family: 4, dst: 'default', via: v4Host(home.v4, 1) },
+        { family: 6, dst: 'default', via: v6Host(home.v6, 1) },
+      ],
+      espgate: hostRole(home, 10, wanPrefixes),
+    },
+    {
+      name: 'router',
+      index: 2,
+      forwarding: true,
+      interfaces: makeInterfaces('router', [{ segment: wan, n: 1 }, { segment: home, n: 1 }]),
+      routes: [],
+      masquerade: ['eth0'],
+    },
+    {
+      name: 'outside',
+      index: 3,
+      forwarding: false,
+      interfaces: makeInterfaces('outside', [{ segment: wan, n: 2 }]),
+      routes: [
+        { family: 4, dst: 'default', via: v4Host(wan.v4, 1) },
+        { family: 6, dst: 'default', via: v6Host(wan.v6, 1) },
+      ],
+      espgate: hostRole(wan, 2, homePrefixes),
+    },
+  ];
+  return {
+    name: 'nat',
+    description: 'inside - router (masquerade) - outside; the two ends protect their traffic across the NAT',
+    segments: [wan, home],
+    hosts,
+    peerings: [{ a: 'inside', b: 'outside', segment: wan.name, nat: { host: 'inside', router: 'router' } }],
+    captureSegment: wan.name,
+  };
+}
+
 /** isTopologyName tells whether a string names a topology. */
 export function isTopologyName(s: string): s is TopologyName {
   return (TOPOLOGY_NAMES as readonly string[]).includes(s);
@@ -363,6 +442,9 @@ export function buildTopology(name: TopologyName, options: TopologyOptions = {})
       topo = hubTopology(clients);
       break;
     }
+    case 'nat':
+      topo = natTopology();
+      break;
   }
   const problems = validateTopology(topo);
   if (problems.length > 0) throw new Error(`topology ${name} is inconsistent: ${problems.join('; ')}`);
@@ -419,6 +501,39 @@ export function peersOf(topo: Topology, host: string): string[] {
 /** peeringOf returns the peering of two hosts (either order), or undefined. */
 export function peeringOf(topo: Topology, a: string, b: string): Peering | undefined {
   return topo.peerings.find((p) => (p.a === a && p.b === b) || (p.a === b && p.b === a));
+}
+
+/**
+ * sharedSegment returns the name of the first segment two hosts both have an interface on (in
+ * `a`'s interface order), or undefined.
+ */
+export function sharedSegment(topo: Topology, a: string, b: string): string | undefined {
+  const hb = findHost(topo, b);
+  return findHost(topo, a).interfaces.find((i) => hb.interfaces.some((j) => j.segment === i.segment))?.segment;
+}
+
+/**
+ * localAddressOf returns the outer address a peering's end sends from: its own address on the
+ * peering's segment or, for the end behind a NAT, on the segment it shares with the router.
+ * This is also the identity the lab's IKE configs give the host (ids = addresses).
+ */
+export function localAddressOf(topo: Topology, p: Peering, host: string, family: AddressFamily): string {
+  if (p.nat?.host === host) {
+    const seg = sharedSegment(topo, host, p.nat.router);
+    if (seg === undefined) throw new Error(`${host} shares no segment with ${p.nat.router}`);
+    return addressOf(topo, host, family, seg);
+  }
+  return addressOf(topo, host, family, p.segment);
+}
+
+/**
+ * outerAddressOf returns the address a peering's end has on the peering's segment, as the other
+ * end and a capture there see it: the router's address for the end behind a NAT, else its own.
+ * It is the other end's `endpoint` for this host.
+ */
+export function outerAddressOf(topo: Topology, p: Peering, host: string, family: AddressFamily): string {
+  if (p.nat?.host === host) return addressOf(topo, p.nat.router, family, p.segment);
+  return addressOf(topo, host, family, p.segment);
 }
 
 /** protectedHosts returns the hosts that run espgate, in host order. */
@@ -545,6 +660,12 @@ export function validateTopology(topo: Topology): string[] {
       }
     }
   });
+  for (const h of topo.hosts) {
+    for (const ifname of h.masquerade ?? []) {
+      if (!h.forwarding) problems.push(`${h.name} masquerades ${ifname} but does not forward`);
+      if (!h.interfaces.some((f) => f.name === ifname)) problems.push(`${h.name} masquerades unknown interface ${ifname}`);
+    }
+  }
   for (const p of topo.peerings) {
     const a = topo.hosts.find((h) => h.name === p.a);
     const b = topo.hosts.find((h) => h.name === p.b);
@@ -552,13 +673,40 @@ export function validateTopology(topo: Topology): string[] {
       problems.push(`peering ${p.a}-${p.b} names a host without espgate`);
       continue;
     }
+    if (p.nat !== undefined) problems.push(...validateNat(topo, p, p.nat));
     for (const [self, other] of [[a, b], [b, a]] as const) {
-      if (!self.interfaces.some((f) => f.segment === p.segment)) problems.push(`${self.name} not on ${p.segment}`);
+      if (p.nat?.host !== self.name && !self.interfaces.some((f) => f.segment === p.segment)) problems.push(`${self.name} not on ${p.segment}`);
       const realPrefixes = self.espgate?.prefixes.map((x) => x.real) ?? [];
       for (const covered of other.espgate?.protect ?? []) {
         if (!realPrefixes.some((r) => prefixContains(r, covered))) problems.push(`${self.name}: peer ${other.name} protect ${covered} outside every real prefix`);
       }
     }
+  }
+  return problems;
+}
+
+/**
+ * validateNat checks a peering's NAT: the natted end is one of the two and is not on the
+ * peering's segment, the router forwards, masquerades its interface on that segment and shares
+ * a segment with the natted end, and the natted end's default routes (both families) go via the
+ * router's address there.
+ */
+function validateNat(topo: Topology, p: Peering, nat: PeeringNat): string[] {
+  const problems: string[] = [];
+  const label = `peering ${p.a}-${p.b}`;
+  if (nat.host !== p.a && nat.host !== p.b) return [`${label}: NAT host ${nat.host} is not an end`];
+  const host = topo.hosts.find((h) => h.name === nat.host);
+  const router = topo.hosts.find((h) => h.name === nat.router);
+  if (host === undefined || router === undefined) return [`${label}: NAT router ${nat.router} unknown`];
+  if (host.interfaces.some((f) => f.segment === p.segment)) problems.push(`${label}: ${host.name} is behind the NAT but on ${p.segment}`);
+  const out = router.interfaces.find((f) => f.segment === p.segment);
+  if (out === undefined) return [...problems, `${label}: router ${router.name} not on ${p.segment}`];
+  if (!router.forwarding || !(router.masquerade ?? []).includes(out.name)) problems.push(`${label}: router ${router.name} does not masquerade ${out.name}`);
+  const inner = router.interfaces.find((f) => host.interfaces.some((i) => i.segment === f.segment));
+  if (inner === undefined) return [...problems, `${label}: ${host.name} shares no segment with ${router.name}`];
+  for (const fam of [4, 6] as const) {
+    const via = fam === 4 ? inner.v4 : inner.v6;
+    if (!host.routes.some((r) => r.family === fam && r.dst === 'default' && r.via === via)) problems.push(`${label}: ${host.name} has no IPv${fam} default route via ${via}`);
   }
   return problems;
 }
@@ -576,8 +724,9 @@ export function validateTopology(topo: Topology): string[] {
  *     host <name> <index> <forwarding 0|1> <protected 0|1>
  *     link <host> <ifname> <segment> <bridge> <switch-port> <v4/len> <v6/len>
  *     route <host> <4|6> <dst|default> <via>
+ *     masquerade <host> <ifname>
  *
- * Records come in that order (all segments, then all hosts, then links, then routes).
+ * Records come in that order (all segments, then all hosts, then links, routes, masquerades).
  */
 export function renderPlan(topo: Topology): string {
   const lines: string[] = [`topology ${topo.name}`];
@@ -595,6 +744,9 @@ export function renderPlan(topo: Topology): string {
   }
   for (const h of topo.hosts) {
     for (const r of h.routes) lines.push(`route ${h.name} ${r.family} ${r.dst} ${r.via}`);
+  }
+  for (const h of topo.hosts) {
+    for (const ifname of h.masquerade ?? []) lines.push(`masquerade ${h.name} ${ifname}`);
   }
   return lines.join('\n') + '\n';
 }
