@@ -146,3 +146,34 @@ test('daemon: the metrics endpoint runs while up and is closed on stop', () => w
   await d.stop();
   await assert.rejects(fetch(`http://127.0.0.1:${free}/metrics`), '4: closed on stop');
 }));
+
+test('daemon: status says who installed the gate, and notices when it vanishes', () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  let up = true;
+  const d = new Daemon(cfg, { ...f.sys, linkUp: () => up }, silent, staticSaFactory(cfg.stateDir));
+  await d.start();
+  try {
+    const st = d.status();
+    assert.deepEqual([st.gate.installed, st.gate.installedBy], [true, 'daemon'], '1: installed by this daemon');
+    assert.equal(st.tun.up, true, '2: the TUN is up');
+    await f.sys.removeGate(cfg); // someone flushes our rules behind our back
+    up = false;
+    await d.checkGate();
+    assert.equal(d.status().gate.installed, false, '3: the check sees the gate gone');
+    assert.equal(d.status().tun.up, false, '4: and the TUN down');
+    await f.sys.installGate(cfg);
+    await d.checkGate();
+    assert.equal(d.status().gate.installed, true, '5: back again');
+  } finally {
+    await d.stop();
+  }
+  const g = fakeSystem({ gatePresent: true });
+  const d2 = new Daemon(cfg, g.sys, silent, staticSaFactory(cfg.stateDir));
+  await d2.start();
+  try {
+    assert.equal(d2.status().gate.installedBy, 'operator', '6: a gate found in place belongs to the operator');
+    assert.equal(d2.status().tun.up, null, '7: a System that cannot tell says null');
+  } finally {
+    await d2.stop();
+  }
+}));

@@ -17,7 +17,7 @@ function peer(over: Partial<PeerStatus> = {}): PeerStatus {
 function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatus {
   return {
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
-    tun: { name: 'eg0', mtu: 1440 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
+    tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
     drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0, ...over,
   };
 }
@@ -72,7 +72,8 @@ test('formatStatus: a fixed document at a fixed clock gives exactly this text', 
   const st = doc([bob, carol], { drops: { ...noDrops, replay: 3, auth: 1, 'no-peer': 2 }, queue: { num: 3, waiting: 1, queueDropped: 5, userDropped: 2 }, reloads: 1 });
   assert.equal(formatStatus(st, NOW), [
     'espgate alice: up, pid 4242, up 1h 2m',
-    '  tun: eg0 mtu 1440',
+    '  tun: eg0 mtu 1440 up',
+    '  gate: installed by the daemon (removed on stop)',
     '',
     'peer: bob  (active)',
     '  endpoint: 198.18.0.2',
@@ -110,6 +111,12 @@ test('formatStatus: an IKE peer gets an ike line and one line per Child SA', () 
 });
 
 test('formatStatus: no queue counters, no reloads, no name', () => {
-  const text = formatStatus(doc([], { name: null, queue: null, state: 'down', uptimeMs: 500 }), NOW);
-  assert.equal(text, ['espgate: down, pid 4242, up 0s', '  tun: eg0 mtu 1440', '', 'drops: none'].join('\n'));
+  const text = formatStatus(doc([], { name: null, queue: null, state: 'down', uptimeMs: 500, tun: { name: 'eg0', mtu: 1440, up: null }, gate: { installed: null, installedBy: null, checkedMs: 0 } }), NOW);
+  assert.equal(text, ['espgate: down, pid 4242, up 0s', '  tun: eg0 mtu 1440', '  gate: ?', '', 'drops: none'].join('\n'));
+});
+
+test('formatStatus: a TUN that is down and a gate that vanished are said loudly', () => {
+  const lines = formatStatus(doc([], { tun: { name: 'eg0', mtu: 1440, up: false }, gate: { installed: false, installedBy: 'operator', checkedMs: NOW - 3000 } }), NOW).split('\n');
+  assert.ok(lines.includes('  tun: eg0 mtu 1440 DOWN'), lines.join('\n'));
+  assert.ok(lines.includes('  gate: NOT INSTALLED: traffic to peers is not protected; `espgate rules install` or restart, checked 3s ago'), lines.join('\n'));
 });

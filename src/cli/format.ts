@@ -92,7 +92,14 @@ function ikeLines(ike: PeerIkeStatus, nowMs: number): string[] {
 export function formatStatus(st: DaemonStatus, nowMs: number = Date.now()): string {
   const out: string[] = [];
   out.push(`espgate${st.name === null ? '' : ` ${st.name}`}: ${st.state}, pid ${st.pid}, up ${formatDuration(st.uptimeMs)}`);
-  out.push(`  tun: ${st.tun.name} mtu ${st.tun.mtu}`);
+  // Fields from an older daemon may be missing: say "?" rather than guess.
+  const tunUp = (st.tun as { up?: boolean | null }).up;
+  out.push(`  tun: ${st.tun.name} mtu ${st.tun.mtu}${tunUp === true ? ' up' : tunUp === false ? ' DOWN' : ''}`);
+  const g = (st as { gate?: DaemonStatus['gate'] }).gate;
+  if (g !== undefined) {
+    const by = g.installedBy === 'operator' ? 'by `espgate rules install` (stays after stop)' : g.installedBy === 'daemon' ? 'by the daemon (removed on stop)' : '';
+    out.push(`  gate: ${g.installed === true ? `installed ${by}` : g.installed === false ? 'NOT INSTALLED: traffic to peers is not protected; `espgate rules install` or restart' : '?'}${g.checkedMs > 0 ? `, checked ${formatAgo(g.checkedMs, nowMs)}` : ''}`);
+  }
   for (const p of st.peers) {
     out.push('');
     out.push(`peer: ${p.name}  (${peerState(p, nowMs)})`);

@@ -61,6 +61,8 @@ export interface System {
   removeGate(cfg: Config): Promise<void>;
   /** queueStats reads the kernel's counters of our NFQUEUE (packets it dropped before we saw them). */
   queueStats?(queue: number): QueueStats | undefined;
+  /** linkUp says whether an interface is administratively up (IFF_UP); undefined if it is gone. */
+  linkUp?(name: string): boolean | undefined;
   /**
    * openIkeTransport opens IKE's sockets (default: UDP 500 per family, ike-edges.ts); onMessage
    * gets each datagram with the local port it arrived on. Replaced by an in-memory link in tests.
@@ -78,6 +80,18 @@ export interface QueueStats {
   readonly queueDropped: number;
   /** userDropped: packets the kernel could not deliver to the socket (receive buffer full). */
   readonly userDropped: number;
+}
+
+/** GATE_CHECK_MS is how often a running daemon checks that its gate (rules) is still installed. */
+export const GATE_CHECK_MS = 10_000;
+
+/** GateState is what status reports about the gate: installed (as last checked) and by whom. */
+export interface GateState {
+  /** installed: the rules were found in place at checkedMs (null: not checked yet). */
+  readonly installed: boolean | null;
+  /** installedBy: 'daemon' (removed on stop) or 'operator' (`espgate rules install`: stays). */
+  readonly installedBy: 'daemon' | 'operator' | null;
+  readonly checkedMs: number;
 }
 
 /** DaemonState is the lifecycle state. */
@@ -154,6 +168,9 @@ export class Daemon {
   readonly #liveKeys = new Map<string, string>();
   /** reloads counts successful reloads. */
   reloads = 0;
+  /** gate is the gate's state as last checked (every GATE_CHECK_MS while up). */
+  gate: GateState = { installed: null, installedBy: null, checkedMs: 0 };
+  #gateTimer: NodeJS.Timeout | undefined;
 
   constructor(cfg: Config, sys: System, log: Logger, sas: SaFactory) {
     this.#cfg = cfg;
@@ -240,6 +257,9 @@ export class Daemon {
         }
       }
       this.state = 'up';
+      this.gate = { installed: true, installedBy: this.#added.includes('gate') ? 'daemon' : 'operator', checkedMs: Date.now() };
+      this.#gateTimer = setInterval(() => { void this.checkGate(); }, GATE_CHECK_MS);
+      this.#gateTimer.unref();
       if (process.env.ESPGATE_WARMUP !== '0') this.#warmUpInSlices(algs);
       this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
@@ -413,6 +433,26 @@ export class Daemon {
     return statusOf(this);
   }
 
+  /**
+   * checkGate re-reads whether the gate is installed (every GATE_CHECK_MS while up). Someone removing our rules while we run
+   * would open the door to cleartext: it is logged at error level and shown in status.
+   */
+  async checkGate(): Promise<void> {
+    if (this.state !== 'up') return;
+    let installed: boolean;
+    try { installed = await this.#sys.gateInstalled(this.#cfg); } catch { return; }
+    if (this.state !== 'up') return;
+    if (!installed && this.gate.installed === true) this.#log.error('the gate (rules) is no longer installed: traffic to peers may leave in the clear; restore it with `espgate rules install` or restart espgate');
+    if (installed && this.gate.installed === false) this.#log.info('the gate (rules) is installed again');
+    this.gate = { ...this.gate, installed, checkedMs: Date.now() };
+  }
+
+  /** tunUp says whether the TUN is up (null when the System cannot tell). */
+  tunUp(): boolean | null {
+    if (this.#tun === undefined) return false;
+    return this.#sys.linkUp?.(this.#cfg.tun.name) ?? null;
+  }
+
   /** queueStats returns the kernel's counters of our NFQUEUE, when the System can read them. */
   queueStats(): QueueStats | undefined {
     return this.#sys.queueStats?.(this.#cfg.queue);
@@ -453,6 +493,7 @@ export class Daemon {
     try { this.#stopIke(); } catch (e) { this.#log.error({ err: e }, 'teardown step ike failed'); }
     this.engine?.stop();
     if (this.#flushTimer !== undefined) clearInterval(this.#flushTimer);
+    if (this.#gateTimer !== undefined) clearInterval(this.#gateTimer);
     this.#sas.flush?.();
     this.#sas.close?.();
     const steps: [string, () => Promise<void> | void][] = [

@@ -11,7 +11,7 @@ function fakeStatus(): DaemonStatus {
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, 0])) as Record<DropReason, number>;
   drops.replay = 7;
   return {
-    schemaVersion: 1, name: 'alice', state: 'up', pid: 1, uptimeMs: 5, tun: { name: 'eg0', mtu: 1440 },
+    schemaVersion: 1, name: 'alice', state: 'up', pid: 1, uptimeMs: 5, tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 1 },
     totals: { tunRead: 3, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 }, drops,
     peers: [{
       name: 'bob', endpoint: '198.18.0.2', txPackets: 11, txBytes: 1100, rxPackets: 12, rxBytes: 1200, lastTxMs: 0, lastRxMs: 0,

@@ -78,7 +78,10 @@ export interface DaemonStatus {
   readonly state: string;
   readonly pid: number;
   readonly uptimeMs: number;
-  readonly tun: { readonly name: string; readonly mtu: number };
+  /** tun: the TUN device; up is whether it is administratively up (null: cannot tell). */
+  readonly tun: { readonly name: string; readonly mtu: number; readonly up: boolean | null };
+  /** gate: whether the rules are installed (checked every 10 s while up) and by whom. */
+  readonly gate: { readonly installed: boolean | null; readonly installedBy: 'daemon' | 'operator' | null; readonly checkedMs: number };
   /** totals: data path totals over all peers (packets); espUdp* are the UDP-encapsulated part of esp*. */
   readonly totals: {
     readonly tunRead: number; readonly espSent: number; readonly espReceived: number; readonly tunWritten: number;
@@ -163,7 +166,8 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     state: d.state,
     pid: process.pid,
     uptimeMs: nowMs - d.startedMs,
-    tun: { name: d.config.tun.name, mtu: d.tunMtu },
+    tun: { name: d.config.tun.name, mtu: d.tunMtu, up: d.tunUp() },
+    gate: { installed: d.gate.installed, installedBy: d.gate.installedBy, checkedMs: d.gate.checkedMs },
     totals: {
       tunRead: e?.totals.tunRead ?? 0, espSent: e?.totals.espSent ?? 0, espReceived: e?.totals.espReceived ?? 0, tunWritten: e?.totals.tunWritten ?? 0,
       espUdpSent: e?.totals.espUdpSent ?? 0, espUdpReceived: e?.totals.espUdpReceived ?? 0,

@@ -147,6 +147,18 @@ export function gateOps(runner: Runner = spawnRunner()) {
  * linuxSystem is the System of a real Linux host. With `log`, installGate logs the rules
  * backend line (which backend, why, and the queue fallback) and the installer's notes.
  */
+/** IFF_UP is the interface flag "administratively up" (<linux/if.h>). */
+const IFF_UP = 0x1;
+
+/** linkUp reads /sys/class/net/<name>/flags; undefined when the interface does not exist. */
+export function linkUp(name: string): boolean | undefined {
+  try {
+    return (Number.parseInt(readFileSync(`/sys/class/net/${name}/flags`, 'utf8').trim(), 16) & IFF_UP) !== 0;
+  } catch {
+    return undefined;
+  }
+}
+
 export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, 'info'>): System {
   const gate = gateOps(runner);
   return {
@@ -164,6 +176,7 @@ export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, '
       log?.info({ notes }, line ?? 'rules installed');
     },
     removeGate: async (cfg) => { await gate.remove(cfg); },
+    linkUp: (name) => linkUp(name),
     queueStats: (queue) => {
       const st = readNfqueueProcStats(queue);
       return st === undefined ? undefined : { waiting: st.queueTotal, queueDropped: st.queueDropped, userDropped: st.userDropped };
