@@ -27,16 +27,8 @@ export interface SaStatus {
   readonly drops: Readonly<Partial<Record<DropReason, number>>>;
 }
 
-/** ChildSaStatus is one IKE Child SA pair of a peer (IKE peers only). */
-export interface ChildSaStatus {
-  readonly inSpi: string;
-  readonly outSpi: string;
-  readonly algorithm: string;
-  /** encapPort is the peer's UDP port when ESP is UDP-encapsulated (NAT-T), null for plain ESP. */
-  readonly encapPort: number | null;
-  readonly establishedMs: number;
-  readonly rekeyAtMs: number;
-}
+/** ChildSaStatus is one IKE Child SA pair of a peer (IKE peers only): the driver's own record. */
+export type ChildSaStatus = IkeChildStatus;
 
 /**
  * PeerIkeStatus is the IKE side of a peer (IKE peers only; absent for static-SA peers). The

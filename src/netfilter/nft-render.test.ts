@@ -5,57 +5,23 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseSave } from './inspect.js';
 import { buildRulesSpec, IPT_CHAIN_NAME_MAX, MAX_TAG_LEN } from './model.js';
 import type { RulesInput } from './model.js';
+import { GOLDEN_BASE, GOLDEN_CASES, GOLDEN_V4, goldenDir } from './golden-cases.js';
 import {
   formatNftTexts, NFQ_MARK, nfqChainName, nftComment, nftDigest, nftTableName, planNft, renderNfqRestore, renderNftFreshInstall,
   renderNftFreshUninstall, renderNftInstall, renderNftSetsUpdate, savedNfq,
 } from './nft-render.js';
 import { planRules, ruleLines } from './render.js';
 
-/** projectRoot walks up from this file (src/ or dist/src/) to the directory holding package.json. */
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 10; i++) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('package.json not found above the test file');
-}
+const V4 = GOLDEN_V4;
+const BASE = GOLDEN_BASE;
 
-const V4 = { pairs: [{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }], peerAddrs: ['198.18.0.2/32'], endpoints: ['198.18.0.2'] };
-const V6 = {
-  pairs: [{ real: '2001:db8:1::/64', fake: '2001:db8:ff01::/64' }],
-  peerAddrs: ['2001:db8:1::2/128', '2001:db8:1::100/120'],
-  endpoints: ['2001:db8:1::2'],
-};
-const BASE = { tun: 'eg0', queueNum: 7, mssClamp: true, guard: true } as const;
-
-/** GOLDEN lists the same specs as render.test.ts, each as nft-<iptables golden name>.nft. */
-const GOLDEN: readonly { file: string; input: RulesInput }[] = [
-  { file: 'nft-host-v4-one-pair.nft', input: { ...BASE, mode: 'host', families: { v4: V4 } } },
-  { file: 'nft-host-dual-stack.nft', input: { ...BASE, mode: 'host', families: { v4: V4, v6: V6 } } },
-  {
-    file: 'nft-gateway-v4-two-pairs.nft',
-    input: {
-      ...BASE, mode: 'gateway', families: {
-        v4: {
-          pairs: [{ real: '198.18.1.0/24', fake: '198.19.1.0/24' }, { real: '198.18.2.0/24', fake: '198.19.2.0/24' }],
-          peerAddrs: ['198.18.1.0/25', '198.18.2.0/24'],
-          endpoints: ['203.0.113.1', '203.0.113.2'],
-        },
-      },
-    },
-  },
-  { file: 'nft-gateway-dual-stack.nft', input: { ...BASE, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-  { file: 'nft-host-v4-no-guard-no-clamp.nft', input: { ...BASE, mssClamp: false, guard: false, mode: 'host', families: { v4: V4 } } },
-  { file: 'nft-host-v4-ike.nft', input: { ...BASE, ike: true, mode: 'host', families: { v4: V4 } } },
-  { file: 'nft-gateway-dual-stack-ike.nft', input: { ...BASE, ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-];
+/** GOLDEN lists the reviewed specs (golden-cases.ts), as nft-<name>.nft. */
+const GOLDEN: readonly { file: string; input: RulesInput }[] = GOLDEN_CASES.map((c) => ({ file: `nft-${c.name}.nft`, input: c.input }));
 
 function golden(input: RulesInput): string {
   const spec = buildRulesSpec(input);
@@ -74,7 +40,7 @@ function golden(input: RulesInput): string {
 }
 
 describe('nft render: golden files', () => {
-  const dir = join(projectRoot(), 'rules', 'golden');
+  const dir = goldenDir();
   GOLDEN.forEach(({ file, input }, i) => {
     test(`case ${i + 1}: ${file}`, () => {
       const got = golden(input);

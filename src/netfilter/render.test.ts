@@ -5,57 +5,22 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseSave } from './inspect.js';
 import type { SavedRuleset } from './inspect.js';
 import { buildRulesSpec, IPT_CHAIN_NAME_MAX, IPSET_NAME_MAX } from './model.js';
 import type { RulesInput } from './model.js';
+import { GOLDEN_BASE, GOLDEN_CASES, goldenDir } from './golden-cases.js';
 import {
   formatTexts, planRules, renderFamilyRestore, renderInstall, renderSetsInstall, renderSetsRemove,
   renderUninstall, ruleCount, ruleLines, savedFromPlan,
 } from './render.js';
 
-/** projectRoot walks up from this file (src/ or dist/src/) to the directory holding package.json. */
-function projectRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 10; i++) {
-    if (existsSync(join(dir, 'package.json'))) return dir;
-    dir = dirname(dir);
-  }
-  throw new Error('package.json not found above the test file');
-}
+const BASE = GOLDEN_BASE;
 
-const V4 = { pairs: [{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }], peerAddrs: ['198.18.0.2/32'], endpoints: ['198.18.0.2'] };
-const V6 = {
-  pairs: [{ real: '2001:db8:1::/64', fake: '2001:db8:ff01::/64' }],
-  peerAddrs: ['2001:db8:1::2/128', '2001:db8:1::100/120'],
-  endpoints: ['2001:db8:1::2'],
-};
-const BASE = { tun: 'eg0', queueNum: 7, mssClamp: true, guard: true } as const;
-
-/** GOLDEN lists the reviewed specs; each file holds the install and the uninstall texts. */
-const GOLDEN: readonly { file: string; input: RulesInput }[] = [
-  { file: 'host-v4-one-pair.txt', input: { ...BASE, mode: 'host', families: { v4: V4 } } },
-  { file: 'host-dual-stack.txt', input: { ...BASE, mode: 'host', families: { v4: V4, v6: V6 } } },
-  {
-    file: 'gateway-v4-two-pairs.txt',
-    input: {
-      ...BASE, mode: 'gateway', families: {
-        v4: {
-          pairs: [{ real: '198.18.1.0/24', fake: '198.19.1.0/24' }, { real: '198.18.2.0/24', fake: '198.19.2.0/24' }],
-          peerAddrs: ['198.18.1.0/25', '198.18.2.0/24'],
-          endpoints: ['203.0.113.1', '203.0.113.2'],
-        },
-      },
-    },
-  },
-  { file: 'gateway-dual-stack.txt', input: { ...BASE, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-  { file: 'host-v4-no-guard-no-clamp.txt', input: { ...BASE, mssClamp: false, guard: false, mode: 'host', families: { v4: V4 } } },
-  { file: 'host-v4-ike.txt', input: { ...BASE, ike: true, mode: 'host', families: { v4: V4 } } },
-  { file: 'gateway-dual-stack-ike.txt', input: { ...BASE, ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-];
+/** GOLDEN lists the reviewed specs (golden-cases.ts), as <name>.txt. */
+const GOLDEN: readonly { file: string; input: RulesInput }[] = GOLDEN_CASES.map((c) => ({ file: `${c.name}.txt`, input: c.input }));
 
 function golden(input: RulesInput): string {
   const spec = buildRulesSpec(input);
@@ -63,7 +28,7 @@ function golden(input: RulesInput): string {
 }
 
 describe('render: golden files', () => {
-  const dir = join(projectRoot(), 'rules', 'golden');
+  const dir = goldenDir();
   GOLDEN.forEach(({ file, input }, i) => {
     test(`case ${i + 1}: ${file}`, () => {
       const got = golden(input);
