@@ -7,6 +7,7 @@
 import { DROP_REASONS, type DropReason } from '../drops.js';
 import type { Daemon } from './daemon.js';
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
+import type { IkeChildStatus } from './ike-driver.js';
 
 /** SaStatus is one SA in the status document. Times are ms since the epoch, 0 = never. */
 export interface SaStatus {
