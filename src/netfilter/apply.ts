@@ -24,7 +24,8 @@
  * Callers: the daemon (install on start, status), the CLI (install, uninstall, dry run). The
  * functions are not safe to run concurrently with each other on one host.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
+import { readStateFile, writeStateFile } from './state-file.js';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayError } from '../errors.js';
@@ -280,32 +281,12 @@ function statePath(ctx: Ctx, tag: string): string {
   return join(ctx.stateDir, `netfilter-${tag}.json`);
 }
 
-async function readState(ctx: Ctx, tag: string): Promise<StateFile | undefined> {
-  let text: string;
-  try {
-    text = await readFile(statePath(ctx, tag), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new GatewayError('ERR_RULES_APPLY', `cannot read ${statePath(ctx, tag)}`, { cause: e });
-  }
-  try {
-    const v = JSON.parse(text) as Partial<StateFile>;
-    if (v.version !== 1 || v.tag !== tag || typeof v.tables !== 'object' || v.expected === undefined) throw new Error('unexpected shape');
-    return v as StateFile;
-  } catch (e) {
-    throw new GatewayError('ERR_RULES_APPLY', `${statePath(ctx, tag)} is not a valid espgate netfilter state file; remove it after checking the rules by hand`, { cause: e });
-  }
+function readState(ctx: Ctx, tag: string): Promise<StateFile | undefined> {
+  return readStateFile<StateFile>(statePath(ctx, tag), (v) => v.version === 1 && v.tag === tag && typeof v.tables === 'object' && v.expected !== undefined, 'espgate netfilter state file');
 }
 
-async function writeState(ctx: Ctx, s: StateFile): Promise<void> {
-  const path = statePath(ctx, s.tag);
-  try {
-    await mkdir(ctx.stateDir, { recursive: true, mode: 0o700 });
-    await writeFile(`${path}.tmp`, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
-  } catch (e) {
-    throw new GatewayError('ERR_RULES_APPLY', `cannot write ${path}`, { cause: e });
-  }
+function writeState(ctx: Ctx, s: StateFile): Promise<void> {
+  return writeStateFile(ctx.stateDir, statePath(ctx, s.tag), s);
 }
 
 function expectedOf(plan: RulesPlan): StateFile['expected'] {

@@ -14,7 +14,8 @@
  * Nothing here names a table or chain that is not ours. State for the fallback's raw tables
  * lives in <stateDir>/nftables-<tag>.json. Not safe to run concurrently with itself on one host.
  */
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { rm } from 'node:fs/promises';
+import { readStateFile, writeStateFile } from './state-file.js';
 import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
@@ -148,32 +149,12 @@ function statePath(ctx: Ctx, tag: string): string {
   return join(ctx.stateDir, `nftables-${tag}.json`);
 }
 
-async function readState(ctx: Ctx, tag: string): Promise<StateFile | undefined> {
-  let text: string;
-  try {
-    text = await readFile(statePath(ctx, tag), 'utf8');
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new GatewayError('ERR_RULES_APPLY', `cannot read ${statePath(ctx, tag)}`, { cause: e });
-  }
-  try {
-    const v = JSON.parse(text) as Partial<StateFile>;
-    if (v.version !== 1 || v.tag !== tag || typeof v.tables !== 'object') throw new Error('unexpected shape');
-    return v as StateFile;
-  } catch (e) {
-    throw new GatewayError('ERR_RULES_APPLY', `${statePath(ctx, tag)} is not a valid espgate nftables state file; remove it after checking the rules by hand`, { cause: e });
-  }
+function readState(ctx: Ctx, tag: string): Promise<StateFile | undefined> {
+  return readStateFile<StateFile>(statePath(ctx, tag), (v) => v.version === 1 && v.tag === tag && typeof v.tables === 'object', 'espgate nftables state file');
 }
 
-async function writeState(ctx: Ctx, s: StateFile): Promise<void> {
-  const path = statePath(ctx, s.tag);
-  try {
-    await mkdir(ctx.stateDir, { recursive: true, mode: 0o700 });
-    await writeFile(`${path}.tmp`, `${JSON.stringify(s, null, 2)}\n`, { mode: 0o600 });
-    await rename(`${path}.tmp`, path);
-  } catch (e) {
-    throw new GatewayError('ERR_RULES_APPLY', `cannot write ${path}`, { cause: e });
-  }
+function writeState(ctx: Ctx, s: StateFile): Promise<void> {
+  return writeStateFile(ctx.stateDir, statePath(ctx, s.tag), s);
 }
 
 /** recordRawTables adds, for the families' raw tables not yet recorded, whether they exist now and their base chains. */
