@@ -26,6 +26,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { readStateFile, writeStateFile } from './state-file.js';
+import type { TableRecord } from './state-file.js';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { GatewayError } from '../errors.js';
@@ -259,13 +260,6 @@ function ourPresence(tag: string, snap: Snapshot): { chains: string[]; sets: str
 
 // ---------------------------------------------------------------------------------------------
 // State file.
-
-/** A TableRecord remembers what a table looked like before our first install touched it. */
-interface TableRecord {
-  readonly existed: boolean;
-  /** baseChains existing before, with their policy. */
-  readonly baseChains: readonly string[];
-}
 
 /** StateFile is the JSON kept in `<stateDir>/netfilter-<tag>.json`. */
 interface StateFile {

@@ -3,7 +3,8 @@
  * `<name>.txt` (render.test.ts) has an nftables twin `nft-<name>.nft` (nft-render.test.ts) made
  * from the same input, so the two backends are always checked on the same cases.
  */
-import { existsSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { RulesInput } from './model.js';
@@ -51,4 +52,18 @@ export function goldenDir(): string {
     dir = dirname(dir);
   }
   throw new Error('package.json not found above golden-cases');
+}
+
+/**
+ * checkGolden compares `got` with rules/golden/<file>, or rewrites the file when UPDATE_GOLDEN=1
+ * (then review the diff). `producer` names what rendered it, for the failure message.
+ */
+export function checkGolden(file: string, got: string, producer: string): void {
+  const path = join(goldenDir(), file);
+  if (process.env['UPDATE_GOLDEN'] === '1') {
+    writeFileSync(path, got);
+    return;
+  }
+  assert.ok(existsSync(path), `${path} is missing: run with UPDATE_GOLDEN=1 and review it`);
+  assert.equal(got, readFileSync(path, 'utf8'), `${file} differs from ${producer}; if intended, UPDATE_GOLDEN=1 and review the diff`);
 }

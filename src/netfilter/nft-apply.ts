@@ -16,6 +16,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { readStateFile, writeStateFile } from './state-file.js';
+import type { TableRecord } from './state-file.js';
 import { join } from 'node:path';
 import { GatewayError } from '../errors.js';
 import type { ErrorCode } from '../errors.js';
@@ -132,11 +133,6 @@ function hasNfq(tag: string, raw: SavedRuleset | undefined): boolean {
 
 // ---------------------------------------------------------------------------------------------
 // State file: the raw tables iptables-nft creates for the fallback chain.
-
-interface TableRecord {
-  readonly existed: boolean;
-  readonly baseChains: readonly string[];
-}
 
 interface StateFile {
   readonly version: 1;

@@ -4,13 +4,11 @@
  * design depends on. UPDATE_GOLDEN=1 rewrites the golden files instead of comparing.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseSave } from './inspect.js';
 import { buildRulesSpec, IPT_CHAIN_NAME_MAX, MAX_TAG_LEN } from './model.js';
 import type { RulesInput } from './model.js';
-import { GOLDEN_BASE, GOLDEN_CASES, GOLDEN_V4, goldenDir } from './golden-cases.js';
+import { GOLDEN_BASE, GOLDEN_CASES, GOLDEN_V4, checkGolden } from './golden-cases.js';
 import {
   formatNftTexts, NFQ_MARK, nfqChainName, nftComment, nftDigest, nftTableName, planNft, renderNfqRestore, renderNftFreshInstall,
   renderNftFreshUninstall, renderNftInstall, renderNftSetsUpdate, savedNfq,
@@ -40,17 +38,9 @@ function golden(input: RulesInput): string {
 }
 
 describe('nft render: golden files', () => {
-  const dir = goldenDir();
   GOLDEN.forEach(({ file, input }, i) => {
     test(`case ${i + 1}: ${file}`, () => {
-      const got = golden(input);
-      const path = join(dir, file);
-      if (process.env['UPDATE_GOLDEN'] === '1') {
-        writeFileSync(path, got);
-        return;
-      }
-      assert.ok(existsSync(path), `${path} is missing: run with UPDATE_GOLDEN=1 and review it`);
-      assert.equal(got, readFileSync(path, 'utf8'), `${file} differs from the nft renderer; if intended, UPDATE_GOLDEN=1 and review the diff`);
+      checkGolden(file, golden(input), 'the nft renderer');
     });
   });
   test(`case ${GOLDEN.length + 1}: every iptables golden spec has an nft golden`, () => {

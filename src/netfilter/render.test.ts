@@ -4,14 +4,12 @@
  * state-aware re-rendering). UPDATE_GOLDEN=1 rewrites the golden files instead of comparing.
  */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { parseSave } from './inspect.js';
 import type { SavedRuleset } from './inspect.js';
 import { buildRulesSpec, IPT_CHAIN_NAME_MAX, IPSET_NAME_MAX } from './model.js';
 import type { RulesInput } from './model.js';
-import { GOLDEN_BASE, GOLDEN_CASES, goldenDir } from './golden-cases.js';
+import { GOLDEN_BASE, GOLDEN_CASES, checkGolden } from './golden-cases.js';
 import {
   formatTexts, planRules, renderFamilyRestore, renderInstall, renderSetsInstall, renderSetsRemove,
   renderUninstall, ruleCount, ruleLines, savedFromPlan,
@@ -28,17 +26,9 @@ function golden(input: RulesInput): string {
 }
 
 describe('render: golden files', () => {
-  const dir = goldenDir();
   GOLDEN.forEach(({ file, input }, i) => {
     test(`case ${i + 1}: ${file}`, () => {
-      const got = golden(input);
-      const path = join(dir, file);
-      if (process.env['UPDATE_GOLDEN'] === '1') {
-        writeFileSync(path, got);
-        return;
-      }
-      assert.ok(existsSync(path), `${path} is missing: run with UPDATE_GOLDEN=1 and review it`);
-      assert.equal(got, readFileSync(path, 'utf8'), `${file} differs from render(); if intended, UPDATE_GOLDEN=1 and review the diff`);
+      checkGolden(file, golden(input), 'render()');
     });
   });
 });

@@ -7,6 +7,13 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { GatewayError } from '../errors.js';
 
+/** A TableRecord remembers what a table looked like before our first install touched it. */
+export interface TableRecord {
+  readonly existed: boolean;
+  /** baseChains existing before, with their policy. */
+  readonly baseChains: readonly string[];
+}
+
 /**
  * readStateFile returns the parsed file, undefined when it does not exist, and throws
  * ERR_RULES_APPLY when it cannot be read or `valid` refuses its shape. `what` names it.
