@@ -299,7 +299,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     run = labUp('hub', { clients: CLIENTS });
     console.error(`  lab up (${CLIENTS + 2} namespaces) in ${fmt((performance.now() - t0) / 1000, 1)} s`);
-    labConfigs(run);
+    labConfigs(run, 4, 'static'); // the data path alone: no key exchange in the measurement
     const hosts = ['server', ...Array.from({ length: CLIENTS }, (_, i) => clientName(i + 1))];
     const t1 = performance.now();
     const pids = await startDaemons(run, children, hosts);

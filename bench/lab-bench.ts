@@ -19,6 +19,9 @@
  *
  *   npm run bench        (root; `npx tsc -p tsconfig.json` first; REPS=3 DUR=10 UDP_BIG=1372)
  *   OUT=dir              also write the JSON summary and raw iperf3 output there
+ *   KINDS=tcp1,udpbig    measure only these iperf3 tests (default all four; ping always runs)
+ * The daemons inherit the environment, so data-path switches (ESPGATE_SEND_BATCH=0, ...)
+ * apply to both; bench/ab-bench.ts alternates such variants in one quiet window.
  *
  * Bounded: every child runs under a timeout; the lab run is torn down in `finally`, and on
  * SIGINT/SIGTERM (a second signal tears down synchronously and exits).
@@ -46,7 +49,13 @@ const UDP_BIG = Number(process.env['UDP_BIG'] ?? 1372);
 const OUT = process.env['OUT'];
 const PORT = 5201;
 const HOSTS = ['alice', 'bob'] as const;
-const KINDS: readonly IperfKind[] = ['tcp1', 'tcp4', 'udp64', 'udpbig'];
+const ALL_KINDS: readonly IperfKind[] = ['tcp1', 'tcp4', 'udp64', 'udpbig'];
+/** KINDS are the iperf3 tests to run: $KINDS (comma-separated) or all. */
+const KINDS: readonly IperfKind[] = ((): readonly IperfKind[] => {
+  const want = process.env['KINDS'];
+  if (want === undefined || want === '') return ALL_KINDS;
+  return ALL_KINDS.filter((k) => want.split(',').includes(k));
+})();
 /** RSS_SAMPLE_MS is the RSS sampling interval. */
 const RSS_SAMPLE_MS = 1000;
 
@@ -74,7 +83,7 @@ function checkPrerequisites(): string | undefined {
 }
 
 async function startDaemons(run: LabRun, children: ChildSet): Promise<number[]> {
-  labConfigs(run);
+  labConfigs(run, 4, 'static'); // the data path alone: no key exchange in the measurement
   mkdirSync(join(run.dir, 'logs'), { recursive: true });
   const pids: number[] = [];
   for (const host of HOSTS) {

@@ -5,22 +5,23 @@
 #   1. installs what is missing and builds (lab/setup.sh)
 #   2. brings up the `lan` lab: alice, bob, carol (espgate peers) and dave (not a peer) on one
 #      switch, all in network namespaces
-#   3. starts an espgate daemon on alice, bob and carol and waits until they answer `status`
+#   3. starts an espgate daemon on alice, bob and carol, waits until they answer `status` and
+#      until IKEv2 has set up the Child SAs between every pair
 #   4. pings alice <-> bob (IPv4 and IPv6), copies a file over TCP, pings dave -> alice,
 #      while the switch is captured
 #   5. shows what the switch saw: the first alice <-> bob packets as tcpdump prints them, then
 #      counts per flow: only ESP between the peers, plaintext between dave and alice; and then
-#      the same ESP decrypted by tshark with the run's keys
+#      the same ESP decrypted by tshark with the keys the daemons negotiated (`espgate keys`)
 #   6. prints `espgate status` on alice, stops the daemons, deletes the namespaces and checks
 #      that none is left (also on Ctrl-C or error)
 #
 # Environment: DEMO_SKIP_SETUP=1 skips step 1 (packages, npm ci, build); DEMO_KEEP=1 keeps the
 # run dir (configs, logs, capture) after the namespaces are gone (it is always kept when the demo
 # fails); ESPGATE_MAIN runs another build of the CLI instead of dist/src/cli/main.js;
-# DEMO_KEYING=ike keys the peers with IKEv2 (a pre-shared key per pair, what `espgate init`
-# writes by default) instead of static SAs: the demo then also waits for the Child SAs, lets
-# IKE (UDP 500) between the peers through the leak check, and skips the tshark decryption
-# (negotiated keys are not in keys.uat).
+# DEMO_KEYING=static keys the peers with static SAs instead of IKEv2 (the default: a pre-shared
+# key per pair, what `espgate init` writes by default). With IKE the demo also waits for the
+# Child SAs, lets IKE (UDP 500) between the peers through the leak check, and hands tshark the
+# negotiated keys that `espgate keys` prints on each host.
 
 set -euo pipefail
 
@@ -31,7 +32,7 @@ RUN=demo$$
 RUN=${RUN:0:12}
 export EGL_OWNER_PID=$$
 PEERS=(alice bob carol)
-KEYING=${DEMO_KEYING:-static}   # static | ike
+KEYING=${DEMO_KEYING:-ike}      # ike | static
 READY_TRIES=100          # x 0.2 s: wait up to 20 s for each daemon
 STOP_WAIT_TENTHS=50      # wait up to 5 s for a daemon to exit after SIGTERM
 CAPTURE_SECONDS=120      # the capture stops by itself after this, at the latest
@@ -264,18 +265,27 @@ if [ "$KEYING" = ike ] && [ "$ike" -gt 0 ]; then info "$ike IKE (UDP 500) packet
 frag=$(tshark -n -r "$PCAP" -Y 'esp && (ip.flags.mf == 1 || ip.frag_offset > 0)' 2>/dev/null | wc -l)
 [ "$frag" = 0 ] && pass "no fragmented ESP" || fail "$frag fragmented ESP packets"
 
+section "6. The same ESP, decrypted by tshark with $RUN_DIR/keys.uat"
 if [ "$KEYING" = ike ]; then
-  section "6. Decryption with tshark"
-  info "skipped: IKE negotiated the keys in the daemons, so they are not in $RUN_DIR/keys.uat (DEMO_KEYING=static shows it)"
-else
-  section "6. The same ESP, decrypted by tshark with $RUN_DIR/keys.uat"
-  info "lab/lab.sh decode --run $RUN demo.pcap -- -Y 'esp && (icmp || icmpv6)'"
-  "$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6)' 2>/dev/null | head -n 8 | cut -c1-110 | indent
-  total=$("$LAB" decode --run "$RUN" demo.pcap -- -Y esp 2>/dev/null | wc -l)
-  inner=$("$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6 || tcp)' 2>/dev/null | wc -l)
-  [ "$total" -gt 0 ] && [ "$inner" = "$total" ] && pass "tshark decrypted all $total ESP packets (inner ICMP/TCP visible)" \
-    || fail "tshark decrypted $inner of $total ESP packets"
+  # IKE negotiated the keys inside the daemons: each one prints its Child SAs' keys as
+  # Wireshark esp_sa lines (root-only control socket), which go into keys.uat.
+  nkeys=0
+  for h in "${PEERS[@]}"; do
+    if lines=$(px "$h" node "$MAIN" keys -c "$RUN_DIR/configs/$h.yaml" 2>/dev/null); then
+      grep '^"' <<<"$lines" >>"$RUN_DIR/keys.uat" || true
+      nkeys=$((nkeys + $(grep -c '^"' <<<"$lines" || true)))
+    else
+      fail "$h: espgate keys"
+    fi
+  done
+  info "espgate keys on each host: $nkeys SAs (IKE-negotiated) appended to keys.uat"
 fi
+info "lab/lab.sh decode --run $RUN demo.pcap -- -Y 'esp && (icmp || icmpv6)'"
+"$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6)' 2>/dev/null | head -n 8 | cut -c1-110 | indent
+total=$("$LAB" decode --run "$RUN" demo.pcap -- -Y esp 2>/dev/null | wc -l)
+inner=$("$LAB" decode --run "$RUN" demo.pcap -- -Y 'esp && (icmp || icmpv6 || tcp)' 2>/dev/null | wc -l)
+[ "$total" -gt 0 ] && [ "$inner" = "$total" ] && pass "tshark decrypted all $total ESP packets (inner ICMP/TCP visible)" \
+  || fail "tshark decrypted $inner of $total ESP packets"
 
 # ------------------------------------------------------------------------------------------
 section "Result"

@@ -10,6 +10,7 @@ import { parseConfig } from '../src/config/load.js';
 import type { LabConfigSet, LabEspgateConfig, PeerConfig, SaConfig } from './gen-configs.js';
 import {
   AES128_GCM_KEYMAT_BYTES,
+  DEFAULT_KEYING,
   IKE_PSK_BYTES,
   MIN_SPI,
   WIRESHARK_AES_GCM_16,
@@ -47,7 +48,7 @@ const CASES: readonly Case[] = [
 
 function build(c: Case): { topo: Topology; set: LabConfigSet } {
   const topo = buildTopology(c.topology, c.clients === undefined ? {} : { clients: c.clients });
-  const set = generateLabConfigs(topo, RUN_DIR, { outer: c.outer, randomBytes: (n) => randomBytes(n) });
+  const set = generateLabConfigs(topo, RUN_DIR, { outer: c.outer, keying: 'static', randomBytes: (n) => randomBytes(n) });
   return { topo, set };
 }
 
@@ -191,6 +192,7 @@ describe('generateLabConfigs', () => {
     let calls = 0;
     const topo = buildTopology('lan');
     const set = generateLabConfigs(topo, RUN_DIR, {
+      keying: 'static',
       randomBytes: (n) => {
         assert.equal(n, AES128_GCM_KEYMAT_BYTES);
         calls++;
@@ -208,7 +210,7 @@ describe('generateLabConfigs', () => {
   });
 
   it('case 9: a short random source is refused', () => {
-    assert.throws(() => generateLabConfigs(buildTopology('lan'), RUN_DIR, { randomBytes: () => new Uint8Array(16) }));
+    assert.throws(() => generateLabConfigs(buildTopology('lan'), RUN_DIR, { keying: 'static', randomBytes: () => new Uint8Array(16) }));
   });
 
   it('case 10: formatKey honours a subarray with a non-zero byteOffset; formatSpi pads to 8 digits', () => {
@@ -259,6 +261,13 @@ describe('generateLabConfigs with IKE keying', () => {
       });
     }
   }
+
+  it('case 4b: IKE is the default keying: no `keying` gives ike sections and an empty keys.uat', () => {
+    assert.equal(DEFAULT_KEYING, 'ike');
+    const set = generateLabConfigs(buildTopology('sites'), RUN_DIR, { randomBytes: (k) => randomBytes(k) });
+    assert.equal(set.sas.length, 0);
+    assert.ok(set.configs.every((g) => g.config.peers.every((p) => p.ike !== undefined && p.sa === undefined)));
+  });
 
   it('case 5: nat: the outside end knows inside by the router\'s address but by inside\'s own id', () => {
     const set = generateLabConfigs(buildTopology('nat'), RUN_DIR, { keying: 'ike', randomBytes: (k) => randomBytes(k) });
@@ -323,7 +332,7 @@ describe('writeLabConfigs', () => {
     const dir = mkdtempSync(join(tmpdir(), 'egl-unit-'));
     try {
       const topo = buildTopology('sites');
-      const set = generateLabConfigs(topo, dir, { randomBytes: (n) => randomBytes(n) });
+      const set = generateLabConfigs(topo, dir, { keying: 'static', randomBytes: (n) => randomBytes(n) });
       const written = writeLabConfigs(set, dir);
       assert.deepEqual(written, [join(dir, 'configs', 'gwa.yaml'), join(dir, 'configs', 'gwb.yaml'), join(dir, 'keys.uat')]);
       for (const g of set.configs) {

@@ -9,8 +9,8 @@
  * bob (2) is 0x1002 and bob to alice is 0x2001. That is unique per receiver (and in the whole
  * run), always >= 0x1001 (RFC 4303 reserves 1..255), and readable in a capture.
  *
- * Keying: 'static' (the default, DEFAULT_KEYING) writes `sa: { out, in }` per peer as above;
- * 'ike' writes `ike:` instead: one fresh pre-shared key per peering (both ends get the same),
+ * Keying: 'static' writes `sa: { out, in }` per peer as above; 'ike' (the default,
+ * DEFAULT_KEYING) writes `ike:` instead: one fresh pre-shared key per peering (both ends get the same),
  * identities = the ends' own outer addresses (localAddressOf: behind a NAT, the host's own
  * address, not the router's), plus any IkeTuning the caller gives (short lifetimes for rekey
  * tests, DPD). keys.uat then holds no records: IKE negotiates the keys.
@@ -60,10 +60,11 @@ export type Keying = 'static' | 'ike';
 export const KEYINGS: readonly Keying[] = ['static', 'ike'];
 
 /**
- * DEFAULT_KEYING is the lab's keying when none is asked for. Static for now: the IKE lab tests
- * ask for 'ike' themselves (`lab.sh configs --ike`, GenerateOptions.keying).
+ * DEFAULT_KEYING is the lab's keying when none is asked for: IKEv2, as in production (RFC 4106
+ * §8.1 forbids AES-GCM with static keys). Static SAs stay one option away (`lab.sh configs
+ * --static`, GenerateOptions.keying) for debugging and for tests that need known keys.
  */
-export const DEFAULT_KEYING: Keying = 'static';
+export const DEFAULT_KEYING: Keying = 'ike';
 
 /** IKE_PSK_BYTES is the size of each peering's random pre-shared key (written as 0x + hex). */
 export const IKE_PSK_BYTES = 32;

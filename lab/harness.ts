@@ -25,6 +25,8 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { AddressFamily, Topology, TopologyName } from './topology.js';
 import { buildTopology, namespaceName } from './topology.js';
+import type { Keying } from './gen-configs.js';
+import { DEFAULT_KEYING } from './gen-configs.js';
 
 /** DEFAULT_TIMEOUT_MS bounds every synchronous lab.sh call. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -105,9 +107,13 @@ export function labUp(name: TopologyName, options: { run?: string; clients?: num
   return { run, dir, topology };
 }
 
-/** labConfigs writes configs/<host>.yaml and keys.uat for the run. */
-export function labConfigs(run: LabRun, outer: AddressFamily = 4): void {
-  lab(['configs', '--run', run.run, '--outer', String(outer)]);
+/**
+ * labConfigs writes configs/<host>.yaml and keys.uat for the run: IKEv2 peers by default
+ * (DEFAULT_KEYING; keys.uat then has no records), static SAs when asked for (tests that need
+ * known keys or no key exchange, benchmarks of the data path alone).
+ */
+export function labConfigs(run: LabRun, outer: AddressFamily = 4, keying: Keying = DEFAULT_KEYING): void {
+  lab(['configs', '--run', run.run, '--outer', String(outer), keying === 'ike' ? '--ike' : '--static']);
 }
 
 /** labDown stops everything in the run's namespaces and deletes them (and, with purge, the run dir). Never throws. */

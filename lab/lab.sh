@@ -116,9 +116,10 @@ usage: lab/lab.sh <command> [options]
                                tcpdump on a segment's bridge in the switch (default: the
                                topology's capture segment; 10 s by default, at most 3600)
                                a file name without '/' goes to <rundir>/pcap/
-  configs [--run ID] [--outer 4|6] [--ike]
+  configs [--run ID] [--outer 4|6] [--ike|--static]
                                write espgate configs for every protected host and keys.uat
-                               (--ike: IKEv2 peers with a PSK per peering, not static SAs)
+                               (IKEv2 peers with a PSK per peering by default, or --ike;
+                               --static: static SAs, whose keys go into keys.uat)
   decode [--run ID] <pcap> [-- <tshark args...>]
                                tshark the capture, decrypting ESP with the run's keys.uat
   inject [--run ID] <host> <peer> [-- <esp-probe options>]
@@ -567,7 +568,7 @@ cmd_capture() {
 }
 
 cmd_configs() {
-  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6] [--ike]"
+  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6] [--ike|--static]"
   resolve_run
   lock_run
   local topo clients_arg=() keying_arg=()

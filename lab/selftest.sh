@@ -84,7 +84,7 @@ grep -q '2001:db8:0:1::4 > 2001:db8:0:1::1: ICMP6, echo request' <<<"$DUMP" && o
 rm -f "$CAPERR"
 
 # configs and keys.uat
-check "configs" "$LAB" configs --run "$A"
+check "configs" "$LAB" configs --run "$A" --static   # static SAs: esp-probe seals with their keys
 DIR=$("$LAB" dir --run "$A")
 for h in alice bob carol; do check "config for $h" test -s "$DIR/configs/$h.yaml"; done
 check "no config for dave" test ! -e "$DIR/configs/dave.yaml"
@@ -120,7 +120,7 @@ ECHOES=$(inner_echoes probe4.pcap)
 grep -q '^0x00002001 198.18.0.2 2001:db8:0:1::2$' <<<"$ECHOES" && ok "tshark decrypted bob -> alice probe (IPv6 inner)" \
   || bad "bob -> alice probe not decrypted: $ECHOES"
 
-check "configs --outer 6" "$LAB" configs --run "$A" --outer 6
+check "configs --outer 6" "$LAB" configs --run "$A" --outer 6 --static
 check "IPv6 endpoints in keys.uat" grep -q '^"IPv6","2001:db8:0:1::1","2001:db8:0:1::2"' "$DIR/keys.uat"
 capture_start probe6.pcap
 check "inject carol -> alice over IPv6" "$LAB" inject --run "$A" carol alice

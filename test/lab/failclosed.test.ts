@@ -369,7 +369,7 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
     try {
       const run = labUp('lan');
       st.run = run;
-      labConfigs(run, 4);
+      labConfigs(run, 4, 'static'); // static SAs: sequence-number reservations across kill -9 are what this file proves
       const snap = new Map<string, Map<string, string>>();
       for (const h of ['alice', 'bob']) snap.set(h, await snapshotState(run, h));
       st.stateBefore = snap;

@@ -87,7 +87,7 @@ describe('nftables backend: lan, alice and bob', { skip: skip ?? false }, () => 
     try {
       const run = labUp('lan', { run: `n${process.pid.toString(36)}`.slice(0, 12) });
       st.run = run;
-      labConfigs(run, 4);
+      labConfigs(run, 4, 'static'); // static SAs: this file is about the rules backend, not key exchange
       for (const h of HOSTS) {
         const path = configPathOf(run, h);
         const doc = parse(readFileSync(path, 'utf8')) as Record<string, unknown>;

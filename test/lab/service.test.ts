@@ -75,7 +75,7 @@ describe('espgate as a service: capabilities, readiness, watchdog', { skip: skip
   before(async () => {
     run = labUp('lan');
     st.run = run;
-    labConfigs(run);
+    labConfigs(run, 4, 'static'); // static SAs: alice runs with CAP_NET_ADMIN + CAP_NET_RAW only, no CAP_NET_BIND_SERVICE for IKE's port 500
     before0 = await snapshotState(run, 'alice');
     sock = startListener(join(run.dir, 'notify.sock'));
     await sock.ready;

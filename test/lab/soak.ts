@@ -251,7 +251,7 @@ export async function runSoak(opts: SoakOptions): Promise<SoakSummary> {
     const run = labUp('lan');
     st.run = run;
     summary.runDir = run.dir;
-    labConfigs(run, 4);
+    labConfigs(run, 4, 'static'); // static SAs: the soak measures the data path; IKE rekeys have ike.test.ts
     log(`lab run ${run.run} up (${run.dir}); starting espgate on ${SOAK_HOSTS.join(', ')}`);
     for (const h of SOAK_HOSTS) st.daemons.set(h, startDaemon(run, h));
     for (const d of st.daemons.values()) {

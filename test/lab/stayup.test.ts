@@ -244,7 +244,7 @@ describe('reload and single instance: SIGHUP adds and removes a peer under traff
     try {
       const run = labUp('lan');
       st.run = run;
-      labConfigs(run, 4);
+      labConfigs(run, 4, 'static'); // static SAs: this run is about the data path staying up; IKE has ike.test.ts
       st.fullAlice = parse(readFileSync(configPathOf(run, 'alice'), 'utf8')) as Record<string, unknown>;
       writeFileSync(aliceStatusConfig(), readFileSync(configPathOf(run, 'alice')), { mode: 0o600 });
       writeAlice(['bob']);

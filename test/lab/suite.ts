@@ -2,8 +2,10 @@
  * test/lab/suite.ts: the end-to-end checks every lab topology runs (lan.test.ts, sites.test.ts,
  * hub.test.ts call gatewaySuite with their topology's hosts). One lab bring-up per file:
  *
- *   before   lab up, configs, snapshot rules/routes/links, start espgate on every protected
- *            host and wait for `status`, conntrack baseline, traffic servers, switch capture
+ *   before   lab up, configs (IKEv2 with a PSK per peering, the lab's default keying; static SAs
+ *            with spec.keying 'static'), snapshot rules/routes/links, switch capture, start
+ *            espgate on every protected host, wait for `status` and for every peering's IKE SA
+ *            and Child SA at both ends, record the negotiated keys, conntrack baseline, servers
  *   0 .. 11  the sub-tests below, in order (0 checks the leak detector on a capture taken before
  *            espgate starts; the main capture runs through 1..9 and is read in 10; a topology's
  *            own sub-tests, 10a.., run before 11 stops the daemons)
@@ -14,12 +16,20 @@
  * hosts themselves in host mode, the LAN hosts behind the gateways in gateway mode (gatewayOf
  * names the daemon host that handles a LAN host's traffic). pairs[0] carries the bulk transfers,
  * the ICMP errors and the too-big pings.
+ *
+ * With IKE keying the capture starts before the daemons, so it holds the IKE exchanges too: IKE
+ * (UDP 500/4500) between two peers' tunnel endpoints is the one clear traffic allowed between
+ * them; everything else must be ESP, and tshark must decrypt every ESP frame with the keys the
+ * daemons negotiated (`espgate keys`, read after establishment and again before the capture
+ * stops, so an SA that a rekey retired in between is still in keys.uat).
  */
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { after, before, describe, test } from 'node:test';
 import type { Capture, LabRun } from '../../lab/harness.js';
 import { labConfigs, labUnavailable, labUp, startCapture, stopProcess } from '../../lab/harness.js';
+import type { Keying } from '../../lab/gen-configs.js';
+import { DEFAULT_KEYING, uatPathOf } from '../../lab/gen-configs.js';
 import type { AddressFamily, TopologyName } from '../../lab/topology.js';
 import { addressOf, findHost, interfaceOn, protectedHosts } from '../../lab/topology.js';
 import type { Daemon, DaemonStatusDoc, Frame, Json, ProtectedPair } from './support.js';
@@ -28,6 +38,9 @@ import {
   parseConntrackLine, protectOf, runIn, sameAddress, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab,
   toFake, traffic, waitReady,
 } from './support.js';
+import { IKE_ESTABLISHED, espgateArgv, ikeStatusOf, waitIkeEstablished } from './ike-support.js';
+import { configPathOf } from './support.js';
+import { appendFileSync } from 'node:fs';
 
 /** TCP_PORT, UDP_PORT and CLOSED_PORT are the traffic servers' ports (CLOSED_PORT has none). */
 export const TCP_PORT = 5001;
@@ -63,6 +76,8 @@ export interface SuiteSpec {
   readonly clients?: number;
   /** outer is the tunnel's outer address family (configs --outer). */
   readonly outer?: AddressFamily;
+  /** keying: 'ike' (the default, DEFAULT_KEYING) or 'static' SAs. */
+  readonly keying?: Keying;
   readonly pairs: readonly Pair[];
   /** clear lists host pairs that talk in the clear (pinged both ways, seen in clear on the capture). */
   readonly clear: readonly Pair[];
@@ -82,6 +97,8 @@ interface SuiteState {
   readonly stateBefore: Map<string, Map<string, string>>;
   readonly invalidBefore: Map<string, number>;
   capture?: Capture;
+  /** keys: every esp_sa line the daemons reported (`espgate keys`), for tshark (IKE keying). */
+  readonly keys: Set<string>;
   readonly tcpLogs: Map<string, string>;
   readonly udpLogs: Map<string, string>;
   /** controlFrames: the capture of a <-> b pings before espgate started (the leak detector's control). */
@@ -102,13 +119,58 @@ function protectedPairs(run: LabRun): ProtectedPair[] {
   return run.topology.peerings.map((p) => [protectOf(run, p.a), protectOf(run, p.b)] as const);
 }
 
+/** IKE_PORTS are IKE's UDP ports (RFC 7296 §2.23: 500, and 4500 after NAT-T floating). */
+const IKE_PORTS: readonly number[] = [500, 4500];
+
+/** IKE_WAIT_TRIES x IKE_WAIT_INTERVAL_MS bounds the wait for one end's IKE SA and Child SA (60 s). */
+const IKE_WAIT_TRIES = 120;
+const IKE_WAIT_INTERVAL_MS = 500;
+
+/** Endpoints are one peering's tunnel endpoints (canonical text). */
+interface Endpoints {
+  readonly ea: string;
+  readonly eb: string;
+}
+
+/**
+ * isIke tells whether a frame is IKE between two peers' tunnel endpoints: UDP with port 500 or
+ * 4500 at either end. (No topology of this suite has a NAT, so there is no ESP in UDP 4500 to
+ * tell apart; ike.test.ts covers that case.)
+ */
+function isIke(f: Frame, ends: readonly Endpoints[]): boolean {
+  if (f.proto !== 17 || !(IKE_PORTS.includes(f.udpSrc) || IKE_PORTS.includes(f.udpDst))) return false;
+  return ends.some(({ ea, eb }) => (f.src === ea && f.dst === eb) || (f.src === eb && f.dst === ea));
+}
+
+/** tunnelEndpoints returns every peering's outer addresses in the run's outer family. */
+function tunnelEndpoints(run: LabRun, outer: AddressFamily): (Endpoints & { readonly a: string; readonly b: string })[] {
+  const topo = run.topology;
+  const fam = outer === 4 ? 'v4' : 'v6';
+  return topo.peerings.map((p) => ({
+    a: p.a,
+    b: p.b,
+    ea: canon(interfaceOn(findHost(topo, p.a), p.segment)[fam]),
+    eb: canon(interfaceOn(findHost(topo, p.b), p.segment)[fam]),
+  }));
+}
+
+/** recordKeys adds every daemon's live esp_sa lines (`espgate keys`) to `keys`. */
+async function recordKeys(run: LabRun, hosts: readonly string[], keys: Set<string>): Promise<void> {
+  await Promise.all(hosts.map(async (h) => {
+    const r = await runIn(run, h, [...espgateArgv(), 'keys', '-c', configPathOf(run, h)], 20_000);
+    if (r.status !== 0) throw new Error(`${h}: espgate keys: ${describeResult(r)}`);
+    for (const line of r.stdout.split('\n')) if (line.startsWith('"')) keys.add(line);
+  }));
+}
+
 /** gatewaySuite defines the describe block with the hooks and sub-tests 1..11 for one topology. */
 export function gatewaySuite(spec: SuiteSpec): void {
   const skip = labUnavailable();
   const st: SuiteState = {
-    daemons: new Map(), stateBefore: new Map(), invalidBefore: new Map(), tcpLogs: new Map(), udpLogs: new Map(), failed: false,
+    daemons: new Map(), stateBefore: new Map(), invalidBefore: new Map(), keys: new Set(), tcpLogs: new Map(), udpLogs: new Map(), failed: false,
   };
   const gw = (h: string): string => spec.gatewayOf?.[h] ?? h;
+  const keying = spec.keying ?? DEFAULT_KEYING;
   const [a, b] = spec.pairs[0] ?? ['', ''];
   const runOf = (): LabRun => {
     if (st.run === undefined) throw new Error('the lab is not up (see the before hook)');
@@ -139,18 +201,33 @@ export function gatewaySuite(spec: SuiteSpec): void {
     const bringUp = async (): Promise<void> => {
       const run = labUp(spec.topology, spec.clients === undefined ? {} : { clients: spec.clients });
       st.run = run;
-      labConfigs(run, spec.outer ?? 4);
+      labConfigs(run, spec.outer ?? 4, keying);
       const hosts = daemonHosts();
       await Promise.all(hosts.map(async (h) => st.stateBefore.set(h, await snapshotState(run, h))));
       // Control for sub-test 10: before espgate runs, a and b ping each other in the clear.
       const control = await startCapture(run, 'control.pcap', { maxSeconds: 60 });
       for (const fam of [4, 6] as const) await runIn(run, a, ['ping', `-${fam}`, '-n', '-c', '2', '-i', '0.2', '-W', '3', addr(b, fam)], 20_000);
       st.controlFrames = await decodeFrames(run, await control.stop());
+      // The main capture starts before the daemons: it holds the IKE exchanges (sub-test 10).
+      st.capture = await startCapture(run, 'e2e.pcap', { maxSeconds: 900 });
       const daemons = hosts.map((h) => startDaemon(run, h));
       for (const d of daemons) st.daemons.set(d.host, d);
       const ready = await Promise.all(daemons.map(async (d) => [d, await waitReady(run, d)] as const));
       for (const [d, ok] of ready) {
         if (!ok) throw new Error(`${d.host}: espgate did not answer status (log ${d.log}):\n${tail(d.log)}`);
+      }
+      if (keying === 'ike') {
+        // Traffic waits for the tunnels: until a Child SA exists, a peer's packets are dropped
+        // (fail closed), and sub-test 1 counts every echo reply.
+        const ends = run.topology.peerings.flatMap((p) => [[p.a, p.b], [p.b, p.a]] as const);
+        const missing = (await Promise.all(ends.map(async ([x, y]) =>
+          ((await waitIkeEstablished(run, x, y, IKE_WAIT_TRIES, IKE_WAIT_INTERVAL_MS)) === undefined ? `${x} -> ${y}` : undefined))))
+          .filter((m) => m !== undefined);
+        if (missing.length > 0) {
+          throw new Error(`no IKE SA with an outbound Child SA within ${IKE_WAIT_TRIES * IKE_WAIT_INTERVAL_MS / 1000} s: ${missing.join(', ')}\n` +
+            missing.map((m) => tail(st.daemons.get(m.split(' ')[0] ?? '')?.log ?? '', 8)).join('\n'));
+        }
+        await recordKeys(run, hosts, st.keys);
       }
       for (const h of hosts) st.invalidBefore.set(h, await conntrackInvalid(run, h));
       const servers = new Set<string>([...spec.pairs.map((p) => p[1]), a, spec.many.to, ...(spec.fanIn === undefined ? [] : [spec.fanIn.to])]);
@@ -158,7 +235,6 @@ export function gatewaySuite(spec: SuiteSpec): void {
         st.tcpLogs.set(h, await startServer(run, h, 'tcp-server', TCP_PORT));
         st.udpLogs.set(h, await startServer(run, h, 'udp-echo-server', UDP_PORT));
       }
-      st.capture = await startCapture(run, 'e2e.pcap', { maxSeconds: 900 });
     };
 
     before(async () => {
@@ -354,6 +430,11 @@ export function gatewaySuite(spec: SuiteSpec): void {
         const expectedPeers = run.topology.peerings.filter((p) => p.a === h || p.b === h).length;
         assert.equal(s.peers.length, expectedPeers, `${h}: one status entry per peer`);
         for (const p of s.peers) {
+          if (keying === 'ike') {
+            const ike = (await ikeStatusOf(run, h, p.name))?.ike;
+            assert.equal(ike?.state, IKE_ESTABLISHED, `${h}: peer ${p.name}: IKE SA state`);
+            assert.ok((ike?.children ?? []).length >= 1, `${h}: peer ${p.name}: at least one Child SA`);
+          }
           assert.ok(p.txPackets > 0 && p.rxPackets > 0, `${h}: peer ${p.name}: tx ${p.txPackets} rx ${p.rxPackets} packets`);
           const out = p.sas.find((x) => x.direction === 'out');
           const inb = p.sas.find((x) => x.direction === 'in');
@@ -378,28 +459,36 @@ export function gatewaySuite(spec: SuiteSpec): void {
     step('10. capture: only ESP between protected peers; clear traffic seen in clear; tshark decrypts the inner flows', async (t) => {
       const run = runOf();
       assert.ok(st.capture !== undefined);
+      const ends = tunnelEndpoints(run, spec.outer ?? 4);
+      if (keying === 'ike') {
+        // the keys of every Child SA: those recorded at establishment plus the live ones now
+        await recordKeys(run, daemonHosts(), st.keys);
+        appendFileSync(uatPathOf(run.dir), [...st.keys].map((l) => `${l}\n`).join(''));
+        t.diagnostic(`keys.uat: ${st.keys.size} SAs reported by the daemons (espgate keys)`);
+      }
       const pcap = await st.capture.stop();
       const frames = await decodeFrames(run, pcap);
-      const topo = run.topology;
-      const outerFam = spec.outer ?? 4;
-      const endpoints = topo.peerings.map((p) => ({
-        p,
-        ea: interfaceOn(findHost(topo, p.a), p.segment)[outerFam === 4 ? 'v4' : 'v6'],
-        eb: interfaceOn(findHost(topo, p.b), p.segment)[outerFam === 4 ? 'v4' : 'v6'],
-      }));
-      const leaks = frames.filter((f) => isLeak(f, protectedPairs(run)));
+      const ike = frames.filter((f) => isIke(f, ends));
+      const leaks = frames.filter((f) => !isIke(f, ends) && isLeak(f, protectedPairs(run)));
       const esp = frames.filter((f) => f.outer !== 0 && f.proto === 50);
-      t.diagnostic(`${frames.length} frames captured, ${esp.length} ESP, ${leaks.length} plaintext between protected peers`);
-      assert.deepEqual(leaks.slice(0, 10).map(frameText), [], 'no plaintext between protected peers');
+      t.diagnostic(`${frames.length} frames captured, ${esp.length} ESP, ${ike.length} IKE, ${leaks.length} plaintext between protected peers`);
+      assert.deepEqual(leaks.slice(0, 10).map(frameText), [], 'no plaintext between protected peers (IKE between tunnel endpoints aside)');
       assert.equal(leaks.length, 0);
+      if (keying === 'ike') {
+        for (const { a: x, b: y, ea, eb } of ends) {
+          const n = ike.filter((f) => (f.src === ea && f.dst === eb) || (f.src === eb && f.dst === ea)).length;
+          assert.ok(n >= 4, `IKE_SA_INIT and IKE_AUTH between ${x} and ${y} on the capture (${n} IKE frames)`);
+        }
+      } else {
+        assert.deepEqual(ike.slice(0, 10).map(frameText), [], 'static keying: no IKE at all');
+      }
 
-      const ends = endpoints.map(({ p, ea, eb }) => ({ p, ea: canon(ea), eb: canon(eb) }));
       const strayEsp = esp.filter((f) => !ends.some(({ ea, eb }) => (f.src === ea && f.dst === eb) || (f.src === eb && f.dst === ea)));
       assert.deepEqual(strayEsp.slice(0, 10).map(frameText), [], 'ESP flows only between the peers\' tunnel endpoints');
-      for (const { p, ea, eb } of ends) {
+      for (const { a: x, b: y, ea, eb } of ends) {
         const ab = esp.filter((f) => f.src === ea && f.dst === eb).length;
         const ba = esp.filter((f) => f.src === eb && f.dst === ea).length;
-        assert.ok(ab > 0 && ba > 0, `ESP both ways between ${p.a} and ${p.b} (${ab} / ${ba} frames)`);
+        assert.ok(ab > 0 && ba > 0, `ESP both ways between ${x} and ${y} (${ab} / ${ba} frames)`);
       }
       const undecrypted = esp.filter((f) => f.inner === 0);
       assert.deepEqual(undecrypted.slice(0, 10).map(frameText), [], 'tshark decrypts every ESP frame with the run\'s keys');
