@@ -3,8 +3,8 @@
  * timers the test moves, and fake SADBs: negotiation, both sides initiating, a peer restart
  * (INITIAL_CONTACT), DPD on a silent peer with fail-closed removal and re-initiation; NAT
  * traversal through a NAT that rewrites one side's address and ports; Child SA and IKE SA
- * rekeys (by time, by bytes, simultaneous, with and without PFS) checked for zero loss at every
- * step; hard expiry.
+ * rekeys (by time, by bytes, simultaneous, with and without PFS) and IKE SA rekeys (alone,
+ * simultaneous by RFC 7296 §2.8.2) checked for zero loss at every step; hard expiry.
  *
  *   alice 192.0.2.1 (protects 198.18.1.0/24) <--UDP 500/4500--> bob 192.0.2.2 (protects 198.18.2.0/24)
  *
@@ -602,6 +602,49 @@ describe('IkeDriver rekeying', () => {
     assertPaired(a.sadb, 'bob', b.sadb, 'alice');
     assert.equal(a.sadb.inbound.size, 1);
     a.d.stop(); b.d.stop();
+  });
+
+  test('10 simultaneous IKE SA rekeys (RFC 7296 §2.8.2): one new IKE SA at both ends with the Child SA, the redundant one deleted, zero loss', () => {
+    const spisOf = (x: Side): string[] => [x.d.status(x.peer)?.spiI ?? '', x.d.status(x.peer)?.spiR ?? ''];
+    for (const [seed, lose] of [['i1', 'none'], ['i2', 'none'], ['i3', 'none'], ['i4', 'none'], ['i5', 'first answer to alice'], ['i6', 'first answer to bob']] as const) {
+      const { net, clock, a, b } = pairUp(seed, { dpdMs: 20_000 });
+      const counter = zeroLoss(net, a, b);
+      const before = spisOf(a);
+      const inbound = [[...a.sadb.inbound.keys()], [...b.sadb.inbound.keys()]];
+      const history = [a.sadb.outboundHistory.length, b.sadb.outboundHistory.length];
+      let lost = false;
+      if (lose !== 'none') {
+        const to = lose === 'first answer to alice' ? ALICE : BOB;
+        net.filter = (d) => {
+          const answer = d.bytes[18] === EXCHANGE_CREATE_CHILD_SA && ((d.bytes[19] ?? 0) & 0x20) !== 0;
+          if (!lost && answer && d.dst === to) { lost = true; return false; }
+          return true;
+        };
+      }
+      assert.ok(a.d.rekeyNow('bob', 'ike'), `${seed}: alice starts`);
+      assert.ok(b.d.rekeyNow('alice', 'ike'), `${seed}: bob starts too, before either request arrived`);
+      assert.equal(net.queue.filter((d) => d.bytes[18] === EXCHANGE_CREATE_CHILD_SA).length, 2, `${seed}: both requests are in flight`);
+      net.run();
+      clock.walk(70_000, 500, net); // retransmissions, and a redundant SA whose Delete never comes is forgotten (60 s)
+      assert.equal(lost, lose !== 'none', seed);
+      const after = spisOf(a);
+      assert.deepEqual(spisOf(b), after, `${seed}: both ends use the same IKE SA`);
+      assert.notDeepEqual(after, before, `${seed}: a new one`);
+      assert.deepEqual([a.d.status('bob')?.state, b.d.status('alice')?.state], ['established', 'established'], seed);
+      assert.deepEqual([a.d.sessionCount, b.d.sessionCount], [1, 1], `${seed}: exactly one IKE SA per peer at each end`);
+      assert.deepEqual([[...a.sadb.inbound.keys()], [...b.sadb.inbound.keys()]], inbound, `${seed}: the same Child SA, never reinstalled`);
+      assert.deepEqual([a.sadb.outboundHistory.length, b.sadb.outboundHistory.length], history, `${seed}: the outbound SA never changed`);
+      assert.deepEqual([a.d.status('bob')?.children.length, b.d.status('alice')?.children.length], [1, 1], `${seed}: the Child SA is on the new IKE SA`);
+      assert.ok(counter.steps >= 10, `${seed}: checked after every datagram and timer (${counter.steps})`);
+      // The survivor works: a Child SA rekey on it, still with zero loss.
+      assert.ok(b.d.rekeyNow('alice', 'child'), seed);
+      net.run();
+      clock.advance(REKEY_LINGER_MS + 1, net);
+      assert.deepEqual([a.sadb.inbound.size, b.sadb.inbound.size], [1, 1], seed);
+      assert.notDeepEqual([...a.sadb.inbound.keys()], inbound[0], `${seed}: rekeyed`);
+      assert.deepEqual([a.d.sessionCount, b.d.sessionCount], [1, 1], seed);
+      a.d.stop(); b.d.stop();
+    }
   });
 
   test('8 IKE SA rekey through a NAT: the new IKE SA keeps the 4500 path and the Child SA its encap', () => {

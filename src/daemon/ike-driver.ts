@@ -13,6 +13,8 @@
  *                                                  |               'child-sa-deleted' / 'closed': remove (fail closed;
  *                                                  |               a rekeyed SA's inbound half after REKEY_LINGER_MS)
  *                                                  |               'ike-rekeyed': a new entry takes the Child SAs
+ *                                                  |               'ike-redundant': an entry that only waits to be
+ *                                                  |               deleted (simultaneous IKE SA rekeys, §2.8.2)
  *   timer per session: min(nextTimeout, DPD due, rekey/expiry due, usage poll) --> onTimeout / sendDpd /
  *                      rekeyChildSa / rekeyIkeSa / expiry
  *   timer per peer (initiate): start after a close, backing off INITIATE_BACKOFF_MS .. MAX
@@ -24,8 +26,8 @@
  *
  * Lifetimes: each IKE SA and Child SA is rekeyed at REKEY_SOFT_FRACTION of its lifetime minus up to
  * REKEY_JITTER_FRACTION at random (so the side whose soft time comes first initiates; a collision
- * is settled by the session, §2.8.1) and removed at 100% (fail closed). Byte and packet lifetimes
- * are checked through sink.usage every USAGE_POLL_MS.
+ * is settled by the session, RFC 7296 §2.8.1 for a Child SA, §2.8.2 for the IKE SA) and removed
+ * at 100% (fail closed). Byte and packet lifetimes are checked through sink.usage every USAGE_POLL_MS.
  *
  * Rekeying a Child SA, make before break (which side sends on what, as strongSwan does it):
  *   initiator: install new inbound -> CREATE_CHILD_SA request ... response -> send on the new SA,
@@ -33,6 +35,14 @@
  *   responder: request -> install new inbound -> response (still sending on the old SA) ...
  *              Delete(old) -> send on the new SA, answer; old inbound removed REKEY_LINGER_MS later
  *   so at every moment each side sends on an SA whose inbound half the other side has installed.
+ *
+ * Rekeying the IKE SA: the Child SAs' entries move to the new IKE SA's entry as they are (their
+ * ESP keys do not change, nothing is reinstalled); the old entry only waits for its Delete. When
+ * both sides rekeyed it at once (§2.8.2) the session names the surviving new IKE SA
+ * ('ike-rekeyed') and the redundant one ('ike-redundant'): the latter gets an entry of its own,
+ * without Child SAs and never active, that routes its Delete (ours or the peer's) and goes when
+ * it closes, or after SUPERSEDED_WAIT_MS like an old entry whose Delete never comes. So a peer
+ * ends with one IKE SA.
  *
  * Several IKE SAs with one peer (both sides initiated at once, or a peer that restarted):
  *   - 'established' with INITIAL_CONTACT: the peer lost its state, so every SA with it that was
@@ -707,6 +717,9 @@ export class IkeDriver {
       case 'ike-rekeyed':
         this.#onIkeRekeyed(e, ev.next, now);
         return;
+      case 'ike-redundant':
+        this.#onIkeRedundant(e, ev.sa, now);
+        return;
       case 'path-changed': {
         this.#o.log.info({ peer: e.peer.name, remotePort: ev.remotePort, localPort: ev.localPort }, `ike: ${e.peer.name} IKE path moved`);
         let changed = false;
@@ -754,13 +767,35 @@ export class IkeDriver {
     this.#arm(n);
   }
 
-  /** #resolveDuplicates applies the rules in the module comment after e was established. */
+  /**
+   * #onIkeRedundant keeps the redundant new IKE SA of simultaneous IKE SA rekeys (RFC 7296
+   * §2.8.2) until it closes: an entry that routes its messages and runs its timer (our Delete of
+   * it is in flight, or the peer's is to come), with no Child SAs, never active, and forgotten
+   * after SUPERSEDED_WAIT_MS like a replaced IKE SA whose Delete never comes.
+   */
+  #onIkeRedundant(e: Entry, sa: IkeSession, now: number): void {
+    const n = this.#addEntry(sa, e.peer);
+    n.established = true;
+    n.establishedMs = now;
+    n.establishedSeq = ++this.#seq;
+    n.state = sa.state;
+    n.ourSpi = sa.role === 'initiator' ? sa.spiI : sa.spiR;
+    n.superseded = true;
+    n.supersededMs = now;
+    this.#bySpi.set(n.ourSpi, n);
+    this.#o.log.info({
+      peer: e.peer.name, role: sa.role, spiI: sa.spiI.toString(16), spiR: sa.spiR.toString(16), deletedBy: sa.state === 'deleting' ? 'us' : 'peer',
+    }, `ike: ${e.peer.name} simultaneous IKE SA rekeys: this new IKE SA lost the nonce rule and is deleted`);
+    this.#arm(n);
+  }
+
   /** #hasEstablished says whether an established IKE SA (not one replaced by a rekey) with the peer exists. */
   #hasEstablished(peer: string): boolean {
     for (const e of this.#entries) if (e.peer.name === peer && e.established && !e.superseded) return true;
     return false;
   }
 
+  /** #resolveDuplicates applies the rules in the module comment after e was established. */
   #resolveDuplicates(e: Entry, initialContact: boolean): void {
     const now = this.#now();
     for (const o of [...this.#entries]) {
@@ -864,7 +899,7 @@ export class IkeDriver {
       if (!this.#entries.has(e)) return;
     }
     if (e.superseded && now >= e.supersededMs + SUPERSEDED_WAIT_MS) {
-      this.#forget(e, 'replaced by a rekey, and its Delete never came');
+      this.#forget(e, e.session.redundant ? 'the redundant IKE SA of simultaneous rekeys, and its Delete never came' : 'replaced by a rekey, and its Delete never came');
       return;
     }
     if (this.#active(e)) {

@@ -7,9 +7,9 @@
  *       ^                                                      |
  *       +---------------------(messages)-----------------------+
  *
- * After an IKE SA rekey ('ike-rekeyed') a side has several sessions; a datagram goes to the
- * one whose SPIi it carries (the newest if none matches). Nothing here touches the network or
- * real time.
+ * After an IKE SA rekey ('ike-rekeyed', and 'ike-redundant' for the loser of simultaneous
+ * rekeys) a side has several sessions; a datagram goes to the one whose SPIi it carries (the
+ * newest that is not redundant if none matches). Nothing here touches the network or real time.
  */
 import { createHash } from 'node:crypto';
 import type { IkeEvent, IkeOutput, IkeSession } from './session.js';
@@ -53,7 +53,7 @@ export class IkeLink {
   readonly sent: Record<Side, Uint8Array[]> = { initiator: [], responder: [] };
   /** inFlight holds datagrams not yet delivered. */
   inFlight: Datagram[] = [];
-  /** sessions lists each side's sessions, oldest first: the original, then each rekeyed IKE SA. */
+  /** sessions lists each side's sessions, oldest first: the original, then each rekeyed (or redundant) IKE SA. */
   readonly sessions: Record<Side, IkeSession[]>;
   #seq = 0;
 
@@ -66,10 +66,14 @@ export class IkeLink {
     return side === 'initiator' ? this.initiator : this.responder;
   }
 
-  /** current returns a side's newest session (the rekeyed IKE SA after a rekey). */
+  /** current returns a side's newest session that is not redundant (the rekeyed IKE SA after a rekey). */
   current(side: Side): IkeSession {
     const l = this.sessions[side];
-    return l[l.length - 1] ?? this.session(side);
+    for (let i = l.length - 1; i >= 0; i--) {
+      const s = l[i];
+      if (s !== undefined && !s.redundant) return s;
+    }
+    return this.session(side);
   }
 
   /** sessionFor picks the session of `side` that a datagram is for, by its SPIi. */
@@ -86,7 +90,10 @@ export class IkeLink {
   take(from: Side, out: IkeOutput): IkeOutput {
     const to: Side = from === 'initiator' ? 'responder' : 'initiator';
     this.events[from].push(...out.events);
-    for (const e of out.events) if (e.type === 'ike-rekeyed') this.sessions[from].push(e.next);
+    for (const e of out.events) {
+      if (e.type === 'ike-rekeyed') this.sessions[from].push(e.next);
+      if (e.type === 'ike-redundant') this.sessions[from].push(e.sa);
+    }
     for (const m of out.messages) {
       this.sent[from].push(m);
       this.inFlight.push({ seq: this.#seq++, to, bytes: m });

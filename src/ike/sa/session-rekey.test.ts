@@ -1,7 +1,8 @@
 /**
  * session-rekey.test.ts: NAT traversal's port floating (RFC 7296 §2.23) and CREATE_CHILD_SA
- * exchanges between two sessions (§1.3, §2.8, §2.25): simultaneous rekeys, collisions with
- * other exchanges (TEMPORARY_FAILURE), a rekey crossing a Delete, ESP through the rekeyed SAs.
+ * exchanges between two sessions (§1.3, §2.8, §2.25): simultaneous Child SA rekeys, collisions
+ * with other exchanges (TEMPORARY_FAILURE), a rekey crossing a Delete, ESP through the rekeyed
+ * SAs. Simultaneous IKE SA rekeys (§2.8.2) have their own file, session-ike-collision.test.ts.
  * The byte layouts and keys are checked by hand in session-rfc.test.ts.
  */
 import assert from 'node:assert/strict';
@@ -140,21 +141,7 @@ test('CREATE_CHILD_SA collisions (§2.8.1, §2.25): simultaneous rekeys keep the
     assert.deepEqual([link.initiator.children.length, link.responder.children.length], [0, 0], 'the Delete went through');
   }
 
-  // 4. Simultaneous IKE SA rekeys: both answer TEMPORARY_FAILURE (the simplification documented in
-  //    docs/ikev2.md), nothing changes; one side retrying alone succeeds.
-  {
-    const link = pair({ seed: 'sim-ike' });
-    established(link);
-    link.take('initiator', link.initiator.rekeyIkeSa(link.now));
-    link.take('responder', link.responder.rekeyIkeSa(link.now));
-    link.run();
-    assert.equal(link.eventsOf('initiator', 'rekey-failed').length + link.eventsOf('responder', 'rekey-failed').length, 2);
-    link.take('responder', link.responder.rekeyIkeSa(link.now));
-    link.run();
-    assert.equal(link.eventsOf('initiator', 'ike-rekeyed').length, 1, 'the retry by one side succeeds');
-    assert.equal(link.current('initiator').role, 'responder', 'the rekey initiator is the new SA\'s original initiator');
-    assert.deepEqual([link.initiator.state, link.responder.state], ['closed', 'closed']);
-  }
+  // Simultaneous IKE SA rekeys (§2.8.2, the nonce rule) are in session-ike-collision.test.ts.
   assert.ok(compareNonces(Uint8Array.of(1, 2), Uint8Array.of(1, 3)) < 0 && compareNonces(Uint8Array.of(1), Uint8Array.of(1, 0)) < 0 &&
     compareNonces(Uint8Array.of(2), Uint8Array.of(1, 9)) > 0 && compareNonces(Uint8Array.of(7), Uint8Array.of(7)) === 0, 'compareNonces');
 });

@@ -73,11 +73,24 @@
  * child_rekey does. Simultaneous rekeys of one Child SA: both complete, and the side whose
  * exchange holds the lowest of the four nonces deletes the SA it made (§2.8.1). An IKE SA rekey
  * makes a new IkeSession ('ike-rekeyed') that takes the Child SAs; the old one is deleted by the
- * rekey's initiator and closes 'rekeyed'. TEMPORARY_FAILURE answers a rekey of a Child SA being
- * deleted or rekeyed, any rekey while the IKE SA is deleted or rekeyed, and an IKE SA rekey while
- * a Child SA exchange is under way or our own IKE SA rekey is in flight (simultaneous IKE SA
- * rekeys thus both fail and are retried, where §2.8.2 would keep one by the nonce rule).
- * INVALID_KE_PAYLOAD in a response is followed once with the group named, if we offer it.
+ * rekey's initiator and closes 'rekeyed'. Simultaneous IKE SA rekeys (§2.8.2, as strongSwan's
+ * ike_rekey does them): each side answers the other's request, but keeps the new SA it made as
+ * responder aside (#passiveIke) until its own response comes; then two new IKE SAs exist and
+ *
+ *     the exchange holding the lowest of the four nonces made the redundant SA:
+ *       its initiator (the loser) sends Delete on it at once (it closes 'redundant'),
+ *       hands the Child SAs to the other new SA and waits for the old SA's Delete;
+ *       the winner hands the Child SAs to its own new SA, deletes the old SA, and keeps
+ *       the peer's new SA ('ike-redundant') until the loser's Delete closes it ('redundant').
+ *     our own rekey failed (TEMPORARY_FAILURE: the peer completed first without seeing the
+ *       collision), or the peer's Delete of the old SA comes before our response: the
+ *       peer's new SA takes the Child SAs (no redundant SA; §2.8.2 "only one peer detects").
+ *
+ * TEMPORARY_FAILURE answers a rekey of a Child SA being deleted or rekeyed, any rekey while the
+ * IKE SA is deleted or rekeyed (so also an IKE SA rekey that arrives after ours completed), a
+ * Child SA rekey while our IKE SA rekey is in flight, and an IKE SA rekey while a Child SA
+ * exchange is under way (§2.25). INVALID_KE_PAYLOAD in a response is followed once with the
+ * group named, if we offer it (not during a collision: the peer's new SA is taken instead).
  *
  * Not done here: additional Child SAs (a CREATE_CHILD_SA without REKEY_SA is answered
  * NO_ADDITIONAL_SAS), IKE fragmentation, windows above 1, MOBIKE, EAP and certificates. A
@@ -378,6 +391,13 @@ export class IkeSession {
   #rxPath: IkePath | undefined;
   /** #rekeyedTo is the IKE SA that replaced this one (CREATE_CHILD_SA, §1.3.2). */
   #rekeyedTo: IkeSession | undefined;
+  /**
+   * #passiveIke is the peer's rekey of this IKE SA that we answered while our own was in flight
+   * (§2.8.2): its new IKE SA, and the exchange's nonces, until our response settles which one survives.
+   */
+  #passiveIke: { readonly next: IkeSession; readonly ni: Uint8Array; readonly nr: Uint8Array } | undefined;
+  /** #redundant: this is the new IKE SA of a simultaneous rekey that lost the nonce rule (§2.8.2); it only waits to be deleted. */
+  #redundant = false;
   /** #pathEvents holds a 'path-changed' until the output it belongs to is complete. */
   #pathEvents: IkeEvent[] = [];
 
@@ -495,6 +515,14 @@ export class IkeSession {
     return this.#rekeyedTo;
   }
 
+  /**
+   * redundant is true for the new IKE SA of a simultaneous rekey that lost the nonce rule
+   * (§2.8.2): it never carries a Child SA and only waits to be deleted ('ike-redundant').
+   */
+  get redundant(): boolean {
+    return this.#redundant;
+  }
+
   // -------------------------------------------------------------------------------------------
   // API
 
@@ -560,7 +588,7 @@ export class IkeSession {
     if (o.kind === 'init' && this.#pendingError !== undefined) {
       this.#close(out, this.#pendingError.reason, this.#pendingError.notifyType);
     } else if (o.tries >= this.#retransmitTries) {
-      this.#close(out, o.kind !== 'delete-ike' ? 'timeout' : this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
+      this.#close(out, o.kind !== 'delete-ike' ? 'timeout' : this.#goneReason(false));
     } else {
       o.tries++;
       o.intervalMs *= 2;
@@ -604,7 +632,7 @@ export class IkeSession {
   rekeyChildSa(now: number, inboundSpi?: number): IkeOutput {
     const out = new Out();
     const c = inboundSpi === undefined ? this.#children[this.#children.length - 1] : this.#childByInbound(inboundSpi);
-    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) out.refused = `rekeyChildSa: state ${this.#state}`;
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined || this.#redundant) out.refused = `rekeyChildSa: state ${this.#state}`;
     else if (c === undefined || c.deleting || c.rekeying || c.replacedBy !== undefined || c.redundant) {
       out.refused = 'rekeyChildSa: no such Child SA, or it is being deleted or rekeyed';
     } else {
@@ -617,11 +645,13 @@ export class IkeSession {
   /**
    * rekeyIkeSa rekeys the IKE SA (CREATE_CHILD_SA with an IKE proposal and KE, §1.3.2). On the
    * response: 'ike-rekeyed' with the new session, which owns every Child SA from then on; this
-   * one sends Delete and closes ('rekeyed'). Or 'rekey-failed'.
+   * one sends Delete and closes ('rekeyed'). Or 'rekey-failed'. If the peer rekeys it at the
+   * same time (§2.8.2): 'ike-rekeyed' with the surviving new SA (ours or the peer's) and, when
+   * both exchanges made one, 'ike-redundant' with the other; never 'rekey-failed'.
    */
   rekeyIkeSa(now: number): IkeOutput {
     const out = new Out();
-    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) out.refused = `rekeyIkeSa: state ${this.#state}`;
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined || this.#redundant) out.refused = `rekeyIkeSa: state ${this.#state}`;
     else if (this.#outstanding?.kind === 'rekey-ike' || this.#queue.some((i) => i.kind === 'rekey-ike')) out.refused = 'rekeyIkeSa: already pending';
     else this.#enqueue({ kind: 'rekey-ike', group: undefined, keRetried: false }, now, out);
     return out.result();
@@ -732,7 +762,7 @@ export class IkeSession {
           this.#respond(out, h.exchangeType, h.messageId, opened.notify === undefined ? [] : [opened.notify]);
           return;
         }
-        if (h.exchangeType === EXCHANGE.INFORMATIONAL) return this.#onInformationalRequest(opened, h.messageId, out);
+        if (h.exchangeType === EXCHANGE.INFORMATIONAL) return this.#onInformationalRequest(opened, h.messageId, now, out);
         return this.#onCreateChildSaRequest(opened, h.messageId, now, out);
       }
       default:
@@ -891,13 +921,17 @@ export class IkeSession {
   }
 
   /** #onInformationalRequest answers DPD, Delete and notifies (§1.4, §1.4.1). */
-  #onInformationalRequest(opened: SkOpened, messageId: number, out: Out): void {
+  #onInformationalRequest(opened: SkOpened, messageId: number, now: number, out: Out): void {
     const ps = opened.payloads;
     const paired: Uint8Array[] = [];
     let closeReason: IkeCloseReason | undefined;
     for (const d of only(ps, 'delete')) {
       if (d.protocol === PROTOCOL.IKE) {
-        closeReason = this.#rekeyedTo === undefined ? 'deleted-by-peer' : 'rekeyed';
+        // §2.8.2: the peer deletes this IKE SA while our rekey of it is in flight and we answered
+        // its own rekey: it did not see the collision (our request got TEMPORARY_FAILURE or will),
+        // so its new IKE SA is the one; the Child SAs move there before this one closes.
+        this.#concludePassiveIke(now, out);
+        closeReason = this.#goneReason(true);
         continue;
       }
       if (d.protocol !== PROTOCOL.ESP) continue;
@@ -928,7 +962,9 @@ export class IkeSession {
     const ps = opened.payloads;
     const sas = only(ps, 'sa');
     const nonces = only(ps, 'nonce');
-    if (this.#state !== 'established' || this.#rekeyedTo !== undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
+    if (this.#state !== 'established' || this.#rekeyedTo !== undefined || this.#redundant) {
+      return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
+    }
     if (sas.length !== 1 || nonces.length !== 1 || only(ps, 'ke').length > 1) return this.#answerCreate(out, messageId, [notify(NOTIFY.INVALID_SYNTAX)]);
     const ke = only(ps, 'ke')[0] as KePayload | undefined;
     if (sas[0].proposals.some((p) => p.protocol === PROTOCOL.IKE)) return this.#onIkeRekeyRequest(sas[0], nonces[0], ke, messageId, now, out);
@@ -1007,13 +1043,16 @@ export class IkeSession {
   /**
    * #onIkeRekeyRequest answers a rekey of the IKE SA (§1.3.2, §2.18): a new IKE SA with the
    * proposal's SPI as SPIi and a fresh SPIr, keys from SK_d (old) and a new DH. The Child SAs
-   * move to it at once; this one waits for the initiator's Delete.
+   * move to it at once; this one waits for the initiator's Delete. If our own rekey of this IKE
+   * SA is in flight (§2.8.2), the request is answered all the same, but the new IKE SA waits in
+   * #passiveIke until our response says which of the two survives (#onRekeyIkeResponse).
    */
   #onIkeRekeyRequest(sa: SaPayload, nonce: NoncePayload, ke: KePayload | undefined, messageId: number, now: number, out: Out): void {
-    // §2.8.2, §2.25.2: not while a Child SA is being created, rekeyed or deleted, nor while we
-    // rekey the IKE SA ourselves (a simplification of the nonce rule: both sides retry later).
+    // §2.25.2 (and strongSwan's ike_rekey): not while a Child SA is being created, rekeyed or
+    // deleted. A second rekey from the peer while we hold one (it cannot have two requests out)
+    // is refused too. The IKE SA being deleted or rekeyed already was refused by our caller.
     const busy = this.#children.some((c) => c.deleting || c.rekeying || c.replacedBy !== undefined || c.outboundPending || c.redundant) ||
-      this.#outstanding?.kind === 'rekey-ike';
+      this.#passiveIke !== undefined;
     if (busy) return this.#answerCreate(out, messageId, [notify(NOTIFY.TEMPORARY_FAILURE)]);
     const choice = selectIkeProposal(sa, this.#ikeAlg, IKE_SPI_LEN);
     if (choice === undefined) return this.#answerCreate(out, messageId, [notify(NOTIFY.NO_PROPOSAL_CHOSEN)]);
@@ -1039,7 +1078,36 @@ export class IkeSession {
       { kind: 'nonce', data: nr },
       { kind: 'ke', group: group.id, data: pair.public },
     ]);
+    if (this.#outstanding?.kind === 'rekey-ike') {
+      // A collision (§2.8.2): both exchanges complete; the nonce rule is applied when our
+      // response comes. Until then nothing moves and the new SA is not announced (strongSwan's
+      // ike_rekey likewise leaves the passive SA to its active task).
+      this.#passiveIke = { next, ni, nr };
+      return;
+    }
     this.#handOver(next, now, out);
+  }
+
+  /**
+   * #concludePassiveIke ends a collision in which only the peer's IKE SA rekey produced a new
+   * IKE SA (ours failed, or the peer deleted this SA before our response: it never saw the
+   * collision, §2.8.2): the Child SAs move to the peer's new SA, and this one waits for the
+   * peer's Delete. Returns whether there was such a rekey.
+   */
+  #concludePassiveIke(now: number, out: Out): boolean {
+    const p = this.#passiveIke;
+    if (p === undefined) return false;
+    this.#passiveIke = undefined;
+    if (this.#state === 'closed') return false;
+    this.#handOver(p.next, now, out);
+    return true;
+  }
+
+  /** #goneReason is why this IKE SA closes once deleted, by us or by the peer. */
+  #goneReason(byPeer: boolean): IkeCloseReason {
+    if (this.#redundant) return 'redundant';
+    if (this.#rekeyedTo !== undefined) return 'rekeyed';
+    return byPeer ? 'deleted-by-peer' : 'deleted';
   }
 
   /**
@@ -1121,16 +1189,18 @@ export class IkeSession {
     if (!('payloads' in opened)) {
       // Authentic but malformed: the request failed (§2.21.2).
       if (o.kind === 'auth') return this.#close(out, 'syntax');
-      if (o.kind === 'delete-ike') return this.#close(out, this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
+      if (o.kind === 'delete-ike') return this.#close(out, this.#goneReason(false));
       if (intent?.kind === 'delete-child') this.#childGone(out, intent.spi);
       if (intent?.kind === 'rekey-child') this.#rekeyFailed(out, intent.spi, 'refused', NOTIFY.INVALID_SYNTAX);
-      if (intent?.kind === 'rekey-ike') out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: NOTIFY.INVALID_SYNTAX });
+      if (intent?.kind === 'rekey-ike' && !this.#concludePassiveIke(now, out)) {
+        out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: NOTIFY.INVALID_SYNTAX });
+      }
     } else if (o.kind === 'auth') {
       this.#onAuthResponse(opened, now, out);
     } else if (o.kind === 'dpd') {
       out.events.push({ type: 'peer-alive' });
     } else if (o.kind === 'delete-ike') {
-      return this.#close(out, this.#rekeyedTo === undefined ? 'deleted' : 'rekeyed');
+      return this.#close(out, this.#goneReason(false));
     } else if (intent?.kind === 'delete-child') {
       this.#childGone(out, intent.spi);
     } else if (intent?.kind === 'rekey-child' && o.ctx !== undefined) {
@@ -1229,13 +1299,19 @@ export class IkeSession {
     this.#queue.push({ kind: 'delete-child', spi: old.inboundSpi });
   }
 
-  /** #onRekeyIkeResponse completes our IKE SA rekey (§1.3.2, §2.18): the Child SAs move, the old SA is deleted. */
+  /**
+   * #onRekeyIkeResponse completes our IKE SA rekey (§1.3.2, §2.18): the Child SAs move, the old
+   * SA is deleted. If we answered the peer's rekey of the same IKE SA meanwhile (#passiveIke),
+   * two new IKE SAs exist and the nonce rule of §2.8.2 settles which survives (below); if
+   * ours failed, the peer's is the new IKE SA.
+   */
   #onRekeyIkeResponse(opened: SkOpened, intent: Extract<Intent, { kind: 'rekey-ike' }>, ctx: RekeyContext, now: number, out: Out): void {
     const ps = opened.payloads;
-    if (this.#invalidKeRetry(ps, intent, ctx)) return;
+    if (this.#passiveIke === undefined && this.#invalidKeRetry(ps, intent, ctx)) return;
     const err = errorNotifies(ps)[0];
     if (err !== undefined) {
-      out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: err.notifyType });
+      // TEMPORARY_FAILURE here usually means the peer completed its own rekey before ours reached it.
+      if (!this.#concludePassiveIke(now, out)) out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'refused', notifyType: err.notifyType });
       return;
     }
     const sas = only(ps, 'sa');
@@ -1249,15 +1325,34 @@ export class IkeSession {
       nonces.length === 1 && nonces[0].data.length >= answer.prf.keyLength / 2 && spiR !== 0n
       ? dh.group.compute(dh.pair.privateKey, ke.data) : undefined;
     if (answer === undefined || dh === undefined || r === undefined || !r.ok) {
-      out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'bad-answer' });
+      if (!this.#concludePassiveIke(now, out)) out.events.push({ type: 'rekey-failed', what: 'ike', reason: 'bad-answer' });
       return;
     }
+    const nr = Uint8Array.from(nonces[0].data);
     const next = this.#spawnRekeyed('initiator', {
-      spiI: ctx.newSpiI, spiR, ni: ctx.ni, nr: Uint8Array.from(nonces[0].data), prf: answer.prf, encryption: answer.encryption,
-      group: dh.group.id, gir: r.shared,
+      spiI: ctx.newSpiI, spiR, ni: ctx.ni, nr, prf: answer.prf, encryption: answer.encryption, group: dh.group.id, gir: r.shared,
     }, now);
     r.shared.fill(0);
+    const passive = this.#passiveIke;
+    this.#passiveIke = undefined;
+    if (passive !== undefined && compareNonces(minBytes(ctx.ni, nr), minBytes(passive.ni, passive.nr)) < 0) {
+      // We lost (§2.8.2): "The new IKE SA containing the lowest nonce SHOULD be deleted by the
+      // node that created it, and the other surviving new IKE SA MUST inherit all the Child
+      // SAs." Ours is deleted now, as its first request; the peer's takes the Child SAs, and
+      // the peer, which initiated the surviving rekey, deletes this old one.
+      next.#redundant = true;
+      next.#state = 'deleting';
+      out.events.push({ type: 'ike-redundant', sa: next });
+      next.#enqueue({ kind: 'delete-ike' }, now, out);
+      this.#handOver(passive.next, now, out);
+      return;
+    }
     this.#handOver(next, now, out);
+    if (passive !== undefined) {
+      // We won: the peer's new IKE SA is the redundant one, which the peer deletes.
+      passive.next.#redundant = true;
+      out.events.push({ type: 'ike-redundant', sa: passive.next });
+    }
     // The Delete of the old IKE SA is the last request on it (§1.3.2).
     this.#state = 'deleting';
     this.#queue = [{ kind: 'delete-ike' }];
@@ -1641,6 +1736,7 @@ export class IkeSession {
     this.#state = 'closed';
     this.#outstanding = undefined;
     this.#queue = [];
+    this.#passiveIke = undefined;
     this.#dh = undefined;
     this.#pendingError = undefined;
     const k = this.#keys;

@@ -151,7 +151,8 @@ export type IkeCloseReason =
   | 'half-open-timeout'  // responder: no IKE_AUTH within halfOpenTimeoutMs
   | 'deleted'            // we deleted it (close())
   | 'deleted-by-peer'    // the peer sent Delete for the IKE SA
-  | 'rekeyed';           // replaced by a rekeyed IKE SA (its Child SAs moved there), then deleted
+  | 'rekeyed'            // replaced by a rekeyed IKE SA (its Child SAs moved there), then deleted
+  | 'redundant';         // the new IKE SA of a simultaneous rekey that lost the nonce rule (§2.8.2), deleted
 
 /** IkeEvent is what the driver acts on. */
 export type IkeEvent =
@@ -211,6 +212,18 @@ export type IkeEvent =
     /** ike-rekeyed: `next` is the new IKE SA; every Child SA moved there. This session only waits for its Delete. */
     readonly type: 'ike-rekeyed';
     readonly next: IkeSession;
+  }
+  | {
+    /**
+     * ike-redundant: simultaneous IKE SA rekeys (RFC 7296 §2.8.2) made two new IKE SAs and `sa`
+     * is the one that lost the nonce rule. It has no Child SAs and is never used; it only waits
+     * to be deleted: by us (its Delete is already on its way, in this output) when we initiated
+     * it, by the peer otherwise. Keep it (route its messages, run its timer) until it closes
+     * ('closed', reason 'redundant'); one that waits for a Delete that never comes may be
+     * forgotten after a while. Comes with the 'ike-rekeyed' of the surviving SA.
+     */
+    readonly type: 'ike-redundant';
+    readonly sa: IkeSession;
   }
   | {
     /** path-changed: an authenticated message came on another port (NAT-T float or a NAT rebinding, §2.23). */
