@@ -5,7 +5,7 @@
  */
 import type { Config } from '../config/load.js';
 import type { System } from './daemon.js';
-import { openTun } from '../io/tun.js';
+import { defaultTunGro, defaultTunOffload, openTun } from '../io/tun.js';
 import { openEspSender } from '../io/raw-native.js';
 import { readNfqueueProcStats } from '../io/nfqueue.js';
 import { openEspReceiver } from '../io/receiver.js';
@@ -164,7 +164,7 @@ export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, '
   return {
     preflight: () => { checkPrivileges(); },
     lock: () => lockNetns(),
-    openTun: (name) => openTun(name),
+    openTun: (name) => openTun(name, { offload: defaultTunOffload(), gro: defaultTunGro() }),
     configureTun: (name, mtu, prefixes, src) => configureTun(runner, name, mtu, prefixes, src),
     localAddresses: () => localAddresses(runner),
     linkMtuTowards: (addr) => linkMtuTowards(runner, addr),

@@ -2,14 +2,23 @@
  * datapath/engine.ts: the two directions of the data path, wired over the io/ interfaces.
  *
  * Outbound flow (one TUN readiness event → one batch):
- *   1. readTun      TunDevice.readBatch into pooled buffers at HEADROOM (room for ESP header + IV)
+ *   1. readTun      TunDevice.readBatch into pooled buffers at HEADROOM (room for ESP header + IV).
+ *                   A TUN with offloads (tun.vnetHdr, io/vnet.ts) also gives a virtio_net_hdr per
+ *                   packet: a partial checksum is completed in place; a TCP super-packet (TSO, up
+ *                   to 64 KiB) is cut into MTU-sized segments in a segment pool, each of which
+ *                   then goes through 2-5 like a packet read on its own
  *   2. unmap        rewriteOutbound: inner destination fake → real (ICMP errors: quoted source too)
  *   3. classify     inner source ∈ local.protect (else 'policy': the peer would drop it);
  *                   inner destination → peer (PrefixTable, O(1) per prefix length)
  *   4. seal         sealEsp with the peer's outbound SA (sequence assigned here, in order, never wraps)
- *   5. send         plain ESP: EspSender.send to the peer's endpoint (kernel adds the outer IP header);
+ *   5. send         plain ESP: queued per outer family and sent with one EspSender.sendBatch
+ *                   (sendmmsg) at the end of the TUN batch, when the sender has sendBatch and no
+ *                   trace runs; otherwise EspSender.send per packet (the npm raw-socket path). The
+ *                   kernel adds the outer IP header. Counters (sent, peer stats, 'send-error') are
+ *                   settled per packet after the batch call, from its per-packet failure flags.
  *                   SA with UDP encapsulation (sa.encap, RFC 3948): EspUdpSender.sendEsp from local
- *                   port 4500 to the endpoint at sa.encap.remotePort (kernel adds IP + UDP headers)
+ *                   port 4500 to the endpoint at sa.encap.remotePort (kernel adds IP + UDP headers),
+ *                   per packet, at once
  *
  * Inbound flow (one ESP packet from NFQUEUE, outer IP header included; or one from UDP port 4500
  * through handleUdpEsp, SPI onward, with the sender's address beside it):
@@ -22,13 +31,22 @@
  *   4. policy       inner is IP of the version next-header says; inner source ∈ peer.protect,
  *                   inner destination ∈ local.protect
  *   5. map          rewriteInbound: inner source real → fake (ICMP errors: quoted destination too)
- *   6. writeTun     TunDevice.write; the kernel routes, conntrack un-NATs
+ *   6. writeTun     TunDevice.write; the kernel routes, conntrack un-NATs. With a TUN that
+ *                   coalesces (tun.writeVnet) and a receiver that delivers batches (NFQUEUE addon),
+ *                   the packets of one receive batch are held (views into the receiver's slots)
+ *                   and written when the batch ends: consecutive TCP segments of a flow as one
+ *                   super-packet behind a GSO virtio_net_hdr (io/vnet.ts GroBatch), the rest
+ *                   one by one, in order. UDP-encapsulated ESP is written at once.
  *
  * Nothing here throws per packet: every stage returns 'ok' or a DropReason, counted in
  * DropCounters (global) and in the SA's own counters. The engine is single-threaded: it runs on
  * the main event loop; per-SA sequence numbers are assigned in one place.
  */
 import type { TunDevice, EspSender, EspReceiver, Family } from '../io/types.js';
+import {
+  GRO_MAX_BYTES, GSO_NONE, GroBatch, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, completeChecksum, gsoSplit, newVnetHdr, readVnetHdr,
+  writeVnetHdr,
+} from '../io/vnet.js';
 import type { EspUdpHandler, EspUdpSender, KeepaliveTarget } from '../io/udp-encap.js';
 import { DropCounters, type DropReason } from '../drops.js';
 import type { PrefixTable } from './prefix-table.js';
@@ -45,6 +63,61 @@ export const HEADROOM = ESP_HEADROOM;
 export const BATCH_SIZE = 64;
 /** MAX_PACKET is the largest inner packet we handle (TUN MTU is at most 9000). */
 const MAX_PACKET = 9216;
+/** SLOT_BYTES is one TUN read slot: headroom, the largest inner packet, the ESP tailroom. */
+const SLOT_BYTES = HEADROOM + MAX_PACKET + ESP_MAX_TAILROOM;
+/** GSO_MAX_BYTES is the largest super-packet a TUN with TSO may hand us: an IPv6 header + 64 KiB. */
+const GSO_MAX_BYTES = 40 + 65_535;
+/** VNET_SLOT_BYTES is a TUN read slot with offloads: a super-packet fits. */
+const VNET_SLOT_BYTES = HEADROOM + GSO_MAX_BYTES + ESP_MAX_TAILROOM;
+/** SEG_SLOTS is the segment pool: the segments of ~5 super-packets of 64 KiB at MSS 1,448; more are split in rounds. */
+const SEG_SLOTS = 256;
+/** SEND_QUEUE_SLOTS is how many sealed packets wait for one sendBatch at most (raw.cc kBatchMax). */
+const SEND_QUEUE_SLOTS = 256;
+/** GRO_BATCH_PACKETS is how many inbound packets wait for one coalesced write at most (one NFQUEUE batch). */
+const GRO_BATCH_PACKETS = 64;
+
+/**
+ * SendQueue holds sealed ESP packets of one outer family until one EspSender.sendBatch sends
+ * them: preallocated, reused for every batch (no per-packet objects; entries are references to
+ * the TUN slots the packets were sealed in, and to their peers for the counters).
+ */
+class SendQueue {
+  readonly family: Family;
+  count = 0;
+  readonly dsts: string[];
+  readonly bufs: Buffer[];
+  readonly offsets: Uint32Array;
+  readonly lengths: Uint32Array;
+  readonly failed: Uint8Array;
+  /** peers[k], innerLens[k]: whom packet k is for and its inner size (peer stats after the send). */
+  readonly peers: (PeerRuntime | undefined)[];
+  readonly innerLens: Uint32Array;
+
+  constructor(family: Family, capacity: number, filler: Buffer) {
+    this.family = family;
+    this.dsts = new Array<string>(capacity).fill('');
+    this.bufs = new Array<Buffer>(capacity).fill(filler);
+    this.offsets = new Uint32Array(capacity);
+    this.lengths = new Uint32Array(capacity);
+    this.failed = new Uint8Array(capacity);
+    this.peers = new Array<PeerRuntime | undefined>(capacity).fill(undefined);
+    this.innerLens = new Uint32Array(capacity);
+  }
+
+  get full(): boolean {
+    return this.count === this.dsts.length;
+  }
+
+  push(dst: string, buf: Buffer, off: number, len: number, peer: PeerRuntime, innerLen: number): void {
+    const k = this.count++;
+    this.dsts[k] = dst;
+    this.bufs[k] = buf;
+    this.offsets[k] = off;
+    this.lengths[k] = len;
+    this.peers[k] = peer;
+    this.innerLens[k] = innerLen;
+  }
+}
 
 /**
  * natKeepaliveTargets lists the peers whose outbound SA is UDP-encapsulated, as NAT keepalive
@@ -117,6 +190,26 @@ export class Engine {
   #udp: EspUdpSender | undefined;
   readonly #bufs: Buffer[];
   readonly #sizes = new Int32Array(BATCH_SIZE);
+  /** #q4/#q6: sealed plain-ESP packets of the current TUN batch, per outer family (batched send). */
+  readonly #q4: SendQueue;
+  readonly #q6: SendQueue;
+  /** #vnet: the TUN has offloads; #hdrs gets the batch's virtio_net_hdrs, #vh decodes one. */
+  readonly #vnet: boolean;
+  readonly #hdrs: Uint8Array;
+  readonly #vh = newVnetHdr();
+  /** #segBufs/#segSizes: the segment pool for split super-packets; #segUsed slots hold queued segments. */
+  readonly #segBufs: Buffer[];
+  readonly #segSizes: Int32Array;
+  #segUsed = 0;
+  /** #gro holds the inner packets of the current receive batch (coalescing on); #groBuf/#groHdr build one write. */
+  readonly #gro: GroBatch<Buffer> | undefined;
+  readonly #groBuf: Buffer;
+  readonly #groHdr = newVnetHdr();
+  readonly #groHdrBytes = new Uint8Array(VNET_HDR_LEN);
+  /** #holding is true while a batched receiver delivers: #inboundEsp then holds instead of writing. */
+  #holding = false;
+  /** #groPeers[i]: the peer of held packet i, for its counters when the write fails. */
+  readonly #groPeers: (PeerRuntime | undefined)[];
   #running = false;
 
   constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver) {
@@ -124,7 +217,22 @@ export class Engine {
     this.#tun = tun;
     this.#sender = sender;
     this.#receiver = receiver;
-    this.#bufs = Array.from({ length: BATCH_SIZE }, () => Buffer.alloc(HEADROOM + MAX_PACKET + ESP_MAX_TAILROOM));
+    this.#vnet = tun.vnetHdr === true;
+    // One arena, one view per slot: the slots are contiguous and allocated once.
+    const slot = this.#vnet ? VNET_SLOT_BYTES : SLOT_BYTES;
+    const arena = Buffer.alloc(BATCH_SIZE * slot);
+    this.#bufs = Array.from({ length: BATCH_SIZE }, (_, i) => arena.subarray(i * slot, (i + 1) * slot));
+    this.#hdrs = new Uint8Array(this.#vnet ? BATCH_SIZE * VNET_HDR_LEN : 0);
+    const segs = this.#vnet ? SEG_SLOTS : 0;
+    const segArena = Buffer.alloc(segs * SLOT_BYTES);
+    this.#segBufs = Array.from({ length: segs }, (_, i) => segArena.subarray(i * SLOT_BYTES, (i + 1) * SLOT_BYTES));
+    this.#segSizes = new Int32Array(segs);
+    this.#q4 = new SendQueue(4, SEND_QUEUE_SLOTS, arena);
+    this.#q6 = new SendQueue(6, SEND_QUEUE_SLOTS, arena);
+    const gro = tun.writeVnet !== undefined && receiver.batched === true;
+    this.#gro = gro ? new GroBatch<Buffer>(GRO_BATCH_PACKETS) : undefined;
+    this.#groBuf = Buffer.alloc(gro ? GRO_MAX_BYTES : 0);
+    this.#groPeers = new Array<PeerRuntime | undefined>(gro ? GRO_BATCH_PACKETS : 0).fill(undefined);
   }
 
   /** tables are replaced atomically on reload (SIGHUP) or when SAs change; safe between events. */
@@ -147,39 +255,167 @@ export class Engine {
   start(): void {
     this.#running = true;
     this.#tun.onReadable(() => this.drainTun());
-    this.#receiver.start((pkt) => this.handleEsp(pkt));
+    if (this.#gro === undefined) {
+      this.#receiver.start((pkt) => this.handleEsp(pkt));
+      return;
+    }
+    this.#receiver.start((pkt) => {
+      this.#holding = true;
+      try {
+        this.handleEsp(pkt);
+      } finally {
+        this.#holding = false;
+      }
+    }, () => this.flushInbound());
+  }
+
+  /**
+   * flushInbound writes the inner packets held since the receive batch began (coalescing on):
+   * each GroBatch item as one write, a super-packet behind its GSO header or a packet alone.
+   * A refused write is one 'tun-write' drop per packet in it. The batched receiver calls it
+   * at the end of every batch; harmless when nothing is held.
+   */
+  flushInbound(): void {
+    const g = this.#gro;
+    const tun = this.#tun;
+    if (g === undefined || g.packets === 0) return;
+    const writeVnet = tun.writeVnet;
+    const items = g.items;
+    for (let k = 0; k < items; k++) {
+      const count = g.itemCount(k);
+      const first = g.itemPacket(k);
+      let ok = false;
+      if (count === 1) {
+        const b = g.packetBuf(first);
+        ok = b !== undefined && tun.write(b, g.packetOff(first), g.packetLen(first));
+      } else if (writeVnet !== undefined) {
+        const n = g.build(k, this.#groBuf, 0, this.#groHdr);
+        if (n > 0) {
+          writeVnetHdr(this.#groHdr, this.#groHdrBytes, 0);
+          ok = writeVnet(this.#groHdrBytes, this.#groBuf, 0, n);
+        }
+      }
+      if (ok) {
+        this.totals.tunWritten += count;
+        continue;
+      }
+      this.drops.add('tun-write', count);
+      for (let j = 0; j < count; j++) this.onDrop('tun-write', 'in', '');
+      // The packets were counted as received when held: take them back out of the peers' rx.
+      for (let i = first; i >= 0; i = g.nextPacket(i)) {
+        const p = this.#groPeers[i];
+        if (p === undefined) continue;
+        p.stats.rxPackets--;
+        p.stats.rxBytes -= g.packetLen(i);
+      }
+    }
+    for (let i = 0; i < g.packets; i++) this.#groPeers[i] = undefined;
+    g.reset();
   }
 
   stop(): void {
     this.#running = false;
   }
 
+  /**
+   * batchedSend tells whether drainTun sends plain ESP with one sendBatch per TUN batch and
+   * family (the sender has sendBatch) rather than one send per packet.
+   */
+  get batchedSend(): boolean {
+    return this.#sender.sendBatch !== undefined;
+  }
+
   /** drainTun reads and processes batches until the TUN is empty (bounded per event). */
   drainTun(): void {
     for (let round = 0; round < 16 && this.#running; round++) {
       const t0 = this.onTiming === undefined ? 0 : performance.now();
-      const n = this.#tun.readBatch(this.#bufs, this.#sizes, HEADROOM);
+      const vnet = this.#vnet;
+      const n = vnet ? this.#tun.readBatch(this.#bufs, this.#sizes, HEADROOM, this.#hdrs) : this.#tun.readBatch(this.#bufs, this.#sizes, HEADROOM);
       if (n === 0) return;
+      // A trace needs each packet's outcome at once: per-packet sends while one runs.
+      const batch = this.#sender.sendBatch !== undefined && this.trace === undefined;
       for (let i = 0; i < n; i++) {
         this.totals.tunRead++;
         const buf = this.#bufs[i];
         const len = this.#sizes[i];
-        const pre = this.trace === undefined ? undefined : this.#traceOutBefore(buf, HEADROOM, len);
-        const r = this.handleOutbound(buf, HEADROOM, len);
-        if (r !== 'ok') this.#drop(r, 'out', buf, HEADROOM);
-        if (pre !== undefined) this.#traceOutAfter(pre, buf, r);
+        if (vnet) {
+          const h = readVnetHdr(this.#hdrs, i * VNET_HDR_LEN, this.#vh);
+          if (h.gsoType !== GSO_NONE) {
+            this.#outboundGso(buf, len, batch);
+            continue;
+          }
+          if ((h.flags & VNET_F_NEEDS_CSUM) !== 0 && !completeChecksum(buf, HEADROOM, len, h.csumStart, h.csumOffset)) {
+            this.#drop('bad-inner', 'out', buf, HEADROOM);
+            continue;
+          }
+        }
+        this.#outboundOne(buf, len, batch);
       }
+      this.#flushAll();
       this.onTiming?.('out', n, (performance.now() - t0) / 1000);
       if (n < this.#bufs.length) return;
     }
   }
 
+  /** #outboundOne runs one inner packet at buf[HEADROOM, +len) through stages 2-5 (and the trace). */
+  #outboundOne(buf: Buffer, len: number, batch: boolean): void {
+    const pre = this.trace === undefined ? undefined : this.#traceOutBefore(buf, HEADROOM, len);
+    const r = this.#outbound(buf, HEADROOM, len, batch);
+    if (r === 'queued') return;
+    if (r !== 'ok') this.#drop(r, 'out', buf, HEADROOM);
+    if (pre !== undefined) this.#traceOutAfter(pre, buf, r);
+  }
+
+  /**
+   * #outboundGso splits the TCP super-packet at buf[HEADROOM, +len) described by #vh into the
+   * segment pool and runs each segment through #outboundOne. Queued segments stay in the pool
+   * until #flushAll; a full pool is flushed and the split goes on (in rounds, so any MSS works).
+   * A packet gsoSplit refuses is one 'bad-inner' drop.
+   */
+  #outboundGso(buf: Buffer, len: number, batch: boolean): void {
+    const h = this.#vh;
+    const pool = this.#segBufs.length;
+    let done = 0;
+    // Bounded: every round makes at least one segment, and a super-packet has at most
+    // GSO_MAX_BYTES of them (MSS 1).
+    for (let round = 0; round <= GSO_MAX_BYTES / SEG_SLOTS + 1; round++) {
+      if (this.#segUsed === pool) this.#flushAll();
+      const first = this.#segUsed;
+      const k = gsoSplit(h, buf, HEADROOM, len, this.#segBufs, HEADROOM, this.#segSizes, first, done, pool - first);
+      if (typeof k === 'string') {
+        if (done === 0) this.#drop('bad-inner', 'out', buf, HEADROOM);
+        return;
+      }
+      if (k === 0) return;
+      this.#segUsed = first + k;
+      done += k;
+      for (let j = first; j < first + k; j++) this.#outboundOne(this.#segBufs[j], this.#segSizes[j], batch);
+    }
+  }
+
+  /** #flushAll sends both queues; the segment pool is free again afterwards. */
+  #flushAll(): void {
+    this.#flush(this.#q4);
+    this.#flush(this.#q6);
+    this.#segUsed = 0;
+  }
+
   /**
    * handleOutbound processes one inner packet read from the TUN at buf[off, off+len), with
    * off >= HEADROOM and ESP_MAX_TAILROOM bytes free after it: ESP is sealed in place from
-   * buf[off - HEADROOM].
+   * buf[off - HEADROOM] and sent at once (one send per packet).
    */
   handleOutbound(buf: Buffer, off: number, len: number): DropReason | 'ok' {
+    const r = this.#outbound(buf, off, len, false);
+    return r === 'queued' ? 'ok' : r;
+  }
+
+  /**
+   * #outbound is handleOutbound; with `queue`, plain ESP is only queued ('queued': its counters
+   * and a possible 'send-error' are settled by #flush) and the caller must flush before it
+   * reuses buf.
+   */
+  #outbound(buf: Buffer, off: number, len: number, queue: boolean): DropReason | 'ok' | 'queued' {
     const t = this.#tables;
     if (len < 1) return 'truncated';
     const version = buf[off] >> 4;
@@ -201,6 +437,12 @@ export class Engine {
     const n = sealEsp(sa, buf, off, len, buf, espOff);
     if (typeof n !== 'number') return n;
     const encap = sa.encap;
+    if (encap === null && queue) {
+      const q = peer.endpointFamily === 4 ? this.#q4 : this.#q6;
+      q.push(peer.endpoint, buf, espOff, n, peer, len);
+      if (q.full) this.#flush(q);
+      return 'queued';
+    }
     if (encap === null) {
       if (!this.#sender.send(peer.endpointFamily, peer.endpoint, buf, espOff, n)) return 'send-error';
     } else {
@@ -213,6 +455,47 @@ export class Engine {
     peer.stats.txBytes += len;
     peer.stats.lastTxMs = Date.now();
     return 'ok';
+  }
+
+  /**
+   * #flush sends the queued packets of one family with one sendBatch (a lone packet with send)
+   * and settles each packet's
+   * counters: sent ones like handleOutbound's, refused ones as 'send-error' drops. A sender that
+   * throws (a programming error) costs the batch, counted as 'send-error', never the daemon.
+   */
+  #flush(q: SendQueue): void {
+    const count = q.count;
+    if (count === 0) return;
+    q.count = 0;
+    const sender = this.#sender;
+    let detail = '';
+    q.failed.fill(0, 0, count);
+    try {
+      if (count === 1) {
+        // One packet (a ping, an ACK): sendto is the shorter way to the same place.
+        q.failed[0] = sender.send(q.family, q.dsts[0], q.bufs[0], q.offsets[0], q.lengths[0]) ? 0 : 1;
+      } else {
+        if (sender.sendBatch === undefined) throw new Error('the sender has no sendBatch');
+        sender.sendBatch(q.family, q.dsts, q.bufs, q.offsets, q.lengths, count, q.failed);
+      }
+    } catch (e) {
+      q.failed.fill(1, 0, count);
+      detail = `sendBatch threw: ${e instanceof Error ? e.message : String(e)}`;
+    }
+    const now = Date.now();
+    for (let k = 0; k < count; k++) {
+      const peer = q.peers[k];
+      q.peers[k] = undefined; // do not keep peers of replaced tables alive
+      if (q.failed[k] !== 0 || peer === undefined) {
+        this.drops.add('send-error');
+        this.onDrop('send-error', 'out', detail);
+        continue;
+      }
+      this.totals.espSent++;
+      peer.stats.txPackets++;
+      peer.stats.txBytes += q.innerLens[k];
+      peer.stats.lastTxMs = now;
+    }
   }
 
   /** handleEsp processes one inbound ESP packet, outer IP header included. */
@@ -388,6 +671,16 @@ export class Engine {
 
     const rw = rewriteInbound(inner, innerOff, innerLen, t.offsets);
     if (rw !== 'ok') return rw;
+    const gro = this.#gro;
+    if (gro !== undefined && this.#holding) {
+      if (gro.full) this.flushInbound();
+      this.#groPeers[gro.packets] = peer;
+      gro.add(inner, innerOff, innerLen);
+      peer.stats.rxPackets++;
+      peer.stats.rxBytes += innerLen;
+      peer.stats.lastRxMs = Date.now();
+      return 'ok';
+    }
     if (!this.#tun.write(inner, innerOff, innerLen)) return 'tun-write';
     this.totals.tunWritten++;
     peer.stats.rxPackets++;

@@ -57,6 +57,8 @@ export interface NativeNfqStats extends NfqueueStats {
 /** NativeNfqueueReceiver delivers inbound ESP from one NFQUEUE in batches. Main thread only. */
 export class NativeNfqueueReceiver implements EspReceiver {
   readonly impl = 'native' as const;
+  /** batched: onBatchEnd runs after each recvmmsg batch, before its slots are reused. */
+  readonly batched = true;
   readonly queueNum: number;
   readonly #rcvbufBytes: number;
   readonly #maxLen: number;
@@ -65,6 +67,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
   readonly #lengths = new Int32Array(NFQ_BATCH);
   #sock: NativeNfqSocket | undefined;
   #onPacket: ((pkt: Buffer) => void) | undefined;
+  #onBatchEnd: (() => void) | undefined;
   #delivered = 0;
   #callbackErrors = 0;
   #lastError = '';
@@ -92,7 +95,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
   }
 
   /** start binds the queue (ERR_NFQUEUE naming the cause when it cannot) and starts delivery. Once only. */
-  start(onPacket: (pkt: Buffer) => void): void {
+  start(onPacket: (pkt: Buffer) => void, onBatchEnd?: () => void): void {
     if (this.#sock !== undefined) throw new GatewayError('ERR_NFQUEUE', `NFQUEUE ${this.queueNum} already started`);
     const mod = loadNfqAddon();
     if (mod === undefined) throw new GatewayError('ERR_NFQUEUE', "espgate's NFQUEUE addon is not built ('npm run build:native')", { cause: nfqAddonError() });
@@ -104,6 +107,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
     }
     this.#sock = sock;
     this.#onPacket = onPacket;
+    this.#onBatchEnd = onBatchEnd;
     sock.poll(() => { this.drain(); });
   }
 
@@ -131,6 +135,14 @@ export class NativeNfqueueReceiver implements EspReceiver {
           this.#lastError = e instanceof Error ? e.message : String(e);
         }
       }
+      if (n > 0 && cb !== undefined && this.#onBatchEnd !== undefined) {
+        try {
+          this.#onBatchEnd();
+        } catch (e) {
+          this.#callbackErrors++;
+          this.#lastError = e instanceof Error ? e.message : String(e);
+        }
+      }
       if (n === 0) return;
     }
   }
@@ -138,6 +150,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
   /** close unbinds the queue and closes the socket; queued packets are dropped by the kernel. Idempotent. */
   close(): void {
     this.#onPacket = undefined;
+    this.#onBatchEnd = undefined;
     this.#sock?.close();
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { openNativeEspSender } from './raw-native.js';
+import { defaultSendBatch, openNativeEspSender, perPacketOnly } from './raw-native.js';
 import type { RawAddon } from './raw-native.js';
 import type { Family } from './types.js';
 
@@ -82,4 +82,27 @@ test('3: a family without a socket refuses the whole batch', () => {
   assert.deepEqual([...failed], [1, 1]);
   assert.equal(s.stats.refused, 2);
   assert.equal(addon.sent.length, 0);
+});
+
+test('4: perPacketOnly hides sendBatch (ESPGATE_SEND_BATCH=0), keeps send and close', () => {
+  const addon = fakeAddon(new Map());
+  const s = perPacketOnly(openNativeEspSender({}, addon));
+  assert.equal('sendBatch' in s, false, 'the engine then sends one packet per call');
+  assert.equal(s.send(4, '198.18.0.2', Buffer.from('01', 'hex'), 0, 1), true);
+  assert.equal(addon.sent.length, 1);
+  s.close();
+  assert.deepEqual(addon.closed, [10, 11]);
+  const saved = process.env['ESPGATE_SEND_BATCH'];
+  try {
+    // [case, env value, batching on]
+    const cases: [string | undefined, boolean][] = [/* 1 */ [undefined, true], /* 2 */ ['0', false], /* 3 */ ['1', true], /* 4 */ ['no', true]];
+    for (const [i, [v, want]] of cases.entries()) {
+      if (v === undefined) delete process.env['ESPGATE_SEND_BATCH'];
+      else process.env['ESPGATE_SEND_BATCH'] = v;
+      assert.equal(defaultSendBatch(), want, `case ${i + 1}`);
+    }
+  } finally {
+    if (saved === undefined) delete process.env['ESPGATE_SEND_BATCH'];
+    else process.env['ESPGATE_SEND_BATCH'] = saved;
+  }
 });

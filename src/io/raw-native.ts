@@ -153,10 +153,33 @@ export function defaultEspSenderImpl(): 'native' | 'npm' {
 }
 
 /**
- * openEspSender opens the daemon's ESP sender: native (sendmmsg batches) or the npm raw-socket
- * binding, per `impl` (default 'auto', see defaultEspSenderImpl). Control plane: start-up.
+ * defaultSendBatch says whether the native sender offers sendBatch to the data path:
+ * $ESPGATE_SEND_BATCH=0 turns it off (one sendto per packet, for measurements and as a way
+ * out), anything else or unset leaves it on.
  */
-export function openEspSender(impl: EspSenderImpl = 'auto'): EspSender {
+export function defaultSendBatch(): boolean {
+  return process.env['ESPGATE_SEND_BATCH'] !== '0';
+}
+
+/**
+ * perPacketOnly hides a sender's sendBatch: the engine then sends one packet per call. The
+ * returned sender closes the one it wraps.
+ */
+export function perPacketOnly(s: EspSender): EspSender {
+  return {
+    send: (family, dst, buf, offset, length) => s.send(family, dst, buf, offset, length),
+    close: () => { s.close(); },
+  };
+}
+
+/**
+ * openEspSender opens the daemon's ESP sender: native (sendmmsg batches) or the npm raw-socket
+ * binding, per `impl` (default 'auto', see defaultEspSenderImpl); `batch` (default
+ * defaultSendBatch()) false hides the native sendBatch. Control plane: start-up.
+ */
+export function openEspSender(impl: EspSenderImpl = 'auto', batch: boolean = defaultSendBatch()): EspSender {
   const which = impl === 'auto' ? defaultEspSenderImpl() : impl;
-  return which === 'native' ? openNativeEspSender() : openNpmEspSender();
+  if (which !== 'native') return openNpmEspSender();
+  const s = openNativeEspSender();
+  return batch ? s : perPacketOnly(s);
 }

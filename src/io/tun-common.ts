@@ -42,6 +42,18 @@ export interface TunOptions {
   readonly impl?: TunImpl | 'auto';
   /** devicePath replaces /dev/net/tun (tests). */
   readonly devicePath?: string;
+  /**
+   * offload opens with IFF_VNET_HDR and asks for TUN_OFFLOAD_TSO (io/vnet.ts): one read may then
+   * return a TCP super-packet. Native implementation only; koffi ignores it (the device it
+   * returns has no vnetHdr). Without it the native device clears any offload a persistent
+   * interface kept from an earlier run.
+   */
+  readonly offload?: boolean;
+  /**
+   * gro (with offload; default: as offload) offers writeVnet, so the data path coalesces the TCP
+   * segments of an inbound batch into super-packets (io/vnet.ts GroBatch).
+   */
+  readonly gro?: boolean;
 }
 
 /**

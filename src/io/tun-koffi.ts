@@ -45,6 +45,8 @@ export interface KoffiTunOptions extends TunOptions {
 // <linux/if_tun.h>, <linux/if.h>, <poll.h>, <sys/eventfd.h> on Linux (x86_64 and arm64 agree).
 const TUNSETIFF = 0x400454ca;
 const TUNSETPERSIST = 0x400454cb;
+/** TUNSETOFFLOAD is _IOW('T', 208, unsigned int): cleared at open (no IFF_VNET_HDR here). */
+const TUNSETOFFLOAD = 0x400454d0;
 const IFF_TUN = 0x0001;
 const IFF_NO_PI = 0x1000;
 const IFF_MULTI_QUEUE = 0x0100;
@@ -296,6 +298,9 @@ export function openKoffiTun(name: string, opts: KoffiTunOptions = {}): TunDevic
     closeSync(fd);
     throw tunOpenError(err, 'setiff', name, path);
   }
+  // A persistent interface may keep TSO from a native run with offloads: without a
+  // virtio_net_hdr this fd could then be handed 64 KiB super-packets. Clear it (best effort).
+  lib.ioctlInt(fd, TUNSETOFFLOAD, 0);
   const end = ifr.indexOf(0);
   const kernelName = ifr.toString('utf8', 0, end < 0 || end > IFNAMSIZ ? IFNAMSIZ : end);
   return applyPersist(new KoffiTun(fd, kernelName, lib, opts.readiness ?? 'uv-poll', opts.timerMs ?? 1), opts);

@@ -17,13 +17,17 @@ import {
 } from './tun-common.js';
 import type { TunDeviceExt, TunOptions } from './tun-common.js';
 import { NATIVE_BUILD_DIR, loadAddon } from './native-addon.js';
+import { TUN_F_CSUM, TUN_OFFLOAD_TSO } from './vnet.js';
 
 /** The addon's TunQueue, as tun.cc defines it. */
 interface NativeTunQueue {
   readonly name: string;
   readonly fd: number;
-  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number;
+  readonly vnetHdr: boolean;
+  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number;
+  setOffload(flags: number): number;
   write(buf: Buffer, offset: number, length: number): number;
+  writeVnet(hdr: Uint8Array, buf: Buffer, offset: number, length: number): number;
   writeBatch(bufs: Buffer[], offset: number, sizes: Int32Array, count: number): number;
   setPersist(on: boolean): void;
   poll(cb: (status: number) => void): void;
@@ -37,6 +41,7 @@ interface NativeAddon {
 
 const OPEN_MULTI_QUEUE = 1;
 const OPEN_EXCLUSIVE = 2;
+const OPEN_VNET_HDR = 4;
 
 /**
  * loadNativeAddon returns the addon, or undefined (with the reason kept for
@@ -58,20 +63,33 @@ export function nativeAddonError(): unknown {
 class NativeTun implements TunDeviceExt {
   readonly impl = 'native' as const;
   readonly name: string;
+  readonly vnetHdr: boolean;
+  /** offloadFlags are the TUN_F_* bits the kernel accepted (0: none). */
+  readonly offloadFlags: number;
+  readonly writeVnet: ((hdr: Uint8Array, buf: Buffer, offset: number, length: number) => boolean) | undefined;
   readonly #q: NativeTunQueue;
   #closed = false;
 
-  constructor(q: NativeTunQueue) {
+  constructor(q: NativeTunQueue, offloadFlags: number, gro: boolean) {
     this.#q = q;
     this.name = q.name;
+    this.vnetHdr = q.vnetHdr;
+    this.offloadFlags = offloadFlags;
+    this.writeVnet = gro && q.vnetHdr ? (hdr, buf, offset, length) => this.#writeVnet(hdr, buf, offset, length) : undefined;
+  }
+
+  #writeVnet(hdr: Uint8Array, buf: Buffer, offset: number, length: number): boolean {
+    const r = this.#q.writeVnet(hdr, buf, offset, length);
+    if (r < 0) this.#gone(-r);
+    return r === 1;
   }
 
   get fd(): number {
     return this.#closed ? -1 : this.#q.fd;
   }
 
-  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number {
-    const n = this.#q.readBatch(bufs, sizes, offset);
+  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number {
+    const n = this.#q.readBatch(bufs, sizes, offset, hdrs);
     if (n < 0) this.#gone(-n);
     return n;
   }
@@ -127,7 +145,8 @@ export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt
   const mode = opts.mode ?? 'any';
   checkAttachable(name, mode);
   const path = opts.devicePath ?? TUN_DEVICE_PATH;
-  const flags = (opts.multiQueue === true ? OPEN_MULTI_QUEUE : 0) | (mode === 'create' ? OPEN_EXCLUSIVE : 0);
+  const offload = opts.offload === true;
+  const flags = (opts.multiQueue === true ? OPEN_MULTI_QUEUE : 0) | (mode === 'create' ? OPEN_EXCLUSIVE : 0) | (offload ? OPEN_VNET_HDR : 0);
   let q: NativeTunQueue;
   try {
     q = new mod.TunQueue(path, name, flags);
@@ -136,5 +155,19 @@ export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt
     if (errnoCode(e) === undefined) throw e; // a programming error (TypeError), not the kernel
     throw tunOpenError(e, syscall === 'open' ? 'open' : 'setiff', name, path);
   }
-  return applyPersist(new NativeTun(q), opts);
+  // With offload: TSO and checksum offload, or (an older kernel refusing a bit) checksum only,
+  // or none; the virtio_net_hdr stays either way. Without: clear what a persistent interface
+  // may have kept, so the kernel never hands this fd a super-packet.
+  let accepted = 0;
+  if (offload) {
+    for (const want of [TUN_OFFLOAD_TSO, TUN_F_CSUM]) {
+      if (q.setOffload(want) === 0) {
+        accepted = want;
+        break;
+      }
+    }
+  } else {
+    q.setOffload(0);
+  }
+  return applyPersist(new NativeTun(q, accepted, offload && (opts.gro ?? true)), opts);
 }

@@ -18,6 +18,23 @@ import type { TunDeviceExt, TunImpl, TunOptions } from './tun-common.js';
 export { TUN_DEFAULT_BATCH, TUN_DEVICE_PATH } from './tun-common.js';
 export type { TunDeviceExt, TunImpl, TunMode, TunOptions } from './tun-common.js';
 
+/**
+ * defaultTunOffload says whether the daemon opens its TUN with offloads (IFF_VNET_HDR + TSO,
+ * io/vnet.ts): on, unless $ESPGATE_TUN_OFFLOAD=0 (docs/io.md has the measurements behind the
+ * default: TCP 3x). Only the native implementation has them; koffi opens a plain TUN.
+ */
+export function defaultTunOffload(): boolean {
+  return process.env['ESPGATE_TUN_OFFLOAD'] !== '0';
+}
+
+/**
+ * defaultTunGro says whether a TUN with offloads also coalesces on write: on, unless
+ * $ESPGATE_TUN_GRO=0 (for measurements).
+ */
+export function defaultTunGro(): boolean {
+  return process.env['ESPGATE_TUN_GRO'] !== '0';
+}
+
 /** defaultTunImpl says which implementation openTun picks with impl 'auto'. */
 export function defaultTunImpl(): TunImpl {
   return loadNativeAddon() !== undefined ? 'native' : 'koffi';

@@ -11,17 +11,33 @@ export interface TunDevice {
   /** name is the kernel's interface name (eg. "eg0"). */
   readonly name: string;
   /**
+   * vnetHdr, when true, says the device was opened with IFF_VNET_HDR and offloads (io/vnet.ts):
+   * readBatch then needs `hdrs` and may return TCP super-packets of up to 64 KiB, and packets
+   * whose transport checksum is partial; the reader splits and completes them. Absent or false:
+   * plain packets of at most the MTU.
+   */
+  readonly vnetHdr?: boolean;
+  /**
    * readBatch reads up to bufs.length packets without blocking. Packet i lands in bufs[i]
    * starting at `offset` (headroom for the ESP header + IV), and its length is put in sizes[i].
    * Returns the number of packets read (0 when nothing is pending). Each buffer must have room
-   * for offset + MTU bytes; longer packets are truncated by the kernel and must be dropped.
+   * for offset + MTU bytes (offset + 65535 with vnetHdr); longer packets are truncated by the
+   * kernel and must be dropped. With vnetHdr, packet i's virtio_net_hdr goes to
+   * hdrs[VNET_HDR_LEN * i] (hdrs bounds the batch too); without, hdrs is ignored.
    */
-  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number;
+  readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number;
   /**
-   * write writes one packet. Returns false if the kernel refused it (queue full: EAGAIN/ENOBUFS);
+   * write writes one packet (with vnetHdr, behind a zero virtio_net_hdr the device adds itself).
+   * Returns false if the kernel refused it (queue full: EAGAIN/ENOBUFS);
    * the caller counts a 'tun-write' drop. Throws only when the device is gone.
    */
   write(buf: Buffer, offset: number, length: number): boolean;
+  /**
+   * writeVnet, present on a device with vnetHdr that coalesces on write (TunOptions.gro), writes
+   * one packet behind the given virtio_net_hdr (hdr[0, VNET_HDR_LEN)): a TCP super-packet built
+   * by io/vnet.ts GroBatch. Returns and throws like write.
+   */
+  readonly writeVnet?: ((hdr: Uint8Array, buf: Buffer, offset: number, length: number) => boolean) | undefined;
   /** onReadable registers the one callback run (on the main loop) when packets may be pending. */
   onReadable(cb: () => void): void;
   /** close stops polling and closes the fd. Idempotent. */
@@ -54,9 +70,15 @@ export interface EspSender {
  * EspReceiver delivers inbound ESP as whole IP packets, outer header included (NFQUEUE copy
  * mode). The packet has already been consumed (verdict DROP) from the kernel's point of view
  * when the callback runs: nothing reaches the stack unless the data path writes it to the TUN.
- * The buffer is only valid during the callback.
+ * The buffer is only valid during the callback (or, with `batched`, until onBatchEnd returns).
  */
 export interface EspReceiver {
-  start(onPacket: (pkt: Buffer) => void): void;
+  /**
+   * start begins delivery. A receiver with `batched` calls onBatchEnd after each batch it
+   * delivered (each packet of the batch stays valid until then); others never call it.
+   */
+  start(onPacket: (pkt: Buffer) => void, onBatchEnd?: () => void): void;
+  /** batched says the receiver calls onBatchEnd, so packets may be held until the batch ends. */
+  readonly batched?: boolean;
   close(): void;
 }

@@ -38,17 +38,52 @@ union SockAddr {
 };
 
 // FillAddr parses dst into sa for family; false on a bad address.
-bool FillAddr(int family, const std::string& dst, SockAddr* sa, socklen_t* len) {
+bool FillAddr(int family, const char* dst, SockAddr* sa, socklen_t* len) {
   memset(sa, 0, sizeof(*sa));
   if (family == 4) {
     sa->v4.sin_family = AF_INET;
     *len = sizeof(sa->v4);
-    return inet_pton(AF_INET, dst.c_str(), &sa->v4.sin_addr) == 1;
+    return inet_pton(AF_INET, dst, &sa->v4.sin_addr) == 1;
   }
   sa->v6.sin6_family = AF_INET6;
   *len = sizeof(sa->v6);
-  return inet_pton(AF_INET6, dst.c_str(), &sa->v6.sin6_addr) == 1;
+  return inet_pton(AF_INET6, dst, &sa->v6.sin6_addr) == 1;
 }
+
+bool FillAddr(int family, const std::string& dst, SockAddr* sa, socklen_t* len) {
+  return FillAddr(family, dst.c_str(), sa, len);
+}
+
+// kAddrTextMax bounds an address text (INET6_ADDRSTRLEN is 46); longer is not an address.
+constexpr size_t kAddrTextMax = 64;
+
+// AddrCache parses destination texts for one sendBatch call without a heap allocation per
+// packet, and parses a text only when it differs from the previous packet's (a batch usually
+// goes to few peers, often in runs).
+struct AddrCache {
+  char last[kAddrTextMax] = {0};
+  size_t lastLen = 0;
+  bool lastOk = false;
+  SockAddr lastAddr;
+  socklen_t lastSaLen = 0;
+
+  // Fill writes the address of the JS string v into sa; false when it is not an address.
+  bool Fill(napi_env env, napi_value v, int family, SockAddr* sa, socklen_t* salen) {
+    char text[kAddrTextMax];
+    size_t n = 0;
+    if (napi_get_value_string_utf8(env, v, text, sizeof(text), &n) != napi_ok || n + 1 >= sizeof(text)) return false;
+    if (!(n == lastLen && memcmp(text, last, n) == 0 && lastSaLen != 0)) {
+      lastOk = FillAddr(family, text, &lastAddr, &lastSaLen);
+      memcpy(last, text, n + 1);
+      lastLen = n;
+      if (!lastOk) lastSaLen = 0;
+    }
+    if (!lastOk) return false;
+    *sa = lastAddr;
+    *salen = lastSaLen;
+    return true;
+  }
+};
 
 Napi::Value Open(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -124,6 +159,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
   static mmsghdr msgs[kBatchMax];
   static uint32_t index[kBatchMax];  // msgs[j] carries packet index[j]
   uint32_t m = 0;
+  AddrCache cache;
   for (uint32_t i = 0; i < count; i++) {
     errnos[i] = 0;
     Napi::Value b = bufs.Get(i);
@@ -133,7 +169,7 @@ Napi::Value SendBatch(const Napi::CallbackInfo& info) {
     socklen_t salen = 0;
     if (!b.IsBuffer() || !d.IsString() || len == 0 || len > kSendMaxBytes ||
         static_cast<uint64_t>(off) + len > b.As<Napi::Buffer<uint8_t>>().Length() ||
-        !FillAddr(family, d.As<Napi::String>().Utf8Value(), &addrs[m], &salen)) {
+        !cache.Fill(env, d, family, &addrs[m], &salen)) {
       errnos[i] = -EINVAL;
       continue;
     }

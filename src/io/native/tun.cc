@@ -6,6 +6,12 @@
 //   - readBatch: loops read() on the non-blocking fd until EAGAIN or the batch is full, so one
 //     JS -> C++ transition moves up to bufs.length packets.
 //   - write / writeBatch: one write() per packet (a TUN fd takes exactly one packet per write).
+//   - IFF_VNET_HDR (open flag 4) + setOffload(TUN_F_*): every packet crosses the fd behind a
+//     10-byte virtio_net_hdr. readBatch then reads with readv(2): the header into hdrs[10 * i],
+//     the packet at bufs[i] + offset (so headroom and the packet stay where a plain TUN puts
+//     them); writes put a zero header (no GSO, checksum complete) in front with writev(2).
+//     With TSO offered, one read may return a TCP super-packet of up to 64 KiB that the data
+//     path splits (src/io/vnet.ts).
 //   - poll: a libuv uv_poll_t on the fd that calls one JS callback on the main thread when the
 //     fd becomes readable; the JS side then drains it with synchronous readBatch calls.
 //
@@ -28,6 +34,7 @@
 #include <linux/if_tun.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <memory>
@@ -67,6 +74,12 @@ bool BufferView(Napi::Value v, uint8_t** data, size_t* len) {
 // Open flags passed from JS (bit set), kept apart from the kernel's IFF_* values.
 constexpr uint32_t kOpenMultiQueue = 1;  // IFF_MULTI_QUEUE
 constexpr uint32_t kOpenExclusive = 2;   // IFF_TUN_EXCL: fail with EBUSY if the name exists
+constexpr uint32_t kOpenVnetHdr = 4;     // IFF_VNET_HDR: a virtio_net_hdr in front of every packet
+
+// kVnetHdrLen is sizeof(struct virtio_net_hdr), the kernel's default TUNSETVNETHDRSZ.
+constexpr size_t kVnetHdrLen = 10;
+// kZeroVnetHdr is the header of every packet we write: no GSO, checksum complete.
+const uint8_t kZeroVnetHdr[kVnetHdrLen] = {0};
 
 }  // namespace
 
@@ -79,9 +92,12 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
         {
             InstanceAccessor<&TunQueue::GetName>("name"),
             InstanceAccessor<&TunQueue::GetFd>("fd"),
+            InstanceAccessor<&TunQueue::GetVnetHdr>("vnetHdr"),
+            InstanceMethod<&TunQueue::SetOffload>("setOffload"),
             InstanceMethod<&TunQueue::ReadBatch>("readBatch"),
             InstanceMethod<&TunQueue::Write>("write"),
             InstanceMethod<&TunQueue::WriteBatch>("writeBatch"),
+            InstanceMethod<&TunQueue::WriteVnet>("writeVnet"),
             InstanceMethod<&TunQueue::SetPersist>("setPersist"),
             InstanceMethod<&TunQueue::Poll>("poll"),
             InstanceMethod<&TunQueue::Unpoll>("unpoll"),
@@ -120,6 +136,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
     if (flags & kOpenMultiQueue) ifr.ifr_flags |= IFF_MULTI_QUEUE;
     if (flags & kOpenExclusive) ifr.ifr_flags |= IFF_TUN_EXCL;
+    if (flags & kOpenVnetHdr) ifr.ifr_flags |= IFF_VNET_HDR;
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) {
       int err = errno;
       close(fd);
@@ -127,6 +144,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       return;
     }
     fd_ = fd;
+    vnet_ = (flags & kOpenVnetHdr) != 0;
     name_.assign(ifr.ifr_name, strnlen(ifr.ifr_name, IFNAMSIZ));
   }
 
@@ -139,12 +157,31 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   // fd is the file descriptor, or -1 after close().
   Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
 
-  // readBatch(bufs: Uint8Array[], sizes: Int32Array, offset: number): number
+  // vnetHdr is true when the queue was opened with IFF_VNET_HDR.
+  Napi::Value GetVnetHdr(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), vnet_); }
+
+  // setOffload(flags: number): number — ioctl(TUNSETOFFLOAD, TUN_F_* bits): 0, or -errno
+  // (EINVAL: a bit this kernel does not know). Offloads other than 0 need IFF_VNET_HDR.
+  Napi::Value SetOffload(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsNumber()) {
+      Napi::TypeError::New(env, "setOffload(flags: number)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    unsigned long flags = info[0].As<Napi::Number>().Uint32Value();
+    if (flags != 0 && !vnet_) return Napi::Number::New(env, -EINVAL);
+    return Napi::Number::New(env, ioctl(fd_, TUNSETOFFLOAD, flags) < 0 ? -errno : 0);
+  }
+
+  // readBatch(bufs: Uint8Array[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number
   // Reads packets into bufs[i] at `offset` until EAGAIN or min(bufs.length, sizes.length) packets.
   // sizes[i] gets the number of bytes read. A packet longer than bufs[i].length - offset is
   // truncated by the kernel to exactly that length (read(2) does not report the full size), so
   // the caller compares the IP header's declared length with sizes[i] and drops short ones.
   // Returns the count, or -errno when the first read fails with anything but EAGAIN (gone).
+  // With IFF_VNET_HDR, hdrs is required: packet i's virtio_net_hdr goes to hdrs[10 * i], and
+  // the batch is also bounded by hdrs.length / 10; sizes[i] counts the packet without it.
   Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (info.Length() < 3 || !info[0].IsArray() || !info[1].IsTypedArray() || !info[2].IsNumber()) {
@@ -163,6 +200,16 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     size_t offset = info[2].As<Napi::Number>().Uint32Value();
     uint32_t limit = bufs.Length();
     if (sizesTa.ElementLength() < limit) limit = static_cast<uint32_t>(sizesTa.ElementLength());
+    uint8_t* hdrs = nullptr;
+    if (vnet_) {
+      size_t hdrsLen = 0;
+      if (info.Length() < 4 || !BufferView(info[3], &hdrs, &hdrsLen)) {
+        Napi::TypeError::New(env, "readBatch on an IFF_VNET_HDR queue needs hdrs: Uint8Array")
+            .ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      if (hdrsLen / kVnetHdrLen < limit) limit = static_cast<uint32_t>(hdrsLen / kVnetHdrLen);
+    }
 
     uint32_t n = 0;
     while (n < limit) {
@@ -173,13 +220,20 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
             .ThrowAsJavaScriptException();
         return env.Undefined();
       }
-      ssize_t r = read(fd_, data + offset, len - offset);
+      ssize_t r;
+      if (vnet_) {
+        iovec iov[2] = {{hdrs + kVnetHdrLen * n, kVnetHdrLen}, {data + offset, len - offset}};
+        r = readv(fd_, iov, 2);
+      } else {
+        r = read(fd_, data + offset, len - offset);
+      }
       if (r < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN) break;
         if (n == 0) return Napi::Number::New(env, -errno);
         break;  // report what we have; the next call sees the error again
       }
+      if (vnet_) r = r < static_cast<ssize_t>(kVnetHdrLen) ? 0 : r - static_cast<ssize_t>(kVnetHdrLen);
       sizes[n] = static_cast<int32_t>(r);
       n++;
     }
@@ -187,9 +241,16 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   }
 
   // WriteOne writes one packet: 1 = sent, 0 = refused (queue full or malformed), -errno = gone.
-  int WriteOne(const uint8_t* data, size_t len) {
+  // With IFF_VNET_HDR the packet goes behind hdr (kVnetHdrLen bytes), or a zero header.
+  int WriteOne(const uint8_t* data, size_t len, const uint8_t* hdr = kZeroVnetHdr) {
     for (;;) {
-      ssize_t r = write(fd_, data, len);
+      ssize_t r;
+      if (vnet_) {
+        iovec iov[2] = {{const_cast<uint8_t*>(hdr), kVnetHdrLen}, {const_cast<uint8_t*>(data), len}};
+        r = writev(fd_, iov, 2);
+      } else {
+        r = write(fd_, data, len);
+      }
       if (r >= 0) return 1;
       switch (errno) {
         case EINTR:
@@ -226,6 +287,32 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     }
     if (fd_ < 0) return Napi::Number::New(env, -EBADF);
     return Napi::Number::New(env, WriteOne(data + off, n));
+  }
+
+  // writeVnet(hdr: Uint8Array, buf: Uint8Array, offset: number, length: number): number
+  // Like write, behind the given virtio_net_hdr (hdr[0, 10)): a GSO super-packet built by the
+  // data path (src/io/vnet.ts GroBatch). Only on an IFF_VNET_HDR queue (refused, 0, otherwise).
+  Napi::Value WriteVnet(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t* hdr;
+    size_t hdrLen;
+    uint8_t* data;
+    size_t len;
+    if (info.Length() < 4 || !BufferView(info[0], &hdr, &hdrLen) || !BufferView(info[1], &data, &len) ||
+        !info[2].IsNumber() || !info[3].IsNumber()) {
+      Napi::TypeError::New(env, "writeVnet(hdr: Uint8Array, buf: Buffer, offset: number, length: number)")
+          .ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    size_t off = info[2].As<Napi::Number>().Uint32Value();
+    size_t n = info[3].As<Napi::Number>().Uint32Value();
+    if (off + n > len || hdrLen < kVnetHdrLen) {
+      Napi::RangeError::New(env, "offset + length beyond the buffer, or hdr shorter than 10 bytes").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    if (fd_ < 0) return Napi::Number::New(env, -EBADF);
+    if (!vnet_) return Napi::Number::New(env, 0);
+    return Napi::Number::New(env, WriteOne(data + off, n, hdr));
   }
 
   // writeBatch(bufs: Uint8Array[], offset: number, sizes: Int32Array, count: number): number
@@ -324,6 +411,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   }
 
   int fd_ = -1;
+  bool vnet_ = false;
   std::string name_;
   espgate::UvPoller poller_;
 };
