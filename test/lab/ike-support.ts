@@ -148,6 +148,35 @@ export function writeIkeConfigs(run: LabRun, options: { pairs?: readonly (readon
   return set;
 }
 
+/**
+ * queueDrops reads the kernel's NFQUEUE drop counters in a host's namespace
+ * (/proc/net/netfilter/nfnetlink_queue: queue_dropped, the queue was full, plus user_dropped, the
+ * netlink socket buffer was full), summed over the host's queues: packets that never reached the
+ * daemon because it was starved of CPU. -1 when the file cannot be read.
+ */
+export async function queueDrops(run: LabRun, host: string): Promise<number> {
+  const r = await runIn(run, host, ['cat', '/proc/net/netfilter/nfnetlink_queue'], 10_000);
+  if (r.status !== 0) return -1;
+  let sum = 0;
+  for (const line of r.stdout.split('\n')) {
+    const f = line.trim().split(/\s+/).map(Number);
+    if (f.length >= 7) sum += (f[5] ?? 0) + (f[6] ?? 0);
+  }
+  return sum;
+}
+
+/**
+ * queueOverflowExplains tells why pings lost across rekeys are not a rekey loss: the kernel
+ * dropped at least as many packets at a full NFQUEUE in the meantime (`queueDropped`, the growth
+ * of queueDrops on the espgate host), so the daemon was starved of CPU on the shared 2-core lab
+ * machine. Undefined when nothing was lost or the drops do not cover the loss.
+ */
+export function queueOverflowExplains(p: PingOutcome, queueDropped: number): string | undefined {
+  const lost = p.sent - p.received;
+  if (lost <= 0 || queueDropped < lost) return undefined;
+  return `${lost} ping(s) lost while the kernel dropped ${queueDropped} packet(s) at a full NFQUEUE (CPU starvation, not the rekey)`;
+}
+
 /** PingOutcome is what `ping` printed in its summary. */
 export interface PingOutcome {
   readonly sent: number;

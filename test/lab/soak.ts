@@ -13,8 +13,10 @@
  *   UDP    bob -> carol (IPv4) and alice -> carol (IPv6): request/response every UDP_INTERVAL_MS
  *
  * Every SAMPLE_MS it reads each daemon's VmRSS (/proc/<pid>/status) and open fds
- * (/proc/<pid>/fd, the smallest of FD_READS reads so that a file the daemon has open for a
- * moment, such as a sequence reservation being fsync'ed, is not taken for a leak).
+ * (/proc/<pid>/fd, the smallest of up to FD_READS reads taken while the daemon has no child
+ * process, so that a file the daemon has open for a moment, such as a sequence reservation
+ * being fsync'ed, or the stdio pipes of the gate check it runs every 10 s, is not taken for a
+ * leak).
  *
  * Pass/fail (the bounds, see RSS_GROWTH_MAX_KB for how it was chosen):
  *   - zero failed bulk transfers, short connections and UDP requests (UDP retransmissions are
@@ -65,9 +67,13 @@ const BULK_TIMEOUT_MS = 120_000;
 const UDP_INTERVAL_MS = 20;
 const UDP_BATCH = 250;
 
-/** SAMPLE_MS is the sampling period; FD_READS and FD_READ_GAP_MS make one fd sample. */
+/**
+ * SAMPLE_MS is the sampling period; one fd sample is the smallest of FD_WANTED reads taken while
+ * the daemon has no child (at most FD_READS reads, FD_READ_GAP_MS apart: 1 s).
+ */
 const SAMPLE_MS = 5_000;
-const FD_READS = 3;
+const FD_WANTED = 3;
+const FD_READS = 20;
 const FD_READ_GAP_MS = 50;
 
 /**
@@ -173,14 +179,35 @@ export function rssKbOf(pid: number): number {
   return Number(m[1]);
 }
 
-/** fdCountOf counts a process's open fds: the smallest of FD_READS reads (see the file comment). */
+/** hasChildren tells whether a process has a child (any thread's /proc/<pid>/task/<tid>/children). */
+function hasChildren(pid: number): boolean {
+  return readdirSync(`/proc/${pid}/task`).some((tid) => {
+    try {
+      return readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim() !== '';
+    } catch {
+      return false; // the thread is gone
+    }
+  });
+}
+
+/**
+ * fdCountOf counts a process's open fds: the smallest of FD_WANTED reads taken while it has no
+ * child process (a child's stdio pipes are open only while it runs); when it had a child at every
+ * one of FD_READS reads, the smallest of all of them (see the file comment).
+ */
 export async function fdCountOf(pid: number): Promise<number> {
-  let min = Infinity;
-  for (let i = 0; i < FD_READS; i++) {
+  let quiet = Infinity, any = Infinity, taken = 0;
+  for (let i = 0; i < FD_READS && taken < FD_WANTED; i++) {
     if (i > 0) await sleep(FD_READ_GAP_MS);
-    min = Math.min(min, readdirSync(`/proc/${pid}/fd`).length);
+    const busy = hasChildren(pid);
+    const n = readdirSync(`/proc/${pid}/fd`).length;
+    any = Math.min(any, n);
+    if (!busy && !hasChildren(pid)) {
+      quiet = Math.min(quiet, n);
+      taken++;
+    }
   }
-  return min;
+  return taken > 0 ? quiet : any;
 }
 
 /** Totals accumulates the outcome of one kind of load. */
