@@ -15,7 +15,7 @@ import { DROP_REASONS } from '../drops.js';
 import type { EspReceiver, EspSender, Family } from '../io/types.js';
 import type { DropReason } from '../drops.js';
 import { InboundSa, OutboundSa } from '../esp/sa.js';
-import type { UdpEncap } from '../esp/sa.js';
+import type { ReplayStore, UdpEncap } from '../esp/sa.js';
 import { Sadb, parseOuterAddress } from '../esp/sadb.js';
 import { buildIpPacket, tcpSegment, udpDatagram } from '../packet/build.js';
 import { pseudoHeaderSum } from '../packet/checksum.js';
@@ -39,7 +39,7 @@ function v4(a: string): Uint8Array {
 }
 
 /** tables builds one side: us/peer addresses, the SA keys, and the outbound SA's encapsulation. */
-function tables(me: string, peer: string, outSpi: number, outKey: Uint8Array, inSpi: number, inKey: Uint8Array, encap: UdpEncap | undefined): EngineTables {
+function tables(me: string, peer: string, outSpi: number, outKey: Uint8Array, inSpi: number, inKey: Uint8Array, encap: UdpEncap | undefined, replayStore?: ReplayStore): EngineTables {
   const offsets = new OffsetMap([{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }]);
   const peerByDst4 = new PrefixTable<PeerRuntime>(4);
   const peerByDst6 = new PrefixTable<PeerRuntime>(6);
@@ -55,7 +55,7 @@ function tables(me: string, peer: string, outSpi: number, outKey: Uint8Array, in
   peerByDst4.insert(v4(peer), 32, p);
   const sadb = new Sadb();
   sadb.setOutbound('peer', new OutboundSa({ spi: outSpi, algorithm: 'aes128gcm16', keyMaterial: outKey }), encap);
-  sadb.addInbound(new InboundSa({ spi: inSpi, algorithm: 'aes128gcm16', keyMaterial: inKey, peer: 'peer', outerSource: v4(peer) }));
+  sadb.addInbound(new InboundSa({ spi: inSpi, algorithm: 'aes128gcm16', keyMaterial: inKey, peer: 'peer', outerSource: v4(peer), ...(replayStore === undefined ? {} : { replayStore }) }));
   return { offsets, peerByDst4, peerByDst6, local4, local6, sadb, peers: new Map([['peer', p]]) };
 }
 
@@ -586,12 +586,12 @@ describe('engine: coalescing on TUN write (GRO)', () => {
   const mss = 1000;
 
   /** groSetup: alice (vnet TSO) seals; bob holds a receive batch and coalesces it. */
-  function groSetup() {
+  function groSetup(replayStore?: ReplayStore) {
     const a = vnetSetup();
     const tunB = new GroFakeTun();
     const rx = new BatchedReceiver();
     const none = new EspLink().endpoint(BOB, (_s, _d, esp) => esp);
-    const B = new Engine(tables(BOB, ALICE, SPI_BA, KEY_BA, SPI_AB, KEY_AB, undefined), tunB, none.sender, rx);
+    const B = new Engine(tables(BOB, ALICE, SPI_BA, KEY_BA, SPI_AB, KEY_AB, undefined, replayStore), tunB, none.sender, rx);
     B.start();
     /** sealed returns alice's ESP so far, as NFQUEUE would deliver it to bob. */
     const sealed = (): Buffer[] => {
@@ -619,6 +619,36 @@ describe('engine: coalescing on TUN write (GRO)', () => {
     assert.deepEqual(g.tunB.vnetWrites[0].hdr, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_TCPV4, hdrLen: 40, gsoSize: mss, csumStart: 20, csumOffset: 16 });
     const peer = g.B.tables.peers.get('peer');
     assert.deepEqual([g.B.totals.tunWritten, peer?.stats.rxPackets, g.B.drops.total()], [4, 4, 0]);
+  });
+
+  test('the replay top is persisted once per receive batch, before the batch is written; per packet without batching', () => {
+    let order: string[] = [];
+    const saved: bigint[] = [];
+    const store: ReplayStore = {
+      load: () => 0n,
+      save: (_spi, hi, lo) => {
+        order.push('s');
+        saved.push((BigInt(hi >>> 0) << 32n) | BigInt(lo >>> 0));
+      },
+    };
+    const g = groSetup(store);
+    order = g.tunB.order;
+    const data = bytes(3 * mss + 10, 5);
+    g.a.tun.queued.push({ hdr: { flags: 1, gsoType: GSO_TCPV4, hdrLen: 40, gsoSize: mss, csumStart: 20, csumOffset: 16 }, pkt: tcpPacket(ALICE, '198.19.0.2', 0x0300, 1, TCP_ACK, data) });
+    g.a.e.drainTun();
+    g.rx.deliver(g.sealed());
+    assert.deepEqual(order, ['s', 'v'], 'one save for the four segments, before the one write');
+    assert.deepEqual(saved, [4n], 'the top after the batch: sequence number 4');
+    // Without a batched receiver the engine persists each packet before writing it.
+    const tunC = new GroFakeTun();
+    const single = new EspLink().endpoint(BOB, (_s, _d, esp) => esp);
+    const seq: string[] = tunC.order;
+    const perPacket: ReplayStore = { load: () => 0n, save: () => { seq.push('s'); } };
+    const C = new Engine(tables(BOB, ALICE, SPI_BA, KEY_BA, SPI_AB, KEY_AB, undefined, perPacket), tunC, single.sender, new BatchedReceiver());
+    g.a.tun.queued.push({ hdr: { flags: 1, gsoType: GSO_TCPV4, hdrLen: 40, gsoSize: mss, csumStart: 20, csumOffset: 16 }, pkt: tcpPacket(ALICE, '198.19.0.2', 0x0300, 1 + 3 * mss + 10, TCP_ACK, bytes(2 * mss, 6)) });
+    g.a.e.drainTun();
+    for (const p of g.sealed()) C.handleEsp(p);
+    assert.deepEqual(seq, ['s', 'w', 's', 'w'], 'save, write, save, write');
   });
 
   test('other packets in the batch are written alone, in order; a refused super-packet is a tun-write drop per segment', () => {

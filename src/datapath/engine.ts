@@ -54,6 +54,7 @@ import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import type { OffsetMap } from '../steer/fake-offset.js';
 import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
 import type { Sadb } from '../esp/sadb.js';
+import type { InboundSa } from '../esp/sa.js';
 import type { Tracer } from './trace.js';
 import { addr } from './trace.js';
 
@@ -208,6 +209,11 @@ export class Engine {
   readonly #groHdrBytes = new Uint8Array(VNET_HDR_LEN);
   /** #holding is true while a batched receiver delivers: #inboundEsp then holds instead of writing. */
   #holding = false;
+  /**
+   * #replayDirty: the inbound SAs whose replay window moved since the held packets began; their
+   * tops are persisted once per batch, before any held packet is written (as for one packet).
+   */
+  readonly #replayDirty = new Set<InboundSa>();
   /** #groPeers[i]: the peer of held packet i, for its counters when the write fails. */
   readonly #groPeers: (PeerRuntime | undefined)[];
   #running = false;
@@ -278,6 +284,11 @@ export class Engine {
   flushInbound(): void {
     const g = this.#gro;
     const tun = this.#tun;
+    // A restarted receiver must not accept any of these again: persist before delivering.
+    if (this.#replayDirty.size > 0) {
+      for (const sa of this.#replayDirty) sa.persistReplay();
+      this.#replayDirty.clear();
+    }
     if (g === undefined || g.packets === 0) return;
     const writeVnet = tun.writeVnet;
     const items = g.items;
@@ -667,12 +678,13 @@ export class Engine {
       if (t.local6.lookup(inner, innerOff + IPV6_DST) === undefined) return 'policy';
     } else return 'bad-inner';
 
-    sa.persistReplay(); // the window moved: a restarted receiver must not accept this again
-
     const rw = rewriteInbound(inner, innerOff, innerLen, t.offsets);
-    if (rw !== 'ok') return rw;
     const gro = this.#gro;
     if (gro !== undefined && this.#holding) {
+      // The window moved: its top is persisted once per batch, before the batch is written
+      // (flushInbound); one pwrite per packet was a quarter of the receiver's CPU under TCP.
+      this.#replayDirty.add(sa);
+      if (rw !== 'ok') return rw;
       if (gro.full) this.flushInbound();
       this.#groPeers[gro.packets] = peer;
       gro.add(inner, innerOff, innerLen);
@@ -681,6 +693,8 @@ export class Engine {
       peer.stats.lastRxMs = Date.now();
       return 'ok';
     }
+    sa.persistReplay(); // the window moved: a restarted receiver must not accept this again
+    if (rw !== 'ok') return rw;
     if (!this.#tun.write(inner, innerOff, innerLen)) return 'tun-write';
     this.totals.tunWritten++;
     peer.stats.rxPackets++;
