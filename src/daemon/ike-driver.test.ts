@@ -235,7 +235,11 @@ describe('IkeDriver', () => {
     const b = makeDriver(net, clock, 'bob', 'c2b', true);
     a.d.start(); b.d.start();
     net.run();
+    // Settled, but the dropped duplicate's inbound half stays REKEY_LINGER_MS for packets the
+    // peer sent on it before it settled too (they were lost as unknown-spi before).
+    const lingering = a.sadb.inbound.size + b.sadb.inbound.size;
     clock.advance(5_000, net);
+    assert.ok(lingering > 2, `the dropped duplicates' inbound halves linger (${lingering} inbound SAs right after settling)`);
     assertPaired(a.sadb, 'bob', b.sadb, 'alice');
     assert.equal(a.sadb.inbound.size, 1, 'alice keeps one Child SA');
     assert.equal(b.sadb.inbound.size, 1, 'bob keeps one Child SA');

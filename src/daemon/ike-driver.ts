@@ -807,14 +807,15 @@ export class IkeDriver {
       const keep = o.session.spiI < e.session.spiI ? o : e;
       const drop = keep === o ? e : o;
       this.#send(drop, drop.session.close(now));
-      this.#forget(drop, 'a second IKE SA with the same peer (the lower SPIi is kept)');
+      // linger: the peer may have sent on the dropped Child SA until it settled too
+      this.#forget(drop, 'a second IKE SA with the same peer (the lower SPIi is kept)', true);
       if (drop === e) return;
     }
   }
 
   /**
    * #removeChild drops a Child SA: from the outbound choice at once, its inbound half at once or,
-   * with linger (a rekeyed SA), REKEY_LINGER_MS later so packets in flight still decrypt.
+   * with linger (a rekeyed SA, a dropped duplicate), REKEY_LINGER_MS later so packets in flight still decrypt.
    */
   #removeChild(e: Entry, inboundSpi: number, why: string, linger: boolean): void {
     const ps = this.#peers.get(e.peer.name);
@@ -829,7 +830,7 @@ export class IkeDriver {
       this.#lingering.set(spi, this.#timers.set(() => {
         this.#lingering.delete(spi);
         this.#uninstallInbound(spi);
-        this.#o.log.info({ peer: e.peer.name, inSpi: hex(spi) }, `ike: ${e.peer.name} rekeyed Child SA's inbound half removed`);
+        this.#o.log.info({ peer: e.peer.name, inSpi: hex(spi) }, `ike: ${e.peer.name} replaced Child SA's inbound half removed`);
       }, REKEY_LINGER_MS));
     } else {
       this.#uninstallInbound(spi);
@@ -847,10 +848,13 @@ export class IkeDriver {
     }
   }
 
-  /** #forget drops an entry: its Child SAs, its maps and its timer. */
-  #forget(e: Entry, why: string | undefined): void {
+  /**
+   * #forget drops an entry: its Child SAs (their inbound halves REKEY_LINGER_MS later with
+   * linger, for packets in flight), its maps and its timer.
+   */
+  #forget(e: Entry, why: string | undefined, linger = false): void {
     if (!this.#entries.delete(e)) return;
-    for (const c of [...e.children]) this.#removeChild(e, c.child.inbound.spi, why ?? 'IKE SA closed', false);
+    for (const c of [...e.children]) this.#removeChild(e, c.child.inbound.spi, why ?? 'IKE SA closed', linger);
     if (e.ourSpi !== 0n && this.#bySpi.get(e.ourSpi) === e) this.#bySpi.delete(e.ourSpi);
     if (e.halfOpenKey !== undefined && this.#halfOpen.get(e.halfOpenKey) === e) this.#halfOpen.delete(e.halfOpenKey);
     if (e.timer !== undefined) this.#timers.clear(e.timer);

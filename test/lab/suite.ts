@@ -35,7 +35,7 @@ import { addressOf, findHost, interfaceOn, protectedHosts } from '../../lab/topo
 import type { Daemon, DaemonStatusDoc, Frame, Json, ProtectedPair } from './support.js';
 import {
   canon, conntrackInvalid, decodeFrames, describeResult, diffLines, frameText, isFake, isLeak, jsonLines,
-  parseConntrackLine, protectOf, runIn, sameAddress, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab,
+  parseConntrackLine, pollUntil, protectOf, runIn, sameAddress, snapshotState, startDaemon, startServer, statusOf, tail, tearDownLab,
   toFake, traffic, waitReady,
 } from './support.js';
 import { IKE_ESTABLISHED, espgateArgv, ikeStatusOf, waitIkeEstablished } from './ike-support.js';
@@ -154,6 +154,13 @@ function tunnelEndpoints(run: LabRun, outer: AddressFamily): (Endpoints & { read
   }));
 }
 
+/** childSasAgree tells whether x and y each hold exactly one Child SA for the other, the same one (SPIs crossed). */
+async function childSasAgree(run: LabRun, x: string, y: string): Promise<boolean> {
+  const [cx, cy] = await Promise.all([ikeStatusOf(run, x, y), ikeStatusOf(run, y, x)]).then((r) => r.map((s) => s?.ike?.children ?? []));
+  const [a, b] = [cx?.[0], cy?.[0]];
+  return cx?.length === 1 && cy?.length === 1 && a !== undefined && b !== undefined && a.outSpi === b.inSpi && a.inSpi === b.outSpi;
+}
+
 /** recordKeys adds every daemon's live esp_sa lines (`espgate keys`) to `keys`. */
 async function recordKeys(run: LabRun, hosts: readonly string[], keys: Set<string>): Promise<void> {
   await Promise.all(hosts.map(async (h) => {
@@ -227,6 +234,12 @@ export function gatewaySuite(spec: SuiteSpec): void {
           throw new Error(`no IKE SA with an outbound Child SA within ${IKE_WAIT_TRIES * IKE_WAIT_INTERVAL_MS / 1000} s: ${missing.join(', ')}\n` +
             missing.map((m) => tail(st.daemons.get(m.split(' ')[0] ?? '')?.log ?? '', 8)).join('\n'));
         }
+        // ...and until both ends agree on one Child SA: when both initiated at once, one IKE SA
+        // of the two is dropped a moment after both were established.
+        const unsettled = (await Promise.all(run.topology.peerings.map(async (p) =>
+          ((await pollUntil(() => childSasAgree(run, p.a, p.b), IKE_WAIT_TRIES, IKE_WAIT_INTERVAL_MS)) ? undefined : `${p.a} <-> ${p.b}`))))
+          .filter((m) => m !== undefined);
+        if (unsettled.length > 0) throw new Error(`the ends never agreed on one Child SA: ${unsettled.join(', ')}`);
         await recordKeys(run, hosts, st.keys);
       }
       for (const h of hosts) st.invalidBefore.set(h, await conntrackInvalid(run, h));
