@@ -746,14 +746,20 @@ export class IkeDriver {
     e.ikeRekeyRequested = false;
   }
 
-  /** #onIkeRekeyed gives the rekeyed IKE SA `next` its own entry, with e's Child SAs. */
-  #onIkeRekeyed(e: Entry, next: IkeSession, now: number): void {
-    const n = this.#addEntry(next, e.peer);
+  /** #addEstablished adds an entry for an IKE SA that a rekey made: established now, known by our SPI. */
+  #addEstablished(sa: IkeSession, peer: Entry['peer'], now: number): Entry {
+    const n = this.#addEntry(sa, peer);
     n.established = true;
     n.establishedMs = now;
     n.establishedSeq = ++this.#seq;
-    n.state = next.state;
-    n.ourSpi = next.role === 'initiator' ? next.spiI : next.spiR;
+    n.state = sa.state;
+    n.ourSpi = sa.role === 'initiator' ? sa.spiI : sa.spiR;
+    return n;
+  }
+
+  /** #onIkeRekeyed gives the rekeyed IKE SA `next` its own entry, with e's Child SAs. */
+  #onIkeRekeyed(e: Entry, next: IkeSession, now: number): void {
+    const n = this.#addEstablished(next, e.peer, now);
     n.children = e.children;
     e.children = [];
     e.superseded = true;
@@ -774,12 +780,7 @@ export class IkeDriver {
    * after SUPERSEDED_WAIT_MS like a replaced IKE SA whose Delete never comes.
    */
   #onIkeRedundant(e: Entry, sa: IkeSession, now: number): void {
-    const n = this.#addEntry(sa, e.peer);
-    n.established = true;
-    n.establishedMs = now;
-    n.establishedSeq = ++this.#seq;
-    n.state = sa.state;
-    n.ourSpi = sa.role === 'initiator' ? sa.spiI : sa.spiR;
+    const n = this.#addEstablished(sa, e.peer, now);
     n.superseded = true;
     n.supersededMs = now;
     this.#bySpi.set(n.ourSpi, n);

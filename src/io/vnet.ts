@@ -108,6 +108,31 @@ const TCP_FLAG_CWR = 0x80;
 const PROTO_TCP = 6;
 
 /**
+ * setIpLength sets the length of the IP packet at b[off, ...) with an l4-byte IP header to
+ * `total`: IPv4 total length, identification (when id >= 0) and header checksum; IPv6 payload
+ * length (no extension headers: l4 is 40).
+ */
+function setIpLength(b: Uint8Array, off: number, l4: number, v4: boolean, total: number, id = -1): void {
+  if (!v4) {
+    const pl = total - 40;
+    b[off + 4] = pl >>> 8;
+    b[off + 5] = pl & 0xff;
+    return;
+  }
+  b[off + 2] = total >>> 8;
+  b[off + 3] = total & 0xff;
+  if (id >= 0) {
+    b[off + 4] = id >>> 8;
+    b[off + 5] = id & 0xff;
+  }
+  b[off + 10] = 0;
+  b[off + 11] = 0;
+  const hc = ~onesSum(b, off, l4) & 0xffff;
+  b[off + 10] = hc >>> 8;
+  b[off + 11] = hc & 0xff;
+}
+
+/**
  * gsoSegments returns how many segments gsoSplit will make of a super-packet of `len` bytes
  * whose headers take hdrLen bytes (0 when it is not one).
  */
@@ -175,22 +200,7 @@ export function gsoSplit(h: VnetHdr, pkt: Uint8Array, off: number, len: number,
     o.set(pkt.subarray(off, off + hdrLen), outOff);
     o.set(pkt.subarray(dataOff, dataOff + dataLen), outOff + hdrLen);
     // IP: lengths, and for IPv4 the id and the header checksum.
-    if (v4) {
-      o[outOff + 2] = segLen >>> 8;
-      o[outOff + 3] = segLen & 0xff;
-      const segId = (id + k) & 0xffff;
-      o[outOff + 4] = segId >>> 8;
-      o[outOff + 5] = segId & 0xff;
-      o[outOff + 10] = 0;
-      o[outOff + 11] = 0;
-      const hc = ~onesSum(o, outOff, l4) & 0xffff;
-      o[outOff + 10] = hc >>> 8;
-      o[outOff + 11] = hc & 0xff;
-    } else {
-      const pl = segLen - 40;
-      o[outOff + 4] = pl >>> 8;
-      o[outOff + 5] = pl & 0xff;
-    }
+    setIpLength(o, outOff, l4, v4, segLen, (id + k) & 0xffff);
     // TCP: sequence number, flags, checksum.
     const t = outOff + l4;
     const s = (seq + k * mss) >>> 0;
@@ -458,19 +468,7 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
       i = this.#next[i];
     }
     const v4 = l4 === 20;
-    if (v4) {
-      out[outOff + 2] = total >>> 8;
-      out[outOff + 3] = total & 0xff;
-      out[outOff + 10] = 0;
-      out[outOff + 11] = 0;
-      const hc = ~onesSum(out, outOff, 20) & 0xffff;
-      out[outOff + 10] = hc >>> 8;
-      out[outOff + 11] = hc & 0xff;
-    } else {
-      const pl = total - 40;
-      out[outOff + 4] = pl >>> 8;
-      out[outOff + 5] = pl & 0xff;
-    }
+    setIpLength(out, outOff, l4, v4, total);
     const t = outOff + l4;
     out[t + 13] |= lastFlags & TCP_FLAG_PSH;
     const ph = v4 ? pseudoHeaderSum(out, outOff + 12, outOff + 16, 4, PROTO_TCP, total - l4)
