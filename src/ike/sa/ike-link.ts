@@ -143,4 +143,11 @@ export class IkeLink {
   eventsOf<T extends IkeEvent['type']>(side: Side, type: T): Extract<IkeEvent, { type: T }>[] {
     return this.events[side].filter((e): e is Extract<IkeEvent, { type: T }> => e.type === type);
   }
+
+  /** lastChildren returns the newest Child SA each side reported ('child-sa' events), undefined where none. */
+  lastChildren(): { nci: Extract<IkeEvent, { type: 'child-sa' }>['child'] | undefined; ncr: Extract<IkeEvent, { type: 'child-sa' }>['child'] | undefined } {
+    const ni = this.eventsOf('initiator', 'child-sa');
+    const nr = this.eventsOf('responder', 'child-sa');
+    return { nci: ni[ni.length - 1]?.child, ncr: nr[nr.length - 1]?.child };
+  }
 }

@@ -183,10 +183,7 @@ function assertWorks(c: Collision, label: string): void {
     const before = link.current(side).children[0]?.inbound;
     link.take(side, link.current(side).rekeyChildSa(link.now));
     link.run();
-    const ni = link.eventsOf('initiator', 'child-sa');
-    const nr = link.eventsOf('responder', 'child-sa');
-    const nci = ni[ni.length - 1]?.child;
-    const ncr = nr[nr.length - 1]?.child;
+    const { nci, ncr } = link.lastChildren();
     assert.ok(nci !== undefined && ncr !== undefined && espCarries(nci, ncr) && espCarries(ncr, nci), `${label}: a Child SA rekey by the ${side} on the survivor`);
     assert.notEqual(link.current(side).children[0]?.inbound, before, label);
     assert.deepEqual([link.current('initiator').children.length, link.current('responder').children.length], [1, 1], label);

@@ -78,10 +78,7 @@ test('CREATE_CHILD_SA: ESP runs through each generation of rekeyed Child SAs, bo
   for (const [k, side] of (['initiator', 'responder', 'initiator', 'responder'] as const).entries()) {
     link.take(side, link.session(side).rekeyChildSa(link.now));
     link.run();
-    const ni = link.eventsOf('initiator', 'child-sa');
-    const nr = link.eventsOf('responder', 'child-sa');
-    const nci = ni[ni.length - 1]?.child;
-    const ncr = nr[nr.length - 1]?.child;
+    const { nci, ncr } = link.lastChildren();
     assert.ok(nci !== undefined && ncr !== undefined && nci.inbound.spi !== ci.inbound.spi, `${k}: a new Child SA`);
     assert.ok(espCarries(nci, ncr, k) && espCarries(ncr, nci, k), `${k}: ESP both ways`);
     assert.ok(!espCarries(ci, ncr, k), `${k}: the old key does not open the new SA`);
