@@ -23,6 +23,8 @@ import { TUN_F_CSUM, TUN_OFFLOAD_TSO } from './vnet.js';
 interface NativeTunQueue {
   readonly name: string;
   readonly fd: number;
+  /** peerFd is a stand-in queue's other socket end (-1 for a real queue). */
+  readonly peerFd: number;
   readonly vnetHdr: boolean;
   readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number;
   setOffload(flags: number): number;
@@ -42,6 +44,7 @@ interface NativeAddon {
 const OPEN_MULTI_QUEUE = 1;
 const OPEN_EXCLUSIVE = 2;
 const OPEN_VNET_HDR = 4;
+const OPEN_STAND_IN = 8;
 
 /**
  * loadNativeAddon returns the addon, or undefined (with the reason kept for
@@ -86,6 +89,11 @@ class NativeTun implements TunDeviceExt {
 
   get fd(): number {
     return this.#closed ? -1 : this.#q.fd;
+  }
+
+  /** peerFd is a stand-in's other socket end (openStandInTun), -1 for a real device or once closed. */
+  get peerFd(): number {
+    return this.#closed ? -1 : this.#q.peerFd;
   }
 
   readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number {
@@ -170,4 +178,19 @@ export function openNativeTun(name: string, opts: TunOptions = {}): TunDeviceExt
     q.setOffload(0);
   }
   return applyPersist(new NativeTun(q, accepted, offload && (opts.gro ?? true)), opts);
+}
+
+/**
+ * openStandInTun returns a TunDevice of the same class as openNativeTun's, over one end of an
+ * AF_UNIX SOCK_SEQPACKET socketpair instead of a kernel interface (tun.cc kOpenStandIn): one
+ * packet per read and write, behind a virtio_net_hdr when `vnet`. The caller feeds packets
+ * "from the kernel" into, and takes written packets out of, the other end (`peerFd`); close()
+ * closes both ends. No root, no interface: for the data-path warm-up (datapath/warmup.ts), so
+ * that V8 optimises the real classes, and for tests. Undefined when the addon is not built.
+ */
+export function openStandInTun(name: string, vnet: boolean, gro: boolean): (TunDeviceExt & { readonly peerFd: number }) | undefined {
+  const mod = loadNativeAddon();
+  if (mod === undefined) return undefined;
+  const q = new mod.TunQueue('', name, OPEN_STAND_IN | (vnet ? OPEN_VNET_HDR : 0));
+  return new NativeTun(q, 0, vnet && gro);
 }

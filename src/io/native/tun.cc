@@ -34,6 +34,7 @@
 #include <linux/if_tun.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -75,6 +76,12 @@ bool BufferView(Napi::Value v, uint8_t** data, size_t* len) {
 constexpr uint32_t kOpenMultiQueue = 1;  // IFF_MULTI_QUEUE
 constexpr uint32_t kOpenExclusive = 2;   // IFF_TUN_EXCL: fail with EBUSY if the name exists
 constexpr uint32_t kOpenVnetHdr = 4;     // IFF_VNET_HDR: a virtio_net_hdr in front of every packet
+// kOpenStandIn: no device. The queue is one end of an AF_UNIX SOCK_SEQPACKET socketpair, which
+// frames like a TUN fd (one packet per read and per write, the virtio_net_hdr in front with
+// kOpenVnetHdr); the other end is peerFd, for the caller to feed and drain. Same class, same
+// methods, no kernel interface: the data-path warm-up (src/datapath/warmup.ts) runs the real
+// code over it, and tests use it without root. path is ignored; setOffload answers ENOTTY.
+constexpr uint32_t kOpenStandIn = 8;
 
 // kVnetHdrLen is sizeof(struct virtio_net_hdr), the kernel's default TUNSETVNETHDRSZ.
 constexpr size_t kVnetHdrLen = 10;
@@ -92,6 +99,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
         {
             InstanceAccessor<&TunQueue::GetName>("name"),
             InstanceAccessor<&TunQueue::GetFd>("fd"),
+            InstanceAccessor<&TunQueue::GetPeerFd>("peerFd"),
             InstanceAccessor<&TunQueue::GetVnetHdr>("vnetHdr"),
             InstanceMethod<&TunQueue::SetOffload>("setOffload"),
             InstanceMethod<&TunQueue::ReadBatch>("readBatch"),
@@ -121,6 +129,19 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     uint32_t flags = info[2].As<Napi::Number>().Uint32Value();
     if (name.size() >= IFNAMSIZ) {
       Napi::RangeError::New(env, "interface name longer than 15 bytes").ThrowAsJavaScriptException();
+      return;
+    }
+
+    if (flags & kOpenStandIn) {
+      int sv[2];
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        ThrowErrno(env, errno, "socketpair", "stand-in queue " + name);
+        return;
+      }
+      fd_ = sv[0];
+      peerFd_ = sv[1];
+      vnet_ = (flags & kOpenVnetHdr) != 0;
+      name_ = name;
       return;
     }
 
@@ -156,6 +177,10 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
 
   // fd is the file descriptor, or -1 after close().
   Napi::Value GetFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+
+  // peerFd is a stand-in queue's other socket end (-1 for a real queue, and after close()).
+  // The queue owns it: close() closes both ends.
+  Napi::Value GetPeerFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), peerFd_); }
 
   // vnetHdr is true when the queue was opened with IFF_VNET_HDR.
   Napi::Value GetVnetHdr(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), vnet_); }
@@ -408,9 +433,14 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       close(fd_);
       fd_ = -1;
     }
+    if (peerFd_ >= 0) {
+      close(peerFd_);
+      peerFd_ = -1;
+    }
   }
 
   int fd_ = -1;
+  int peerFd_ = -1;
   bool vnet_ = false;
   std::string name_;
   espgate::UvPoller poller_;
