@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/load.js';
 import { addrBytes } from '../config/load.js';
 import { PrefixTable } from '../datapath/prefix-table.js';
+import { newPeerRuntime } from '../datapath/engine.js';
 import type { EngineTables, PeerRuntime } from '../datapath/engine.js';
 import { OffsetMap } from '../steer/fake-offset.js';
 import { Sadb } from '../esp/sadb.js';
@@ -64,14 +65,7 @@ export function buildTables(cfg: Config, sas: SaFactory, previous?: EngineTables
       if (wasIke && oldOut !== undefined) sadb.setOutbound(p.name, oldOut);
       if (wasIke) for (const s of previous.sadb.inboundSas()) if (s.peer === p.name) sadb.addInbound(s);
     }
-    const peer: PeerRuntime = {
-      name: p.name,
-      endpoint: p.endpoint,
-      endpointFamily: isIP(p.endpoint) === 6 ? 6 : 4,
-      protect4: new PrefixTable<true>(4),
-      protect6: new PrefixTable<true>(6),
-      stats: old?.stats ?? { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxMs: 0, lastTxMs: 0 },
-    };
+    const peer = newPeerRuntime(p.name, p.endpoint, isIP(p.endpoint) === 6 ? 6 : 4, old?.stats);
     for (const c of p.protect) {
       insertCidr(peer.protect4, peer.protect6, c, true);
       insertCidr(peerByDst4, peerByDst6, c, peer);

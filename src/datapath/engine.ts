@@ -49,7 +49,7 @@ import {
 } from '../io/vnet.js';
 import type { EspUdpHandler, EspUdpSender, KeepaliveTarget } from '../io/udp-encap.js';
 import { DropCounters, type DropReason } from '../drops.js';
-import type { PrefixTable } from './prefix-table.js';
+import { PrefixTable } from './prefix-table.js';
 import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import type { OffsetMap } from '../steer/fake-offset.js';
 import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
@@ -143,7 +143,26 @@ export interface PeerRuntime {
   readonly protect4: PrefixTable<true>;
   readonly protect6: PrefixTable<true>;
   /** stats for `espgate status` */
-  readonly stats: { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxMs: number; lastTxMs: number };
+  readonly stats: PeerStats;
+}
+
+/** PeerStats are one peer's counters (PeerRuntime.stats). */
+export interface PeerStats { txPackets: number; txBytes: number; rxPackets: number; rxBytes: number; lastRxMs: number; lastTxMs: number }
+
+/**
+ * newPeerRuntime makes a peer's record with empty protect tables (fresh counters unless
+ * `stats` carries them over). Every PeerRuntime comes from here, the config's and the
+ * warm-up's alike, so V8 sees one object shape on the data path (datapath/warmup.ts).
+ */
+export function newPeerRuntime(name: string, endpoint: string, endpointFamily: Family, stats?: PeerStats): PeerRuntime {
+  return {
+    name,
+    endpoint,
+    endpointFamily,
+    protect4: new PrefixTable<true>(4),
+    protect6: new PrefixTable<true>(6),
+    stats: stats ?? { txPackets: 0, txBytes: 0, rxPackets: 0, rxBytes: 0, lastRxMs: 0, lastTxMs: 0 },
+  };
 }
 
 /** EngineTables are what the control plane builds from the config (and later IKE) for the data path. */
