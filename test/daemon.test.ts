@@ -10,7 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { createServer } from 'node:net';
-import { Daemon, tunMtuFor, markGateOwner, GATE_OWNER_FILE, type System } from '../src/daemon/daemon.js';
+import { Daemon, tunMtuFor, markGateOwner, GATE_OWNER_FILE, WARMUP_DIR, type System } from '../src/daemon/daemon.js';
+import { loadAddon } from '../src/io/native-addon.js';
+import { NativeEspSender } from '../src/io/raw-native.js';
+import type { RawAddon } from '../src/io/raw-native.js';
+import { openStandInIo } from '../src/io/stand-in.js';
+import { loadNativeAddon, openStandInTun } from '../src/io/tun-native.js';
 import { staticSaFactory } from '../src/daemon/sa-factory.js';
 import { parseConfig, type Config } from '../src/config/load.js';
 import { EXAMPLE } from '../src/config/reference.js';
@@ -175,5 +180,71 @@ test('daemon: status says who installed the gate, and notices when it vanishes',
     assert.equal(d2.status().tun.up, null, '7: a System that cannot tell says null');
   } finally {
     await d2.stop();
+  }
+}));
+
+const rawAddon = loadAddon<RawAddon>('espgate_raw').addon;
+const noAddons = rawAddon === undefined || loadNativeAddon() === undefined ? 'native addons not built (npm run build:native)' : false;
+
+/** standIns gives a fake System stand-in I/O as the real one would (same native classes), and a closer for the edges behind it. */
+function standIns(): { open: NonNullable<System['openStandIn']>; opened: () => number; close: () => void } {
+  const edges: { close(): void }[] = [];
+  let opened = 0;
+  return {
+    open: () => {
+      const tun = openStandInTun('real', true, true);
+      const sink = openStandInTun('real-esp', false, false);
+      if (tun === undefined || sink === undefined || rawAddon === undefined) return undefined;
+      edges.push(tun, sink);
+      opened++;
+      return openStandInIo({ tun, sender: new NativeEspSender(rawAddon, sink.fd, sink.fd) });
+    },
+    opened: () => opened,
+    close: () => { for (const e of edges) e.close(); },
+  };
+}
+
+/** waitFor polls cond every 20 ms for at most ms milliseconds. */
+async function waitFor(cond: () => boolean, ms: number): Promise<boolean> {
+  for (let t = 0; t < ms && !cond(); t += 20) await new Promise((r) => setTimeout(r, 20));
+  return cond();
+}
+
+test('daemon: the data-path warm-up runs both ways after up, on SA files of its own that it removes', { skip: noAddons }, () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  const s = standIns();
+  const lines: string[] = [];
+  const log = pino({ level: 'debug' }, { write: (l: string) => { lines.push(l); } });
+  const d = new Daemon(cfg, { ...f.sys, openStandIn: s.open }, log, staticSaFactory(cfg.stateDir));
+  try {
+    await d.start();
+    assert.equal(s.opened(), 1, '1: stand-ins opened once');
+    assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), true, '2: the warm-up has its own state dir while it runs');
+    assert.ok(await waitFor(() => lines.some((l) => l.includes('data path warmed up (codec optimised)')), 20_000), '3: the warm-up finished');
+    const done = lines.find((l) => l.includes('warmed up (both directions)'));
+    assert.ok(done !== undefined, '4: the path part ran');
+    const r = (JSON.parse(done) as { report: { drops: number; espSent: number; expectedSent: number; tunWritten: number; expectedWritten: number } }).report;
+    assert.equal(r.drops, 0, '5: no drop on the throwaway path');
+    assert.ok(r.espSent > 0 && r.espSent === r.expectedSent && r.tunWritten === r.expectedWritten, '6: every packet went through');
+    assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), false, '7: its state dir is gone');
+    assert.equal(d.engine?.totals.espSent, 0, '8: the real engine sent nothing');
+  } finally {
+    await d.stop();
+    s.close();
+  }
+}));
+
+test('daemon: a stop during the warm-up ends it and removes its files', { skip: noAddons }, () => withConfig(async (cfg) => {
+  const f = fakeSystem();
+  const s = standIns();
+  const d = new Daemon(cfg, { ...f.sys, openStandIn: s.open }, silent, staticSaFactory(cfg.stateDir));
+  try {
+    await d.start();
+    assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), true, '1: running');
+    await d.stop();
+    assert.ok(await waitFor(() => !existsSync(join(cfg.stateDir, WARMUP_DIR)), 2_000), '2: removed after the stop');
+  } finally {
+    await d.stop();
+    s.close();
   }
 }));

@@ -6,6 +6,7 @@
 import type { Config } from '../config/load.js';
 import type { System } from './daemon.js';
 import { defaultTunGro, defaultTunOffload, openTun } from '../io/tun.js';
+import { openStandInIo } from '../io/stand-in.js';
 import { openEspSender } from '../io/raw-native.js';
 import { readNfqueueProcStats } from '../io/nfqueue.js';
 import { openEspReceiver } from '../io/receiver.js';
@@ -170,6 +171,7 @@ export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, '
     linkMtuTowards: (addr) => linkMtuTowards(runner, addr),
     openSender: () => openEspSender(),
     openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
+    openStandIn: (tun, sender) => openStandInIo({ tun, sender }),
     gateInstalled: (cfg) => gate.installed(cfg),
     installGate: async (cfg) => {
       const [line, ...notes] = await gate.installGate(cfg);
