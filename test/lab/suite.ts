@@ -134,11 +134,15 @@ interface Endpoints {
 
 /**
  * isIke tells whether a frame is IKE between two peers' tunnel endpoints: UDP with port 500 or
- * 4500 at either end. (No topology of this suite has a NAT, so there is no ESP in UDP 4500 to
+ * 4500 at either end, or an ICMP unreachable about such a datagram. (No topology of this suite has a NAT, so there is no ESP in UDP 4500 to
  * tell apart; ike.test.ts covers that case.)
  */
 function isIke(f: Frame, ends: readonly Endpoints[]): boolean {
-  if (f.proto !== 17 || !(IKE_PORTS.includes(f.udpSrc) || IKE_PORTS.includes(f.udpDst))) return false;
+  // An ICMP "unreachable" quoting an IKE datagram counts too: a peer whose daemon has not yet
+  // opened UDP 500 answers the first IKE_SA_INIT so, in the clear, as any host does (seen once
+  // in a lan run: carol port-unreachable to bob). It carries nothing but that IKE header.
+  const unreachable = (f.proto === 1 && f.icmpType === 3) || (f.proto === 58 && f.icmp6Type === 1);
+  if ((f.proto !== 17 && !unreachable) || !(IKE_PORTS.includes(f.udpSrc) || IKE_PORTS.includes(f.udpDst))) return false;
   return ends.some(({ ea, eb }) => (f.src === ea && f.dst === eb) || (f.src === eb && f.dst === ea));
 }
 
