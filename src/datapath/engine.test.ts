@@ -19,7 +19,7 @@ import type { ReplayStore, UdpEncap } from '../esp/sa.js';
 import { Sadb, parseOuterAddress } from '../esp/sadb.js';
 import { buildIpPacket, tcpSegment, udpDatagram } from '../packet/build.js';
 import { pseudoHeaderSum } from '../packet/checksum.js';
-import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, newVnetHdr, readVnetHdr, writeVnetHdr } from '../io/vnet.js';
+import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, GSO_UDP_L4, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, newVnetHdr, readVnetHdr, writeVnetHdr } from '../io/vnet.js';
 import type { VnetHdr } from '../io/vnet.js';
 import { OffsetMap } from '../steer/fake-offset.js';
 import { Engine, natKeepaliveTargets } from './engine.js';
@@ -668,5 +668,29 @@ describe('engine: coalescing on TUN write (GRO)', () => {
     g.rx.deliver(g.sealed());
     const peer = g.B.tables.peers.get('peer');
     assert.deepEqual([g.B.drops.counts['tun-write'], g.B.totals.tunWritten, peer?.stats.rxPackets], [2, 3, 3], 'two segments lost, counted; rx counters exclude them');
+  });
+
+  test('the UDP datagrams of a receive batch go as one GSO_UDP_L4 write; if the kernel refuses it, one write each and no more coalescing', () => {
+    const g = groSetup();
+    const none = { flags: 0, gsoType: GSO_NONE, hdrLen: 0, gsoSize: 0, csumStart: 0, csumOffset: 0 };
+    const send = (n: number, salt: number): void => {
+      for (let i = 0; i < n; i++) g.a.tun.queued.push({ hdr: none, pkt: buildIpPacket({ src: ALICE, dst: '198.19.0.2', protocol: 17, identification: salt + i, payload: udpDatagram(40000, 5201, bytes(64, salt + i)) }) });
+      g.a.e.drainTun();
+      g.rx.deliver(g.sealed());
+    };
+    send(4, 1);
+    assert.deepEqual(g.tunB.order, ['v'], 'case 1: one write for four datagrams');
+    assert.deepEqual(g.tunB.vnetWrites[0].hdr, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_UDP_L4, hdrLen: 28, gsoSize: 64, csumStart: 20, csumOffset: 6 }, 'case 1: GSO_UDP_L4 header');
+    assert.equal(g.tunB.vnetWrites[0].pkt.length, 28 + 4 * 64, 'case 1: all four payloads');
+    g.tunB.failVnet = true;
+    send(3, 10);
+    assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w'], 'case 2: refused: the three datagrams written one by one');
+    assert.equal(g.B.udpGroRefused, true, 'case 2: noted');
+    g.tunB.failVnet = false;
+    send(2, 20);
+    assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w', 'w', 'w'], 'case 3: no UDP coalescing any more');
+    const peer = g.B.tables.peers.get('peer');
+    assert.deepEqual([g.B.drops.total(), g.B.totals.tunWritten, peer?.stats.rxPackets], [0, 9, 9], 'nothing lost');
+    assert.ok(g.tunB.fromDaemon[0].includes(bytes(64, 10)), 'the datagrams themselves');
   });
 });

@@ -44,7 +44,7 @@
  */
 import type { TunDevice, EspSender, EspReceiver, Family } from '../io/types.js';
 import {
-  GRO_MAX_BYTES, GSO_NONE, GroBatch, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, completeChecksum, gsoSplit, newVnetHdr, readVnetHdr,
+  GRO_MAX_BYTES, GSO_NONE, GroBatch, defaultUdpGro, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, completeChecksum, gsoSplit, newVnetHdr, readVnetHdr,
   writeVnetHdr,
 } from '../io/vnet.js';
 import type { EspUdpHandler, EspUdpSender, KeepaliveTarget } from '../io/udp-encap.js';
@@ -236,6 +236,8 @@ export class Engine {
   /** #groPeers[i]: the peer of held packet i, for its counters when the write fails. */
   readonly #groPeers: (PeerRuntime | undefined)[];
   #running = false;
+  /** udpGroRefused: the kernel refused a coalesced UDP write, so UDP is written datagram by datagram. */
+  udpGroRefused = false;
 
   constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver) {
     this.#tables = tables;
@@ -255,7 +257,7 @@ export class Engine {
     this.#q4 = new SendQueue(4, SEND_QUEUE_SLOTS, arena);
     this.#q6 = new SendQueue(6, SEND_QUEUE_SLOTS, arena);
     const gro = tun.writeVnet !== undefined && receiver.batched === true;
-    this.#gro = gro ? new GroBatch<Buffer>(GRO_BATCH_PACKETS) : undefined;
+    this.#gro = gro ? new GroBatch<Buffer>(GRO_BATCH_PACKETS, defaultUdpGro()) : undefined;
     this.#groBuf = Buffer.alloc(gro ? GRO_MAX_BYTES : 0);
     this.#groPeers = new Array<PeerRuntime | undefined>(gro ? GRO_BATCH_PACKETS : 0).fill(undefined);
   }
@@ -324,6 +326,14 @@ export class Engine {
           writeVnetHdr(this.#groHdr, this.#groHdrBytes, 0);
           ok = writeVnet(this.#groHdrBytes, this.#groBuf, 0, n);
         }
+        if (!ok && g.itemUdp(k)) {
+          // A kernel that refuses GSO_UDP_L4 writes (before 6.2): these datagrams one by one,
+          // and no more UDP coalescing from now on.
+          g.udp = false;
+          this.udpGroRefused = true;
+          this.#writeEach(g, first);
+          continue;
+        }
       }
       if (ok) {
         this.totals.tunWritten += count;
@@ -332,15 +342,32 @@ export class Engine {
       this.drops.add('tun-write', count);
       for (let j = 0; j < count; j++) this.onDrop('tun-write', 'in', '');
       // The packets were counted as received when held: take them back out of the peers' rx.
-      for (let i = first; i >= 0; i = g.nextPacket(i)) {
-        const p = this.#groPeers[i];
-        if (p === undefined) continue;
-        p.stats.rxPackets--;
-        p.stats.rxBytes -= g.packetLen(i);
-      }
+      for (let i = first; i >= 0; i = g.nextPacket(i)) this.#unreceive(i, g.packetLen(i));
     }
     for (let i = 0; i < g.packets; i++) this.#groPeers[i] = undefined;
     g.reset();
+  }
+
+  /** #writeEach writes the packets of a held item one by one, from packet `first`; a refused one is a 'tun-write' drop. */
+  #writeEach(g: GroBatch<Buffer>, first: number): void {
+    for (let i = first; i >= 0; i = g.nextPacket(i)) {
+      const b = g.packetBuf(i);
+      if (b !== undefined && this.#tun.write(b, g.packetOff(i), g.packetLen(i))) {
+        this.totals.tunWritten++;
+        continue;
+      }
+      this.drops.add('tun-write');
+      this.onDrop('tun-write', 'in', '');
+      this.#unreceive(i, g.packetLen(i));
+    }
+  }
+
+  /** #unreceive takes held packet i back out of its peer's rx counters (it was counted when held). */
+  #unreceive(i: number, len: number): void {
+    const p = this.#groPeers[i];
+    if (p === undefined) return;
+    p.stats.rxPackets--;
+    p.stats.rxBytes -= len;
   }
 
   stop(): void {

@@ -181,7 +181,7 @@ export class PathWarmUp {
   readonly #peerSide: OutboundSa[] = [];
   readonly #peerKeys: Uint8Array[] = [];
   readonly #rx: { onPacket: (pkt: Buffer) => void; onBatchEnd: () => void } = { onPacket: () => {}, onBatchEnd: () => {} };
-  readonly #arena = Buffer.alloc(16 * 2048);
+  readonly #arena = Buffer.alloc(20 * 2048);
   readonly #scratch = Buffer.alloc(70_000);
   readonly #vnet: boolean;
   #batches = 0;
@@ -304,7 +304,8 @@ export class PathWarmUp {
     const inner = [echo(src, dst, v6, true, this.#batches & 0xffff)];
     if (this.#batches % 4 !== 3) {
       // Every fourth batch brings the echo reply alone (a ping); the others a mix and a TCP run to coalesce.
-      inner.push(udp(src, dst, 64), udp(src, dst, 1372), tcp(src, dst, this.#tcpSeq, 0));
+      // A run of equal datagrams (coalesced into one UDP super-packet when that is on), then others.
+      inner.push(udp(src, dst, 64), udp(src, dst, 64), udp(src, dst, 64), udp(src, dst, 1372), tcp(src, dst, this.#tcpSeq, 0));
       for (let s = 0; s < W_GSO_SEGMENTS; s++) inner.push(tcp(src, dst, this.#tcpSeq + s * W_MSS, W_MSS));
       this.#tcpSeq = (this.#tcpSeq + W_GSO_SEGMENTS * W_MSS) >>> 0;
     }

@@ -269,3 +269,72 @@ describe('vnet: GroBatch (coalescing on TUN write)', () => {
     assert.equal(g.add(more[0], 0, more[0].length), false);
   });
 });
+
+describe('vnet: GroBatch UDP (GSO_UDP_L4 on TUN write)', () => {
+  /** datagram builds one UDP datagram from scratch (every checksum computed by packet/build.ts). */
+  function datagram(v: 4 | 6, id: number, payload: Uint8Array, srcPort = 40000, ttl = 64): Buffer {
+    return buildIpPacket({ src: v === 4 ? A4 : A6, dst: v === 4 ? B4 : B6, protocol: 17, payload: udpDatagram(srcPort, 5201, payload), identification: id, dontFragment: true, ttl });
+  }
+
+  /**
+   * kernelSplit does what the receiving kernel does with the super-packet (__udp_gso_segment),
+   * independently of GroBatch: cut the payload every gsoSize bytes and build each datagram
+   * from the super-packet's addresses, ports and TTL, IPv4 ids counting up from its id.
+   */
+  function kernelSplit(v: 4 | 6, sp: Buffer, h: VnetHdr): Buffer[] {
+    const l4 = v === 4 ? 20 : 40;
+    const id = v === 4 ? sp.readUInt16BE(4) : 0;
+    const payload = sp.subarray(h.hdrLen);
+    const out: Buffer[] = [];
+    for (let at = 0, i = 0; at < payload.length; at += h.gsoSize, i++) {
+      out.push(datagram(v, (id + i) & 0xffff, payload.subarray(at, Math.min(payload.length, at + h.gsoSize)), sp.readUInt16BE(l4), v === 4 ? sp[8] : sp[7]));
+    }
+    return out;
+  }
+
+  for (const v of [4, 6] as const) {
+    test(`IPv${v}: a run of datagrams becomes one GSO_UDP_L4 super-packet that splits back into them`, () => {
+      const l4 = v === 4 ? 20 : 40;
+      const sizes = [64, 64, 64, 64, 30]; // the last shorter one ends the item
+      const dgrams = sizes.map((n, i) => datagram(v, 0x100 + i, pattern(n + i).subarray(i)));
+      const g = new GroBatch(64);
+      for (const d of dgrams) assert.equal(g.add(d, 0, d.length), true);
+      assert.deepEqual([g.packets, g.items, g.itemCount(0), g.itemUdp(0)], [5, 1, 5, true]);
+      const out = Buffer.alloc(4096);
+      const h = newVnetHdr();
+      const n = g.build(0, out, 5, h);
+      const total = l4 + 8 + 4 * 64 + 30;
+      assert.equal(n, total);
+      assert.equal(g.itemBytes(0), total);
+      const sp = Buffer.from(out.subarray(5, 5 + n));
+      assert.deepEqual(h, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_UDP_L4, hdrLen: l4 + 8, gsoSize: 64, csumStart: l4, csumOffset: 6 });
+      assert.equal(sp.readUInt16BE(l4 + 4), total - l4, 'UDP length: the whole run');
+      const ph = pseudoHeaderSum(sp, v === 4 ? 12 : 8, v === 4 ? 16 : 24, v === 4 ? 4 : 16, 17, total - l4);
+      assert.equal(sp.readUInt16BE(l4 + 6), ph, 'checksum field: the pseudo-header sum (NEEDS_CSUM)');
+      assert.deepEqual(kernelSplit(v, sp, h), dgrams, 'split as the kernel does: the same datagrams, byte for byte');
+    });
+  }
+
+  test('flows, sizes, fields and limits: what must not coalesce stays apart, order within a flow kept', () => {
+    const p = pattern(100);
+    const a = [0, 1, 2].map((i) => datagram(4, i, p));
+    const b = [0, 1].map((i) => datagram(4, 10 + i, p, 40001)); // another source port
+    const bigger = datagram(4, 3, pattern(101)); // longer than the run's segment size: a new item
+    const ttl = datagram(4, 4, p, 40000, 9);
+    const frag = datagram(4, 5, p);
+    frag.writeUInt16BE(0x2000, 6); // MF set (checksums do not matter here)
+    const empty = datagram(4, 6, new Uint8Array(0));
+    const seq: Buffer[] = [a[0], b[0], a[1], b[1], a[2], bigger, ttl, frag, empty];
+    const g = new GroBatch(64);
+    for (const d of seq) g.add(d, 0, d.length);
+    assert.deepEqual([g.items, ...Array.from({ length: g.items }, (_, k) => g.itemCount(k))], [6, 3, 2, 1, 1, 1, 1]);
+    assert.equal(g.packetBuf(g.nextPacket(g.itemPacket(0))), a[1], 'flow A in order');
+    const g2 = new GroBatch(80);
+    const many = Array.from({ length: 70 }, (_, i) => datagram(6, 0, pattern(20 + (i & 1)).subarray(i & 1)));
+    for (const d of many) g2.add(d, 0, d.length);
+    assert.deepEqual([g2.items, g2.itemCount(0), g2.itemCount(1)], [2, 64, 6], 'at most 64 datagrams per super-packet');
+    const off = new GroBatch(64, false);
+    for (const d of a) off.add(d, 0, d.length);
+    assert.deepEqual([off.items, off.itemUdp(0)], [3, false], 'udp off: every datagram alone');
+  });
+});

@@ -106,6 +106,7 @@ const TCP_FLAG_FIN = 0x01;
 const TCP_FLAG_PSH = 0x08;
 const TCP_FLAG_CWR = 0x80;
 const PROTO_TCP = 6;
+const PROTO_UDP = 17;
 
 /**
  * setIpLength sets the length of the IP packet at b[off, ...) with an l4-byte IP header to
@@ -229,12 +230,27 @@ export const GRO_MAX_BYTES = 65_535;
 /** GRO_SCAN_ITEMS bounds how far back add() looks for the packet's flow (older items stay as they are). */
 const GRO_SCAN_ITEMS = 8;
 const TCP_FLAG_ACK = 0x10;
+/**
+ * GRO_UDP_MAX_SEGMENTS is the most datagrams one UDP super-packet holds: the kernel refuses a
+ * GSO_UDP_L4 write of more (UDP_MAX_SEGMENTS, 64 before Linux 6.9).
+ */
+export const GRO_UDP_MAX_SEGMENTS = 64;
+const UDP_HDR = 8;
 
 /**
- * GroBatch coalesces the TCP segments of one inbound batch into super-packets for a TUN with
- * IFF_VNET_HDR (the reverse of gsoSplit; wireguard-go tun/offload_linux.go handleGRO, kernel
- * tcp_gro_receive): the receiving stack then runs once per super-packet instead of once per
- * segment. add() each packet of the batch in order (views: the bytes must stay put until the
+ * defaultUdpGro says whether GroBatch coalesces UDP too (ESPGATE_UDP_GRO=0 turns it off, for
+ * A/B runs or a kernel older than 6.2 that refuses GSO_UDP_L4 writes; the engine also turns
+ * it off by itself after the first refused write).
+ */
+export function defaultUdpGro(): boolean {
+  return process.env['ESPGATE_UDP_GRO'] !== '0';
+}
+
+/**
+ * GroBatch coalesces the TCP segments (and UDP datagrams) of one inbound batch into
+ * super-packets for a TUN with IFF_VNET_HDR (the reverse of gsoSplit; wireguard-go
+ * tun/offload_linux.go handleGRO, kernel tcp_gro_receive and udp_gro_receive_segment): the
+ * receiving stack then runs once per super-packet instead of once per segment. add() each packet of the batch in order (views: the bytes must stay put until the
  * batch is written), then for each item k in order: itemCount(k) === 1 → write packet
  * itemPacket(k) as it is; more → build(k) and write that with its header.
  *
@@ -244,11 +260,25 @@ const TCP_FLAG_ACK = 0x10;
  * item's; TOS/TTL (traffic class, flow label, hop limit), DF, ack number, window, TCP header
  * length and options equal to the item's first packet; payload no longer than the first's
  * (segment size); the result at most GRO_MAX_BYTES. PSH or a short segment ends an item. Any
- * other packet is an item of its own, so order within a flow never changes. Not safe for
- * concurrent use; allocation-free after construction.
+ * other packet is an item of its own, so order within a flow never changes.
+ *
+ * UDP (when `udp`): a datagram joins the newest item of its flow (addresses and ports) when
+ * both are IPv4 without options and not fragments / IPv6 without extension headers, the UDP
+ * length matches, the payload is not empty and no longer than the item's first (segment size),
+ * TOS/TTL/DF (traffic class, flow label, hop limit) are equal, the item holds fewer than
+ * GRO_UDP_MAX_SEGMENTS and the result stays within GRO_MAX_BYTES. A shorter datagram ends an
+ * item. The kernel splits the GSO_UDP_L4 super-packet back into the same datagrams (payloads
+ * and ports unchanged; IPv4 IDs renumbered from the first's, UDP checksums recomputed).
+ *
+ * Checksums: a super-packet goes out as VNET_F_NEEDS_CSUM, so the kernel computes fresh
+ * transport checksums and does not verify the ones the peer sent; the ESP ICV has already
+ * authenticated every byte of each packet as the peer sealed it. Not safe for concurrent use;
+ * allocation-free after construction.
  */
 export class GroBatch<B extends Uint8Array = Uint8Array> {
   readonly capacity: number;
+  /** udp: coalesce UDP datagrams too (settable: the engine turns it off if the kernel refuses them). */
+  udp: boolean;
   #n = 0;
   #items = 0;
   readonly #bufs: (B | undefined)[];
@@ -263,13 +293,16 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
   readonly #payload: Int32Array;
   readonly #gso: Int32Array;
   readonly #nextSeq: Float64Array;
-  /** per item: 0 closed, 1 open (may take more), and the L4 offset and TCP header length (-1: not TCP). */
+  /** per item: 0 closed, 1 open (may take more), and the L4 offset and TCP/UDP header length (-1: neither). */
   readonly #open: Uint8Array;
+  /** per item: 1 for UDP, 0 for TCP (or not coalescable). */
+  readonly #isUdp: Uint8Array;
   readonly #l4: Int32Array;
   readonly #th: Int32Array;
 
-  constructor(capacity: number) {
+  constructor(capacity: number, udp = true) {
     this.capacity = capacity;
+    this.udp = udp;
     this.#bufs = new Array<B | undefined>(capacity).fill(undefined);
     this.#offs = new Int32Array(capacity);
     this.#lens = new Int32Array(capacity);
@@ -281,6 +314,7 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     this.#gso = new Int32Array(capacity);
     this.#nextSeq = new Float64Array(capacity);
     this.#open = new Uint8Array(capacity);
+    this.#isUdp = new Uint8Array(capacity);
     this.#l4 = new Int32Array(capacity);
     this.#th = new Int32Array(capacity);
   }
@@ -335,6 +369,11 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     return this.#lens[i];
   }
 
+  /** itemUdp says whether item k is UDP datagrams (its super-packet is GSO_UDP_L4). */
+  itemUdp(k: number): boolean {
+    return this.#isUdp[k] === 1;
+  }
+
   /** itemBytes is the length of item k once built (the packet's own length when it holds one). */
   itemBytes(k: number): number {
     const f = this.#first[k];
@@ -350,7 +389,8 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     this.#offs[i] = off;
     this.#lens[i] = len;
     this.#next[i] = -1;
-    // Parse: is it a TCP segment that may join or start an item?
+    // Parse: is it a TCP segment (or UDP datagram) that may join or start an item?
+    if (this.udp && this.#addUdp(i, buf, off, len)) return true;
     let l4 = -1;
     let th = 0;
     let payload = 0;
@@ -374,7 +414,7 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     const seq = l4 > 0 ? ((buf[off + l4 + 4] << 24) | (buf[off + l4 + 5] << 16) | (buf[off + l4 + 6] << 8) | buf[off + l4 + 7]) >>> 0 : 0;
     if (l4 > 0) {
       for (let k = this.#items - 1; k >= 0 && k >= this.#items - GRO_SCAN_ITEMS; k--) {
-        if (this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
+        if (this.#isUdp[k] === 1 || this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
         // The newest item of this flow: join it, or start a new one after it.
         if (candidate && this.#open[k] === 1 && this.#canJoin(k, buf, off, l4, th, payload, seq)) {
           this.#next[this.#last[k]] = i;
@@ -396,9 +436,64 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     this.#gso[k] = payload;
     this.#nextSeq[k] = (seq + payload) >>> 0;
     this.#open[k] = candidate && (flags & TCP_FLAG_PSH) === 0 ? 1 : 0;
+    this.#isUdp[k] = 0;
     this.#l4[k] = l4;
     this.#th[k] = th;
     return true;
+  }
+
+  /**
+   * #addUdp takes packet i if it is a UDP datagram that can be coalesced (see the class
+   * comment): joins its flow's newest open item or starts one. False: not such a datagram
+   * (add goes on as for any other packet).
+   */
+  #addUdp(i: number, buf: B, off: number, len: number): boolean {
+    const v = len > 0 ? buf[off] >>> 4 : 0;
+    let l4 = -1;
+    if (v === 4 && len > 28 && buf[off] === 0x45 && buf[off + 9] === PROTO_UDP &&
+      (((buf[off + 6] << 8) | buf[off + 7]) & 0x3fff) === 0 && ((buf[off + 2] << 8) | buf[off + 3]) === len) {
+      l4 = 20;
+    } else if (v === 6 && len > 48 && buf[off + 6] === PROTO_UDP && ((buf[off + 4] << 8) | buf[off + 5]) + 40 === len) {
+      l4 = 40;
+    }
+    if (l4 < 0 || ((buf[off + l4 + 4] << 8) | buf[off + l4 + 5]) !== len - l4) return false;
+    const payload = len - l4 - UDP_HDR;
+    for (let k = this.#items - 1; k >= 0 && k >= this.#items - GRO_SCAN_ITEMS; k--) {
+      if (this.#isUdp[k] !== 1 || this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
+      if (this.#open[k] === 1 && this.#canJoinUdp(k, buf, off, l4, payload)) {
+        this.#next[this.#last[k]] = i;
+        this.#last[k] = i;
+        this.#count[k]++;
+        this.#payload[k] += payload;
+        if (payload < this.#gso[k] || this.#count[k] === GRO_UDP_MAX_SEGMENTS) this.#open[k] = 0;
+        return true;
+      }
+      break;
+    }
+    const k = this.#items++;
+    this.#first[k] = i;
+    this.#last[k] = i;
+    this.#count[k] = 1;
+    this.#payload[k] = payload;
+    this.#gso[k] = payload;
+    this.#nextSeq[k] = 0;
+    this.#open[k] = 1;
+    this.#isUdp[k] = 1;
+    this.#l4[k] = l4;
+    this.#th[k] = UDP_HDR;
+    return true;
+  }
+
+  /** #canJoinUdp checks a datagram against UDP item k (the flow already matched). */
+  #canJoinUdp(k: number, buf: Uint8Array, off: number, l4: number, payload: number): boolean {
+    if (payload > this.#gso[k] || l4 + UDP_HDR + this.#payload[k] + payload > GRO_MAX_BYTES) return false;
+    const f = this.#first[k];
+    const h = this.#bufs[f];
+    if (h === undefined) return false;
+    const ho = this.#offs[f];
+    if (l4 === 20) return h[ho + 1] === buf[off + 1] && (h[ho + 6] & 0x40) === (buf[off + 6] & 0x40) && h[ho + 8] === buf[off + 8];
+    for (let j = 0; j < 4; j++) if (h[ho + j] !== buf[off + j]) return false;
+    return h[ho + 7] === buf[off + 7];
   }
 
   /** #sameFlow compares addresses and ports with item k's first packet. */
@@ -458,29 +553,37 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     out.set(h.subarray(ho, ho + hdrLen), outOff);
     let at = outOff + hdrLen;
     let lastFlags = 0;
+    const udp = this.#isUdp[k] === 1;
     while (i >= 0) {
       const b = this.#bufs[i];
       if (b === undefined) return -1;
       const o = this.#offs[i];
       out.set(b.subarray(o + hdrLen, o + this.#lens[i]), at);
       at += this.#lens[i] - hdrLen;
-      lastFlags = b[o + l4 + 13];
+      if (!udp) lastFlags = b[o + l4 + 13];
       i = this.#next[i];
     }
     const v4 = l4 === 20;
     setIpLength(out, outOff, l4, v4, total);
     const t = outOff + l4;
-    out[t + 13] |= lastFlags & TCP_FLAG_PSH;
-    const ph = v4 ? pseudoHeaderSum(out, outOff + 12, outOff + 16, 4, PROTO_TCP, total - l4)
-      : pseudoHeaderSum(out, outOff + 8, outOff + 24, 16, PROTO_TCP, total - l4);
-    out[t + 16] = ph >>> 8;
-    out[t + 17] = ph & 0xff;
+    const proto = udp ? PROTO_UDP : PROTO_TCP;
+    // The checksum field holds the pseudo-header sum over the whole transport length; the
+    // kernel adjusts it per segment (as its own GRO leaves it).
+    const ph = v4 ? pseudoHeaderSum(out, outOff + 12, outOff + 16, 4, proto, total - l4)
+      : pseudoHeaderSum(out, outOff + 8, outOff + 24, 16, proto, total - l4);
+    const csumOffset = udp ? 6 : 16;
+    if (udp) {
+      out[t + 4] = (total - l4) >>> 8;
+      out[t + 5] = (total - l4) & 0xff;
+    } else out[t + 13] |= lastFlags & TCP_FLAG_PSH;
+    out[t + csumOffset] = ph >>> 8;
+    out[t + csumOffset + 1] = ph & 0xff;
     hdr.flags = VNET_F_NEEDS_CSUM;
-    hdr.gsoType = v4 ? GSO_TCPV4 : GSO_TCPV6;
+    hdr.gsoType = udp ? GSO_UDP_L4 : v4 ? GSO_TCPV4 : GSO_TCPV6;
     hdr.hdrLen = hdrLen;
     hdr.gsoSize = this.#gso[k];
     hdr.csumStart = l4;
-    hdr.csumOffset = 16;
+    hdr.csumOffset = csumOffset;
     return total;
   }
 }
