@@ -34,6 +34,7 @@ import type { EspReceiver } from '../io/types.js';
 import { GSO_NONE, GSO_TCPV4, GSO_TCPV6, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, writeVnetHdr } from '../io/vnet.js';
 import { buildIpPacket, icmpMessage, tcpSegment, udpDatagram } from '../packet/build.js';
 import { pseudoHeaderSum } from '../packet/checksum.js';
+import { PROTO_ESP, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP } from '../packet/offsets.js';
 import { OffsetMap } from '../steer/fake-offset.js';
 import { Engine, newPeerRuntime } from './engine.js';
 import type { EngineTables, PeerRuntime } from './engine.js';
@@ -93,11 +94,6 @@ const W_PEERS = [
   { name: 'warmup-6', endpoint: '2001:db8::a:2', local: '2001:db8::a:1', in4: '192.0.2.3', in6: '2001:db8::3', fake4: '198.51.100.3', fake6: '2001:db8:0:1::3', spiOut: 0x0000_0120, spiIn: 0x0000_0121 },
 ] as const;
 
-const PROTO_ICMP = 1;
-const PROTO_TCP = 6;
-const PROTO_UDP = 17;
-const PROTO_ICMPV6 = 58;
-const PROTO_ESP = 50;
 const TCP_ACK = 0x10;
 const TCP_PSH = 0x08;
 /** The MSS of the warm-up's TCP super-packets and the size of its coalescable inbound segments. */

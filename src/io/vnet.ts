@@ -417,10 +417,7 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
         if (this.#isUdp[k] === 1 || this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
         // The newest item of this flow: join it, or start a new one after it.
         if (candidate && this.#open[k] === 1 && this.#canJoin(k, buf, off, l4, th, payload, seq)) {
-          this.#next[this.#last[k]] = i;
-          this.#last[k] = i;
-          this.#count[k]++;
-          this.#payload[k] += payload;
+          this.#join(k, i, payload);
           this.#nextSeq[k] = (seq + payload) >>> 0;
           if (payload < this.#gso[k] || (flags & TCP_FLAG_PSH) !== 0) this.#open[k] = 0;
           return true;
@@ -428,18 +425,31 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
         break;
       }
     }
+    this.#startItem(i, payload, (seq + payload) >>> 0, candidate && (flags & TCP_FLAG_PSH) === 0, false, l4, th);
+    return true;
+  }
+
+  /** #join appends packet i (payload bytes) to item k. */
+  #join(k: number, i: number, payload: number): void {
+    this.#next[this.#last[k]] = i;
+    this.#last[k] = i;
+    this.#count[k]++;
+    this.#payload[k] += payload;
+  }
+
+  /** #startItem makes packet i a new item: its payload sets the segment size. */
+  #startItem(i: number, payload: number, nextSeq: number, open: boolean, udp: boolean, l4: number, th: number): void {
     const k = this.#items++;
     this.#first[k] = i;
     this.#last[k] = i;
     this.#count[k] = 1;
     this.#payload[k] = payload;
     this.#gso[k] = payload;
-    this.#nextSeq[k] = (seq + payload) >>> 0;
-    this.#open[k] = candidate && (flags & TCP_FLAG_PSH) === 0 ? 1 : 0;
-    this.#isUdp[k] = 0;
+    this.#nextSeq[k] = nextSeq;
+    this.#open[k] = open ? 1 : 0;
+    this.#isUdp[k] = udp ? 1 : 0;
     this.#l4[k] = l4;
     this.#th[k] = th;
-    return true;
   }
 
   /**
@@ -461,26 +471,13 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     for (let k = this.#items - 1; k >= 0 && k >= this.#items - GRO_SCAN_ITEMS; k--) {
       if (this.#isUdp[k] !== 1 || this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
       if (this.#open[k] === 1 && this.#canJoinUdp(k, buf, off, l4, payload)) {
-        this.#next[this.#last[k]] = i;
-        this.#last[k] = i;
-        this.#count[k]++;
-        this.#payload[k] += payload;
+        this.#join(k, i, payload);
         if (payload < this.#gso[k] || this.#count[k] === GRO_UDP_MAX_SEGMENTS) this.#open[k] = 0;
         return true;
       }
       break;
     }
-    const k = this.#items++;
-    this.#first[k] = i;
-    this.#last[k] = i;
-    this.#count[k] = 1;
-    this.#payload[k] = payload;
-    this.#gso[k] = payload;
-    this.#nextSeq[k] = 0;
-    this.#open[k] = 1;
-    this.#isUdp[k] = 1;
-    this.#l4[k] = l4;
-    this.#th[k] = UDP_HDR;
+    this.#startItem(i, payload, 0, true, true, l4, UDP_HDR);
     return true;
   }
 
