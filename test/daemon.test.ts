@@ -220,6 +220,7 @@ test('daemon: the data-path warm-up runs both ways after up, on SA files of its 
     await d.start();
     assert.equal(s.opened(), 1, '1: stand-ins opened once');
     assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), true, '2: the warm-up has its own state dir while it runs');
+    assert.equal(d.status().dataPath.warmUp, 'running', '2b: status says so');
     assert.ok(await waitFor(() => lines.some((l) => l.includes('data path warmed up (codec optimised)')), 20_000), '3: the warm-up finished');
     const done = lines.find((l) => l.includes('warmed up (both directions)'));
     assert.ok(done !== undefined, '4: the path part ran');
@@ -228,6 +229,8 @@ test('daemon: the data-path warm-up runs both ways after up, on SA files of its 
     assert.ok(r.espSent > 0 && r.espSent === r.expectedSent && r.tunWritten === r.expectedWritten, '6: every packet went through');
     assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), false, '7: its state dir is gone');
     assert.equal(d.engine?.totals.espSent, 0, '8: the real engine sent nothing');
+    // The fake system's TUN and sender have no offloads and no batching: status reports that.
+    assert.deepEqual(d.status().dataPath, { tunOffload: false, tcpCoalescing: false, udpCoalescing: 'off', sendBatch: false, warmUp: 'done' }, '9: status.dataPath');
   } finally {
     await d.stop();
     s.close();
@@ -243,6 +246,7 @@ test('daemon: a stop during the warm-up ends it and removes its files', { skip: 
     assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), true, '1: running');
     await d.stop();
     assert.ok(await waitFor(() => !existsSync(join(cfg.stateDir, WARMUP_DIR)), 2_000), '2: removed after the stop');
+    assert.equal(d.warmUp, 'off', '3: cut short');
   } finally {
     await d.stop();
     s.close();

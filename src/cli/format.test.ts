@@ -18,7 +18,8 @@ function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatu
   return {
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
     tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
-    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0, ...over,
+    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0,
+    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done' }, ...over,
   };
 }
 
@@ -119,4 +120,18 @@ test('formatStatus: a TUN that is down and a gate that vanished are said loudly'
   const lines = formatStatus(doc([], { tun: { name: 'eg0', mtu: 1440, up: false }, gate: { installed: false, installedBy: 'operator', checkedMs: NOW - 3000 } }), NOW).split('\n');
   assert.ok(lines.includes('  tun: eg0 mtu 1440 DOWN'), lines.join('\n'));
   assert.ok(lines.includes('  gate: NOT INSTALLED: traffic to peers is not protected; `espgate rules install` or restart, checked 3s ago'), lines.join('\n'));
+});
+
+test('formatStatus: a data-path line only when a fast path is refused or the warm-up still runs', () => {
+  const base = doc([peer()]);
+  const cases: [number, DaemonStatus, string | undefined][] = [
+    [1, base, undefined],
+    [2, doc([peer()], { dataPath: { ...base.dataPath, udpCoalescing: 'refused' } }), 'data path: the kernel refused a coalesced UDP write (Linux < 6.2?): UDP goes datagram by datagram (slower; nothing lost)'],
+    [3, doc([peer()], { dataPath: { ...base.dataPath, warmUp: 'running' } }), 'data path: warming up (the first packets may be slower for a second)'],
+    [4, doc([peer()], { dataPath: { ...base.dataPath, udpCoalescing: 'off', warmUp: 'off' } }), undefined],
+  ];
+  for (const [n, st, want] of cases) {
+    const lines = formatStatus(st, NOW).split('\n').filter((l) => l.startsWith('data path:'));
+    assert.deepEqual(lines, want === undefined ? [] : [want], `case ${n}`);
+  }
 });

@@ -118,5 +118,9 @@ export function formatStatus(st: DaemonStatus, nowMs: number = Date.now()): stri
     out.push(`queue ${q.num}: ${q.waiting} waiting, ${lost === 0 ? 'no kernel drops' : `kernel dropped ${lost} before espgate saw them (queue full ${q.queueDropped}, socket full ${q.userDropped})`}`);
   }
   if (st.reloads > 0) out.push(`reloads: ${st.reloads}`);
+  // The data path's fast paths are worth a line only when one is not what it should be.
+  const dp = (st as { dataPath?: DaemonStatus['dataPath'] }).dataPath;
+  if (dp?.udpCoalescing === 'refused') out.push('data path: the kernel refused a coalesced UDP write (Linux < 6.2?): UDP goes datagram by datagram (slower; nothing lost)');
+  if (dp?.warmUp === 'running') out.push('data path: warming up (the first packets may be slower for a second)');
   return out.join('\n');
 }

@@ -178,6 +178,11 @@ export class Daemon {
   readonly #liveKeys = new Map<string, string>();
   /** reloads counts successful reloads. */
   reloads = 0;
+  /**
+   * warmUp: the JIT warm-up after start ('running'; 'done' for the whole path and the codec;
+   * 'codec-only' without stand-in I/O; 'off' when disabled, not started or cut short by a stop).
+   */
+  warmUp: 'running' | 'done' | 'codec-only' | 'off' = 'off';
   /** gate is the gate's state as last checked (every GATE_CHECK_MS while up). */
   gate: GateState = { installed: null, installedBy: null, checkedMs: 0 };
   #gateTimer: NodeJS.Timeout | undefined;
@@ -271,6 +276,7 @@ export class Daemon {
       this.#gateTimer = setInterval(() => { void this.checkGate(); }, GATE_CHECK_MS);
       this.#gateTimer.unref();
       if (process.env.ESPGATE_WARMUP !== '0') this.#warmUpInSlices(algs);
+      else this.warmUp = 'off';
       this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
       await this.#teardown();
@@ -289,6 +295,7 @@ export class Daemon {
    */
   #warmUpInSlices(algs: readonly AeadName[]): void {
     const t0 = performance.now();
+    this.warmUp = 'running';
     const tun = this.#tun;
     const sender = this.#sender;
     let path: PathWarmUp | undefined;
@@ -320,10 +327,12 @@ export class Daemon {
       this.#log.warn({ err: e }, 'data-path warm-up could not start (only the codec is warmed)');
     }
     let batches = PATH_WARMUP_BATCHES;
+    let pathDone = false;
     let left = WARMUP_ROUNDS;
     const slice = (): void => {
       if (this.state !== 'up') {
         endPath();
+        this.warmUp = 'off';
         return;
       }
       if (path !== undefined && batches > 0) {
@@ -336,6 +345,7 @@ export class Daemon {
         batches = ran === 0 ? 0 : batches - ran;
         if (batches === 0) {
           const r = path.report();
+          pathDone = ran > 0;
           endPath();
           // The warm-up's own counters: a mismatch is a data-path bug worth a line, not a stop.
           if (r.drops !== 0 || r.espSent !== r.expectedSent || r.tunWritten !== r.expectedWritten) this.#log.warn({ report: r }, 'data-path warm-up: packets went missing on the throwaway path');
@@ -347,8 +357,12 @@ export class Daemon {
       const n = Math.min(WARMUP_SLICE_ROUNDS, left);
       warmUpCodec(algs, n);
       left -= n;
-      if (left > 0) setImmediate(slice);
-      else this.#log.debug({ ms: Math.round(performance.now() - t0) }, 'data path warmed up (codec optimised)');
+      if (left > 0) {
+        setImmediate(slice);
+        return;
+      }
+      this.warmUp = pathDone ? 'done' : 'codec-only';
+      this.#log.debug({ ms: Math.round(performance.now() - t0) }, 'data path warmed up (codec optimised)');
     };
     setImmediate(slice);
   }

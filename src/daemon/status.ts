@@ -89,6 +89,11 @@ export interface DaemonStatus {
   readonly queue: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
   /** reloads: successful config reloads (SIGHUP) since start. */
   readonly reloads: number;
+  /** dataPath: which fast paths are in use, and the JIT warm-up's state. */
+  readonly dataPath: {
+    readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused';
+    readonly sendBatch: boolean; readonly warmUp: 'running' | 'done' | 'codec-only' | 'off';
+  };
 }
 
 function nonZero(c: Readonly<Record<DropReason, number>>): Partial<Record<DropReason, number>> {
@@ -117,6 +122,7 @@ export function saStatusOf(direction: 'in' | 'out', sa: InboundSa | OutboundSa, 
 export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus {
   const nowMs = now();
   const e = d.engine;
+  const fast = e?.fastPaths;
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, e?.drops.counts[r] ?? 0])) as Record<DropReason, number>;
   const peers: PeerStatus[] = [];
   const q = d.queueStats();
@@ -169,5 +175,9 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     peers,
     queue: q === undefined ? null : { num: d.config.queue, waiting: q.waiting, queueDropped: q.queueDropped, userDropped: q.userDropped },
     reloads: d.reloads,
+    dataPath: {
+      tunOffload: fast?.tunOffload ?? false, tcpCoalescing: fast?.tcpCoalescing ?? false, udpCoalescing: fast?.udpCoalescing ?? 'off',
+      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp,
+    },
   };
 }

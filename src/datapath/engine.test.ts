@@ -678,6 +678,7 @@ describe('engine: coalescing on TUN write (GRO)', () => {
       g.a.e.drainTun();
       g.rx.deliver(g.sealed());
     };
+    assert.equal(g.B.fastPaths.udpCoalescing, 'on', 'case 0: on at start');
     send(4, 1);
     assert.deepEqual(g.tunB.order, ['v'], 'case 1: one write for four datagrams');
     assert.deepEqual(g.tunB.vnetWrites[0].hdr, { flags: VNET_F_NEEDS_CSUM, gsoType: GSO_UDP_L4, hdrLen: 28, gsoSize: 64, csumStart: 20, csumOffset: 6 }, 'case 1: GSO_UDP_L4 header');
@@ -686,6 +687,7 @@ describe('engine: coalescing on TUN write (GRO)', () => {
     send(3, 10);
     assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w'], 'case 2: refused: the three datagrams written one by one');
     assert.equal(g.B.udpGroRefused, true, 'case 2: noted');
+    assert.deepEqual(g.B.fastPaths, { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'refused', sendBatch: false }, 'case 2: and reported');
     g.tunB.failVnet = false;
     send(2, 20);
     assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w', 'w', 'w'], 'case 3: no UDP coalescing any more');

@@ -382,6 +382,17 @@ export class Engine {
     return this.#sender.sendBatch !== undefined;
   }
 
+  /**
+   * fastPaths says which batching and offload paths are in use: TUN offloads (TSO super-packets
+   * on reads), coalescing of TCP and of UDP on TUN writes ('refused': the kernel refused a
+   * coalesced UDP write, so UDP goes datagram by datagram), batched sends.
+   */
+  get fastPaths(): { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused'; readonly sendBatch: boolean } {
+    const g = this.#gro;
+    const udp = this.udpGroRefused ? 'refused' : g?.udp === true ? 'on' : 'off';
+    return { tunOffload: this.#vnet, tcpCoalescing: g !== undefined, udpCoalescing: udp, sendBatch: this.batchedSend };
+  }
+
   /** drainTun reads and processes batches until the TUN is empty (bounded per event). */
   drainTun(): void {
     for (let round = 0; round < 16 && this.#running; round++) {
