@@ -290,8 +290,8 @@ export class Daemon {
    * between event-loop turns (a real packet waits at most one slice, ~2 ms): first the whole
    * path both ways over stand-ins of the real TUN and sender (PathWarmUp), then the codec with
    * every configured algorithm. Without a warm-up, low-rate traffic (a ping, an interactive
-   * session) runs in V8's interpreter and baseline tiers: 0.85-0.9 ms ping RTT in the lan lab
-   * against 0.32-0.36 ms once optimised (docs/performance.md).
+   * session) runs in V8's interpreter and baseline tiers: 0.64-1.01 ms ping RTT in the lan lab
+   * without it, 0.33-0.49 ms with it (100 x 10 ms pings, alternated; docs/performance.md).
    */
   #warmUpInSlices(algs: readonly AeadName[]): void {
     const t0 = performance.now();
