@@ -24,6 +24,10 @@ import type { EspSender, TunDevice } from './types.js';
 /** StandInIo is a stand-in TUN and sender, with the ends the kernel would hold. */
 export interface StandInIo {
   readonly tun: TunDevice;
+  /**
+   * sender writes into the socket that close() closes: never close the sender itself (its fd
+   * would then be closed twice).
+   */
   readonly sender: EspSender;
   /**
    * feedTun queues one packet as the kernel hands it to the TUN: pkt[off, off+len), behind

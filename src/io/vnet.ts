@@ -247,6 +247,21 @@ export function defaultUdpGro(): boolean {
 }
 
 /**
+ * plainL4 returns where the transport header of buf[off, off+len) starts when the packet is one
+ * GroBatch may coalesce: IPv4 without options and not a fragment (20), or IPv6 without
+ * extension headers (40), its IP length equal to len; -1 otherwise. The protocol is then at
+ * buf[off + 9] (IPv4) or buf[off + 6] (IPv6).
+ */
+function plainL4(buf: Uint8Array, off: number, len: number): number {
+  if (len < 20) return -1;
+  const b0 = buf[off];
+  if (b0 === 0x45) {
+    return (((buf[off + 6] << 8) | buf[off + 7]) & 0x3fff) === 0 && ((buf[off + 2] << 8) | buf[off + 3]) === len ? 20 : -1;
+  }
+  return b0 >>> 4 === 6 && len >= 40 && ((buf[off + 4] << 8) | buf[off + 5]) + 40 === len ? 40 : -1;
+}
+
+/**
  * GroBatch coalesces the TCP segments (and UDP datagrams) of one inbound batch into
  * super-packets for a TUN with IFF_VNET_HDR (the reverse of gsoSplit; wireguard-go
  * tun/offload_linux.go handleGRO, kernel tcp_gro_receive and udp_gro_receive_segment): the
@@ -389,19 +404,14 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
     this.#offs[i] = off;
     this.#lens[i] = len;
     this.#next[i] = -1;
-    // Parse: is it a TCP segment (or UDP datagram) that may join or start an item?
-    if (this.udp && this.#addUdp(i, buf, off, len)) return true;
-    let l4 = -1;
+    // Parse once: is it a TCP segment (or UDP datagram) that may join or start an item?
+    const plain = plainL4(buf, off, len);
+    const proto = plain === 20 ? buf[off + 9] : plain === 40 ? buf[off + 6] : -1;
+    if (this.udp && proto === PROTO_UDP && this.#addUdp(i, buf, off, len, plain)) return true;
+    let l4 = proto === PROTO_TCP && len >= plain + 20 ? plain : -1;
     let th = 0;
     let payload = 0;
     let flags = 0;
-    const v = len > 0 ? buf[off] >>> 4 : 0;
-    if (v === 4 && len >= 40 && buf[off] === 0x45 && buf[off + 9] === PROTO_TCP &&
-      (((buf[off + 6] << 8) | buf[off + 7]) & 0x3fff) === 0 && ((buf[off + 2] << 8) | buf[off + 3]) === len) {
-      l4 = 20;
-    } else if (v === 6 && len >= 60 && buf[off + 6] === PROTO_TCP && ((buf[off + 4] << 8) | buf[off + 5]) + 40 === len) {
-      l4 = 40;
-    }
     if (l4 > 0) {
       th = (buf[off + l4 + 12] >>> 4) * 4;
       if (th < 20 || l4 + th > len) l4 = -1;
@@ -453,20 +463,12 @@ export class GroBatch<B extends Uint8Array = Uint8Array> {
   }
 
   /**
-   * #addUdp takes packet i if it is a UDP datagram that can be coalesced (see the class
-   * comment): joins its flow's newest open item or starts one. False: not such a datagram
-   * (add goes on as for any other packet).
+   * #addUdp takes packet i, a UDP datagram with its header at l4 (plainL4), if it can be
+   * coalesced (see the class comment): joins its flow's newest open item or starts one.
+   * False: not such a datagram (add goes on as for any other packet).
    */
-  #addUdp(i: number, buf: B, off: number, len: number): boolean {
-    const v = len > 0 ? buf[off] >>> 4 : 0;
-    let l4 = -1;
-    if (v === 4 && len > 28 && buf[off] === 0x45 && buf[off + 9] === PROTO_UDP &&
-      (((buf[off + 6] << 8) | buf[off + 7]) & 0x3fff) === 0 && ((buf[off + 2] << 8) | buf[off + 3]) === len) {
-      l4 = 20;
-    } else if (v === 6 && len > 48 && buf[off + 6] === PROTO_UDP && ((buf[off + 4] << 8) | buf[off + 5]) + 40 === len) {
-      l4 = 40;
-    }
-    if (l4 < 0 || ((buf[off + l4 + 4] << 8) | buf[off + l4 + 5]) !== len - l4) return false;
+  #addUdp(i: number, buf: B, off: number, len: number, l4: number): boolean {
+    if (len <= l4 + UDP_HDR || ((buf[off + l4 + 4] << 8) | buf[off + l4 + 5]) !== len - l4) return false;
     const payload = len - l4 - UDP_HDR;
     for (let k = this.#items - 1; k >= 0 && k >= this.#items - GRO_SCAN_ITEMS; k--) {
       if (this.#isUdp[k] !== 1 || this.#l4[k] !== l4 || !this.#sameFlow(k, buf, off, l4)) continue;
