@@ -257,6 +257,9 @@ export class Daemon {
       this.engine.start();
       if (ikePeers.length > 0) await this.#startIke(cfg, ikePeers);
       this.#flushTimer = setInterval(() => {
+        // Counters the express path kept (lone outbound packets) reach the peers and SAs at least
+        // once a second, for whatever reads them (IKE liveness, lifetimes, status).
+        this.engine?.syncExpress();
         for (const e of this.#sas.flush?.() ?? []) this.#log.error({ err: e }, 'replay state could not be made durable');
       }, REPLAY_FLUSH_MS);
       this.#flushTimer.unref();

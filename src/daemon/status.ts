@@ -93,6 +93,8 @@ export interface DaemonStatus {
   readonly dataPath: {
     readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused';
     readonly sendBatch: boolean; readonly warmUp: 'running' | 'done' | 'codec-only' | 'off';
+    /** express: the TUN addon's path for lone outbound packets; flows it has learned since the tables last changed. */
+    readonly express: { readonly on: boolean; readonly flows: number };
   };
 }
 
@@ -122,6 +124,7 @@ export function saStatusOf(direction: 'in' | 'out', sa: InboundSa | OutboundSa, 
 export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus {
   const nowMs = now();
   const e = d.engine;
+  e?.syncExpress(); // what the express path sent, into the counters read below
   const fast = e?.fastPaths;
   const drops = Object.fromEntries(DROP_REASONS.map((r) => [r, e?.drops.counts[r] ?? 0])) as Record<DropReason, number>;
   const peers: PeerStatus[] = [];
@@ -177,7 +180,7 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     reloads: d.reloads,
     dataPath: {
       tunOffload: fast?.tunOffload ?? false, tcpCoalescing: fast?.tcpCoalescing ?? false, udpCoalescing: fast?.udpCoalescing ?? 'off',
-      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp,
+      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp, express: e?.express ?? { on: false, flows: 0 },
     },
   };
 }

@@ -56,6 +56,8 @@ import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_
 import type { Sadb } from '../esp/sadb.js';
 import type { InboundSa } from '../esp/sa.js';
 import type { Tracer } from './trace.js';
+import { ExpressOut, defaultExpress } from './express.js';
+import type { OutboundSa } from '../esp/sa.js';
 import { addr } from './trace.js';
 
 /** HEADROOM is reserved in front of each TUN read: ESP header + IV, so sealEsp works in place. */
@@ -198,8 +200,8 @@ export class Engine {
    * (out) and each ESP packet (in). Unset, the data path takes no timestamps for it.
    */
   onTiming: ((dir: 'in' | 'out', packets: number, seconds: number) => void) | undefined;
-  /** trace, when set (`espgate trace`), records matching packets' stages; cleared when done. */
-  trace: Tracer | undefined;
+  /** #trace: see the trace accessor. */
+  #trace: Tracer | undefined;
   /** #innerOff is where handleInbound found the inner packet (-1 before decryption): for traces. */
   #innerOff = -1;
 
@@ -236,10 +238,20 @@ export class Engine {
   /** #groPeers[i]: the peer of held packet i, for its counters when the write fails. */
   readonly #groPeers: (PeerRuntime | undefined)[];
   #running = false;
+  /** #express drives the TUN addon's path for lone outbound packets (datapath/express.ts); undefined when off. */
+  readonly #express: ExpressOut | undefined;
+  /** #exSrc/#exFake/#exReal: a lone packet's inner source and fake destination, kept to teach the express path. */
+  readonly #exSrc = new Uint8Array(16);
+  readonly #exFake = new Uint8Array(16);
+  readonly #exReal = new Uint8Array(16);
   /** udpGroRefused: the kernel refused a coalesced UDP write, so UDP is written datagram by datagram. */
   udpGroRefused = false;
 
-  constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver) {
+  /**
+   * opts.express (default: on unless ESPGATE_EXPRESS=0) lets lone outbound packets of learned
+   * flows go through the TUN addon's express path when the TUN and the sender offer it.
+   */
+  constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver, opts: { readonly express?: boolean } = {}) {
     this.#tables = tables;
     this.#tun = tun;
     this.#sender = sender;
@@ -260,10 +272,53 @@ export class Engine {
     this.#gro = gro ? new GroBatch<Buffer>(GRO_BATCH_PACKETS, defaultUdpGro()) : undefined;
     this.#groBuf = Buffer.alloc(gro ? GRO_MAX_BYTES : 0);
     this.#groPeers = new Array<PeerRuntime | undefined>(gro ? GRO_BATCH_PACKETS : 0).fill(undefined);
+    const ex = tun.express;
+    const fd = sender.expressFd?.bind(sender);
+    this.#express = (opts.express ?? defaultExpress()) && ex !== undefined && fd !== undefined
+      ? new ExpressOut(ex, fd, this.#bufs[0] as Buffer, this.#vnet ? this.#hdrs.subarray(0, VNET_HDR_LEN) : null)
+      : undefined;
+  }
+
+  /** trace, when set (`espgate trace`), records matching packets' stages; cleared when done. Setting one stops the express path's flows (a trace sees every packet). */
+  get trace(): Tracer | undefined {
+    return this.#trace;
+  }
+
+  set trace(t: Tracer | undefined) {
+    if (t !== undefined) this.#expressReset();
+    this.#trace = t;
+  }
+
+  /**
+   * syncExpress adds what the express path counted to the SAs, peers, totals and drops. The
+   * engine does it whenever its own path runs; readers of counters (status, metrics, timers)
+   * call it first.
+   */
+  syncExpress(): void {
+    this.#express?.fold(this.totals, this.#dropN);
+  }
+
+  /** express says whether the express path is on and how many flows it has learned. */
+  get express(): { readonly on: boolean; readonly flows: number } {
+    return { on: this.#express !== undefined, flows: this.#express?.flows ?? 0 };
+  }
+
+  readonly #dropN = (reason: DropReason, count: number): void => {
+    this.drops.add(reason, count);
+    for (let i = 0; i < count; i++) this.onDrop(reason, 'out', 'express path: the socket refused the packet');
+  };
+
+  #expressReset(): void {
+    const ex = this.#express;
+    if (ex === undefined) return;
+    ex.fold(this.totals, this.#dropN);
+    ex.reset();
   }
 
   /** tables are replaced atomically on reload (SIGHUP) or when SAs change; safe between events. */
   setTables(tables: EngineTables): void {
+    // Learned flows hold the old tables' answers (and SAs): forget them.
+    this.#expressReset();
     this.#tables = tables;
   }
 
@@ -395,6 +450,21 @@ export class Engine {
 
   /** drainTun reads and processes batches until the TUN is empty (bounded per event). */
   drainTun(): void {
+    const ex = this.#express;
+    if (ex === undefined) {
+      this.#drainTun();
+      return;
+    }
+    // The express path's sequence numbers and counters first; a fresh budget after our own seals.
+    ex.fold(this.totals, this.#dropN);
+    try {
+      this.#drainTun();
+    } finally {
+      ex.rearm();
+    }
+  }
+
+  #drainTun(): void {
     for (let round = 0; round < 16 && this.#running; round++) {
       const t0 = this.onTiming === undefined ? 0 : performance.now();
       const vnet = this.#vnet;
@@ -417,12 +487,46 @@ export class Engine {
             continue;
           }
         }
+        if (n === 1 && this.#express !== undefined && this.trace === undefined) {
+          this.#outboundLone(buf, len, batch);
+          continue;
+        }
         this.#outboundOne(buf, len, batch);
       }
       this.#flushAll();
       this.onTiming?.('out', n, (performance.now() - t0) / 1000);
       if (n < this.#bufs.length) return;
     }
+  }
+
+  /**
+   * #outboundLone is #outboundOne for a packet that came alone in its TUN read: when it was
+   * sealed and sent, its flow is taught to the express path, which then sends the next ones
+   * itself (datapath/express.ts).
+   */
+  #outboundLone(buf: Buffer, len: number, batch: boolean): void {
+    const v = len >= 20 ? buf[HEADROOM] >> 4 : 0;
+    if (v !== 4 && v !== 6) {
+      this.#outboundOne(buf, len, batch);
+      return;
+    }
+    const alen = v === 4 ? 4 : 16;
+    const srcAt = HEADROOM + (v === 4 ? IPV4_SRC : IPV6_SRC);
+    const dstAt = HEADROOM + (v === 4 ? IPV4_DST : IPV6_DST);
+    buf.copy(this.#exSrc, 0, srcAt, srcAt + alen);
+    buf.copy(this.#exFake, 0, dstAt, dstAt + alen);
+    const sent = this.totals.espSent;
+    this.#outboundOne(buf, len, batch);
+    this.#flushAll();
+    if (this.totals.espSent !== sent + 1) return;
+    const t = this.#tables;
+    const real = this.#exReal;
+    real.set(this.#exFake.subarray(0, alen));
+    if (!t.offsets.toReal(real, 0, v)) return;
+    const peer = (v === 4 ? t.peerByDst4 : t.peerByDst6).lookup(real, 0);
+    const sa: OutboundSa | undefined = peer === undefined ? undefined : t.sadb.outbound(peer.name);
+    if (peer === undefined || sa === undefined) return;
+    this.#express?.learn(v, this.#exSrc, this.#exFake, real, peer, sa);
   }
 
   /** #outboundOne runs one inner packet at buf[HEADROOM, +len) through stages 2-5 (and the trace). */
@@ -623,7 +727,7 @@ export class Engine {
       if (r === 'ok' && peer !== undefined) stages.push(`sent to ${peer.endpoint}`);
     }
     tr.record('out', peer?.name ?? null, stages, r);
-    if (tr.done()) this.trace = undefined;
+    if (tr.done()) this.#trace = undefined;
   }
 
   /** #traceInRaw traces an NFQUEUE packet: the outer header gives the source and where the ESP starts. */
@@ -658,7 +762,7 @@ export class Engine {
     }
     if (!tr.matches(addrs, peer)) return;
     tr.record('in', peer, stages, r);
-    if (tr.done()) this.trace = undefined;
+    if (tr.done()) this.#trace = undefined;
   }
 
   /** handleInbound returns 'ok' when the inner packet (outer IP header included) was written to the TUN. */

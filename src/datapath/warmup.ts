@@ -227,7 +227,8 @@ export class PathWarmUp {
       },
       close() {},
     };
-    this.engine = new Engine(tables, io.tun, io.sender, receiver);
+    // The express path stays off here: the warm-up is for the engine's own code.
+    this.engine = new Engine(tables, io.tun, io.sender, receiver, { express: false });
     this.engine.start();
     this.#prepareOutbound();
   }

@@ -182,6 +182,8 @@ abstract class SaBase {
 /** OutboundSa is the sending half of an SA. Create one per (peer, SPI); never reuse an SPI with the same key. */
 export class OutboundSa extends SaBase {
   readonly ivGenerator: IvGenerator;
+  /** keyMaterial is key || salt, kept for the TUN addon's express path (datapath/express.ts). */
+  readonly keyMaterial: Uint8Array;
   /**
    * encap is the UDP encapsulation of this SA's ESP (RFC 3948), null for plain ESP. Set at
    * creation, or by the installer (ike-edges.ts sadbSink) before the SA goes into the SADB;
@@ -202,6 +204,7 @@ export class OutboundSa extends SaBase {
 
   constructor(o: OutboundSaOptions) {
     super(o);
+    this.keyMaterial = o.keyMaterial;
     this.ivGenerator = o.ivGenerator ?? SEQUENCE_IV;
     this.encap = o.encap === undefined ? null : checkEncap(o.encap);
     this.#reserver = o.reserver;

@@ -60,6 +60,10 @@ export class NativeEspSender implements EspSender {
     this.#v6 = v6Fd;
   }
 
+  expressFd(family: Family): number {
+    return family === 4 ? this.#v4 : this.#v6;
+  }
+
   send(family: Family, dst: string, buf: Buffer, offset: number, length: number): boolean {
     const fd = family === 4 ? this.#v4 : this.#v6;
     if (fd < 0) return this.#refuse(`no IPv${family} socket`);

@@ -16,6 +16,7 @@ import {
   validateTunName,
 } from './tun-common.js';
 import type { TunDeviceExt, TunOptions } from './tun-common.js';
+import type { ExpressTun } from './types.js';
 import { NATIVE_BUILD_DIR, loadAddon } from './native-addon.js';
 import { TUN_F_CSUM, TUN_OFFLOAD_TSO } from './vnet.js';
 
@@ -35,6 +36,10 @@ interface NativeTunQueue {
   poll(cb: (status: number) => void): void;
   unpoll(): void;
   close(): void;
+  expressSlot(buf: Buffer, hdr: Uint8Array | null): void;
+  expressSa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, fd: number, family: number, endpoint: Uint8Array): void;
+  expressFlow(family: number, src: Uint8Array, fake: Uint8Array, real: Uint8Array, slot: number): number;
+  expressClear(): void;
 }
 
 interface NativeAddon {
@@ -72,6 +77,8 @@ class NativeTun implements TunDeviceExt {
   readonly writeVnet: ((hdr: Uint8Array, buf: Buffer, offset: number, length: number) => boolean) | undefined;
   readonly #q: NativeTunQueue;
   #closed = false;
+  /** express is the addon's path for lone outbound packets (datapath/express.ts drives it). */
+  readonly express: ExpressTun;
 
   constructor(q: NativeTunQueue, offloadFlags: number, gro: boolean) {
     this.#q = q;
@@ -79,6 +86,12 @@ class NativeTun implements TunDeviceExt {
     this.vnetHdr = q.vnetHdr;
     this.offloadFlags = offloadFlags;
     this.writeVnet = gro && q.vnetHdr ? (hdr, buf, offset, length) => this.#writeVnet(hdr, buf, offset, length) : undefined;
+    this.express = {
+      slot: (buf, hdr) => q.expressSlot(buf, hdr),
+      sa: (slot, state, spi, key, salt, fd, family, endpoint) => q.expressSa(slot, state, spi, key, salt, fd, family, endpoint),
+      flow: (family, src, fake, real, slot) => (this.#closed ? 0 : q.expressFlow(family, src, fake, real, slot)),
+      clear: () => q.expressClear(),
+    };
   }
 
   #writeVnet(hdr: Uint8Array, buf: Buffer, offset: number, length: number): boolean {

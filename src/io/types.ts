@@ -42,6 +42,24 @@ export interface TunDevice {
   onReadable(cb: () => void): void;
   /** close stops polling and closes the fd. Idempotent. */
   close(): void;
+  /** express, on the native TUN, is its path for lone outbound packets (datapath/express.ts). */
+  readonly express?: ExpressTun;
+}
+
+/**
+ * ExpressTun is the TUN addon's express path (src/io/native/express.h): on a readable event it
+ * reads a packet itself and, when it belongs to a learned flow, rewrites, seals and sends it
+ * without entering JavaScript; anything else is left for the next readBatch, unchanged.
+ */
+export interface ExpressTun {
+  /** slot gives the buffer the path reads into (readBatch's bufs[0]) and hdrs' first header. */
+  slot(buf: Buffer, hdr: Uint8Array | null): void;
+  /** sa registers an outbound SA in slot (0..31) with its state array (express.ts ST_*). Throws on bad arguments. */
+  sa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, fd: number, family: Family, endpoint: Uint8Array): void;
+  /** flow learns (family, src, fake destination) -> real destination, SA slot: 1 learned, 0 known or full. */
+  flow(family: Family, src: Uint8Array, fake: Uint8Array, real: Uint8Array, slot: number): number;
+  /** clear forgets every flow and SA. */
+  clear(): void;
 }
 
 /** AddressFamily of an outer (tunnel) address. */
@@ -63,6 +81,8 @@ export interface EspSender {
    * (counted as 'send-error'), 0 otherwise. Senders without it get one send() per packet.
    */
   sendBatch?(family: Family, dsts: readonly string[], bufs: readonly Buffer[], offsets: Uint32Array, lengths: Uint32Array, count: number, failed: Uint8Array): number;
+  /** expressFd, on the native sender, is its socket of a family (-1: none) for the TUN's express path. */
+  expressFd?(family: Family): number;
   close(): void;
 }
 

@@ -465,8 +465,9 @@ export function gatewaySuite(spec: SuiteSpec): void {
         assert.ok(s !== undefined, `${h}: status --json answers`);
         assert.equal(s.state, 'up');
         // Every fast path on in the lab (kernel 6.2+), UDP coalescing not refused by the burst of step 3b.
-        assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp },
-          { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done' }, `${h}: status dataPath`);
+        assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp, express: s.dataPath?.express?.on },
+          { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', express: true }, `${h}: status dataPath`);
+        t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
         const expectedPeers = run.topology.peerings.filter((p) => p.a === h || p.b === h).length;
         assert.equal(s.peers.length, expectedPeers, `${h}: one status entry per peer`);
         for (const p of s.peers) {

@@ -26,6 +26,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "express.h"
 #include "uv_poller.h"
 
 #include <errno.h>
@@ -110,6 +111,10 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
             InstanceMethod<&TunQueue::Poll>("poll"),
             InstanceMethod<&TunQueue::Unpoll>("unpoll"),
             InstanceMethod<&TunQueue::Close>("close"),
+            InstanceMethod<&TunQueue::ExpressSlot>("expressSlot"),
+            InstanceMethod<&TunQueue::ExpressSa>("expressSa"),
+            InstanceMethod<&TunQueue::ExpressFlow>("expressFlow"),
+            InstanceMethod<&TunQueue::ExpressClear>("expressClear"),
         });
     exports.Set("TunQueue", ctor);
     return exports;
@@ -237,6 +242,22 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     }
 
     uint32_t n = 0;
+    if (stash_ >= 0 && limit > 0) {
+      // The express path read this packet and left it to us: it is packet 0 of the batch.
+      uint8_t* data;
+      size_t len;
+      if (!BufferView(bufs.Get(static_cast<uint32_t>(0)), &data, &len) || len <= offset) {
+        Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      size_t keep = static_cast<size_t>(stash_);
+      if (keep > len - offset) keep = len - offset;  // as read(2) would have truncated it
+      if (data + offset != exSlot_ + espgate::kEspHeadroom) memmove(data + offset, exSlot_ + espgate::kEspHeadroom, keep);
+      if (vnet_ && hdrs != exHdr_) memcpy(hdrs, exHdr_, kVnetHdrLen);
+      sizes[0] = static_cast<int32_t>(keep);
+      stash_ = -1;
+      n = 1;
+    }
     while (n < limit) {
       uint8_t* data;
       size_t len;
@@ -396,6 +417,110 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     return env.Undefined();
   }
 
+  // --- the express path (express.h) ---------------------------------------------------------
+  // expressSlot(buf: Uint8Array, hdr: Uint8Array | null): the buffer the express path reads into
+  // (the engine passes its TUN slot 0 and the first 10 bytes of its header array, so a packet
+  // left to JavaScript is already where readBatch would have put it). Packets are read at
+  // buf[16] (the ESP headroom). Installs the pre-read hook on the poller.
+  Napi::Value ExpressSlot(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t *buf = nullptr, *hdr = nullptr;
+    size_t bufLen = 0, hdrLen = 0;
+    if (info.Length() < 2 || !BufferView(info[0], &buf, &bufLen) ||
+        (vnet_ && (!BufferView(info[1], &hdr, &hdrLen) || hdrLen < kVnetHdrLen)) ||
+        bufLen <= espgate::kEspHeadroom + espgate::kEspTailroom + 40) {
+      Napi::TypeError::New(env, "expressSlot(buf: Uint8Array, hdr: Uint8Array | null)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    exBufRef_ = Napi::Persistent(info[0].As<Napi::Uint8Array>());
+    if (vnet_) exHdrRef_ = Napi::Persistent(info[1].As<Napi::Uint8Array>());
+    exSlot_ = buf;
+    exCap_ = bufLen;
+    exHdr_ = hdr;
+    poller_.SetPre(&TunQueue::ExpressPre, this);
+    return env.Undefined();
+  }
+
+  // expressSa(slot, state: Float64Array, spi, key: Uint8Array, salt: Uint8Array, fd, family,
+  // endpoint: Uint8Array): an outbound SA for express flows (AES-GCM, 32-bit sequence numbers).
+  Napi::Value ExpressSa(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t *key, *salt, *ep;
+    size_t keyLen, saltLen, epLen;
+    if (info.Length() < 8 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[2].IsNumber() ||
+        !BufferView(info[3], &key, &keyLen) || !BufferView(info[4], &salt, &saltLen) || saltLen != 4 ||
+        !info[5].IsNumber() || !info[6].IsNumber() || !BufferView(info[7], &ep, &epLen)) {
+      Napi::TypeError::New(env, "expressSa(slot, state, spi, key, salt, fd, family, endpoint)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int family = info[6].As<Napi::Number>().Int32Value();
+    if ((family != 4 || epLen != 4) && (family != 6 || epLen != 16)) {
+      Napi::RangeError::New(env, "endpoint must be 4 bytes (family 4) or 16 (family 6)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const char* err = express_.AddSa(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>(),
+                                     info[2].As<Napi::Number>().Uint32Value(), key, keyLen, salt,
+                                     info[5].As<Napi::Number>().Int32Value(), family, ep);
+    if (err != nullptr) Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // expressFlow(family, src, fake, real, slot): 1 learned, 0 already known or no room.
+  Napi::Value ExpressFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint8_t *src, *fake, *real;
+    size_t srcLen, fakeLen, realLen;
+    if (info.Length() < 5 || !info[0].IsNumber() || !BufferView(info[1], &src, &srcLen) ||
+        !BufferView(info[2], &fake, &fakeLen) || !BufferView(info[3], &real, &realLen) || !info[4].IsNumber()) {
+      Napi::TypeError::New(env, "expressFlow(family, src, fake, real, slot)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int family = info[0].As<Napi::Number>().Int32Value();
+    size_t alen = family == 4 ? 4 : family == 6 ? 16 : 0;
+    if (alen == 0 || srcLen < alen || fakeLen < alen || realLen < alen) {
+      Napi::RangeError::New(env, "expressFlow: addresses shorter than the family's").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, express_.AddFlow(family, src, fake, real, info[4].As<Napi::Number>().Int32Value()));
+  }
+
+  // expressClear(): forget every flow and SA (tables changed, a trace started, the SA rekeyed).
+  Napi::Value ExpressClear(const Napi::CallbackInfo& info) {
+    express_.Clear();
+    return info.Env().Undefined();
+  }
+
+  // ExpressPre runs before the JS callback on each readable event: while flows are known it
+  // reads packets into the express slot and sends those express.h takes, up to kExpressPerEvent.
+  // true: the fd is drained (EAGAIN), JS is not needed; false: call JS (a packet is stashed for
+  // readBatch, or more may wait, or the read failed and JS should see the error).
+  static bool ExpressPre(void* arg) {
+    TunQueue* q = static_cast<TunQueue*>(arg);
+    if (!q->express_.Armed() || q->exSlot_ == nullptr || q->fd_ < 0 || q->stash_ >= 0) return false;
+    uint8_t* body = q->exSlot_ + espgate::kEspHeadroom;
+    size_t room = q->exCap_ - espgate::kEspHeadroom;
+    for (int i = 0; i < kExpressPerEvent; i++) {
+      ssize_t r;
+      if (q->vnet_) {
+        iovec iov[2] = {{q->exHdr_, kVnetHdrLen}, {body, room}};
+        r = readv(q->fd_, iov, 2);
+      } else {
+        r = read(q->fd_, body, room);
+      }
+      if (r < 0) {
+        if (errno == EINTR) continue;
+        return errno == EAGAIN;
+      }
+      size_t len = static_cast<size_t>(r);
+      if (q->vnet_) len = len < kVnetHdrLen ? 0 : len - kVnetHdrLen;
+      if (q->express_.Try(q->exSlot_, espgate::kEspHeadroom, len, q->exCap_, q->vnet_ ? q->exHdr_ : nullptr)) continue;
+      q->stash_ = static_cast<ssize_t>(len);
+      return false;
+    }
+    return false;
+  }
+
   // poll(cb: (status: number) => void): start watching the fd for readability. cb runs on the main
   // thread each time libuv sees the fd readable (level-triggered: drain it, or it fires again).
   // status is 0, or a negative libuv error code. Calling poll again replaces the callback.
@@ -429,6 +554,8 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   // its close callback), then closes the fd. libuv requires the poll to stop before the close.
   void CloseFd() {
     poller_.Close();
+    express_.Clear();
+    stash_ = -1;
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;
@@ -444,6 +571,15 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   bool vnet_ = false;
   std::string name_;
   espgate::UvPoller poller_;
+  // The express path: flows and SAs, the slot it reads into, a packet it left for readBatch.
+  static constexpr int kExpressPerEvent = 4;
+  espgate::Express express_;
+  Napi::Reference<Napi::Uint8Array> exBufRef_;
+  Napi::Reference<Napi::Uint8Array> exHdrRef_;
+  uint8_t* exSlot_ = nullptr;
+  size_t exCap_ = 0;
+  uint8_t* exHdr_ = nullptr;
+  ssize_t stash_ = -1;
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {

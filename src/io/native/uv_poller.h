@@ -56,6 +56,13 @@ class UvPoller {
     return true;
   }
 
+  // SetPre installs a hook that runs on each readable event before the JS callback; when it
+  // returns true the event is settled and the callback is not called (tun.cc's express path).
+  void SetPre(bool (*pre)(void*), void* arg) {
+    pre_ = pre;
+    preArg_ = arg;
+  }
+
   void Stop() {
     if (poll_ != nullptr) uv_poll_stop(poll_);
   }
@@ -75,6 +82,7 @@ class UvPoller {
   static void OnReadable(uv_poll_t* handle, int status, int /*events*/) {
     UvPoller* self = static_cast<UvPoller*>(handle->data);
     if (self == nullptr || self->callback_.IsEmpty() || !self->asyncContext_) return;
+    if (status == 0 && self->pre_ != nullptr && self->pre_(self->preArg_)) return;
     Napi::Env env = self->callback_.Env();
     Napi::HandleScope scope(env);
     self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, status)}, *self->asyncContext_);
@@ -86,6 +94,8 @@ class UvPoller {
   }
 
   uv_poll_t* poll_ = nullptr;
+  bool (*pre_)(void*) = nullptr;
+  void* preArg_ = nullptr;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> asyncContext_;
 };

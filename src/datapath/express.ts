@@ -1,0 +1,215 @@
+/**
+ * datapath/express.ts: the engine's side of the TUN addon's express path for lone outbound
+ * packets (src/io/native/express.h, whose comment says why it exists and what it takes).
+ *
+ * The engine stays the owner of every decision; the addon only repeats one it has already made:
+ *   learn    after the engine itself sealed and sent a packet that came alone in a TUN read, it
+ *            teaches the addon that packet's (family, inner source, fake destination), with the
+ *            real destination and the peer's outbound SA. Only what the addon reproduces byte
+ *            for byte is taught: plain ESP (no UDP encapsulation), no ESN, the sequence-number
+ *            IV, no trace running. The same addresses always get the same policy answer and the
+ *            same mapping until the tables change, and then the engine calls reset().
+ *   budget   each SA's Float64Array says how far the addon may go on its own: up to the reserved
+ *            sequence mark and the end of the 32-bit space, and short of the soft and hard
+ *            packet and byte limits, so the engine's code settles every reservation and expiry.
+ *   fold     what the addon sealed and sent is added to the SA's, the peer's and the engine's
+ *            counters (and 'send-error' drops) whenever the engine runs its own path, and before
+ *            anyone reads the counters (Engine.syncExpress). Nothing is counted twice: the
+ *            array's counters are zeroed as they are folded.
+ * ESPGATE_EXPRESS=0 turns it off.
+ */
+import type { DropReason } from '../drops.js';
+import type { OutboundSa } from '../esp/sa.js';
+import { SEQUENCE_IV } from '../esp/nonce.js';
+import type { ExpressTun, Family } from '../io/types.js';
+import type { PeerRuntime } from './engine.js';
+
+// State array layout (express.h ExpressSt).
+export const ST_LAST_SEQ = 0;
+export const ST_MAX_SEQ = 1;
+export const ST_BYTES_LEFT = 2;
+export const ST_SA_PACKETS = 3;
+export const ST_SA_BYTES = 4;
+export const ST_TX_PACKETS = 5;
+export const ST_TX_BYTES = 6;
+export const ST_SEND_ERRORS = 7;
+export const ST_LAST_MS = 8;
+export const ST_TUN_READ = 9;
+export const ST_LEN = 10;
+/** EXPRESS_SAS is the addon's SA slots (express.h kExpressSas). */
+export const EXPRESS_SAS = 32;
+/** AES_GCM_SALT_LEN: key material is key || 4-byte salt (aead.ts). */
+const SALT_LEN = 4;
+const U32_MAX = 0xffffffff;
+
+/** defaultExpress reads ESPGATE_EXPRESS (on unless '0'). */
+export function defaultExpress(): boolean {
+  return process.env['ESPGATE_EXPRESS'] !== '0';
+}
+
+/** ExpressTotals are the engine counters the fold adds to. */
+export interface ExpressTotals { tunRead: number; espSent: number }
+
+interface Entry {
+  readonly sa: OutboundSa;
+  readonly peer: PeerRuntime;
+  readonly st: Float64Array;
+}
+
+/** endpointBytes parses a peer endpoint address to 4 or 16 bytes (undefined if it does not parse). */
+function endpointBytes(text: string, family: Family): Uint8Array | undefined {
+  if (family === 4) {
+    const parts = text.split('.');
+    if (parts.length !== 4) return undefined;
+    const b = new Uint8Array(4);
+    for (let i = 0; i < 4; i++) {
+      const v = Number(parts[i]);
+      if (!Number.isInteger(v) || v < 0 || v > 255) return undefined;
+      b[i] = v;
+    }
+    return b;
+  }
+  // IPv6: expand "::" and parse groups (no embedded IPv4: endpoints are config addresses).
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const head = halves[0] === '' ? [] : (halves[0] ?? '').split(':');
+  const tail = halves.length === 2 && halves[1] !== '' ? (halves[1] ?? '').split(':') : [];
+  const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
+  const groups = [...head, ...new Array<string>(Math.max(fill, 0)).fill('0'), ...tail];
+  if (groups.length !== 8 || fill < 0) return undefined;
+  const b = new Uint8Array(16);
+  for (let i = 0; i < 8; i++) {
+    const g = groups[i] ?? '';
+    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
+    const v = parseInt(g, 16);
+    b[2 * i] = v >>> 8;
+    b[2 * i + 1] = v & 0xff;
+  }
+  return b;
+}
+
+/** ExpressOut drives one TUN's express path for one engine. Main thread only. */
+export class ExpressOut {
+  readonly #tun: ExpressTun;
+  readonly #fd: (family: Family) => number;
+  #entries: Entry[] = [];
+  readonly #bySa = new Map<OutboundSa, number>();
+  /** flows is how many flows the addon has learned since the last reset. */
+  flows = 0;
+  /** refused counts SAs the addon would not take (a bug or a resource limit; the engine's path carries them). */
+  refused = 0;
+
+  constructor(tun: ExpressTun, fd: (family: Family) => number, slot: Buffer, hdr: Uint8Array | null) {
+    this.#tun = tun;
+    this.#fd = fd;
+    tun.slot(slot, hdr);
+  }
+
+  /** eligible says whether the addon reproduces what sealEsp + send do for this SA. */
+  static eligible(sa: OutboundSa): boolean {
+    return sa.encap === null && !sa.esn && sa.ivGenerator === SEQUENCE_IV && !sa.hardExpired && !sa.exhausted &&
+      sa.keyMaterial.length === sa.aead.keyMaterialLength && sa.aead.keyMaterialLength > SALT_LEN;
+  }
+
+  /**
+   * learn teaches the addon a flow the engine has just sealed and sent itself: src and fake are
+   * the inner source and (fake) destination as read from the TUN, real the destination the
+   * engine sent it to. Returns true when the flow is new to the addon.
+   */
+  learn(family: Family, src: Uint8Array, fake: Uint8Array, real: Uint8Array, peer: PeerRuntime, sa: OutboundSa): boolean {
+    if (!ExpressOut.eligible(sa)) return false;
+    let slot = this.#bySa.get(sa);
+    if (slot === undefined) {
+      if (this.#entries.length >= EXPRESS_SAS) return false;
+      const fd = this.#fd(peer.endpointFamily);
+      const ep = endpointBytes(peer.endpoint, peer.endpointFamily);
+      if (fd < 0 || ep === undefined) return false;
+      const st = new Float64Array(ST_LEN);
+      slot = this.#entries.length;
+      const km = sa.keyMaterial;
+      try {
+        this.#tun.sa(slot, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN), fd, peer.endpointFamily, ep);
+      } catch {
+        this.refused++;
+        return false;
+      }
+      this.#entries.push({ sa, peer, st });
+      this.#bySa.set(sa, slot);
+      this.#arm(this.#entries[slot] as Entry);
+    }
+    const added = this.#tun.flow(family, src, fake, real, slot) === 1;
+    if (added) this.flows++;
+    return added;
+  }
+
+  /**
+   * fold adds what the addon counted to the SAs, peers and engine totals, takes the sequence
+   * numbers it used into the SAs, and zeroes its counters. Call it before the engine's own path
+   * touches an SA and before counters are read.
+   */
+  fold(totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
+    const entries = this.#entries;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as Entry;
+      const st = e.st;
+      const sealed = st[ST_SA_PACKETS] as number;
+      const tunRead = st[ST_TUN_READ] as number;
+      if (sealed === 0 && tunRead === 0) continue;
+      const sa = e.sa;
+      sa.seqLo = st[ST_LAST_SEQ] as number;
+      const s = sa.stats;
+      s.packets += sealed;
+      s.bytes += st[ST_SA_BYTES] as number;
+      const last = st[ST_LAST_MS] as number;
+      if (last > s.lastUsedMs) s.lastUsedMs = last;
+      const tx = st[ST_TX_PACKETS] as number;
+      const ps = e.peer.stats;
+      ps.txPackets += tx;
+      ps.txBytes += st[ST_TX_BYTES] as number;
+      if (tx > 0 && last > ps.lastTxMs) ps.lastTxMs = last;
+      totals.tunRead += tunRead;
+      totals.espSent += tx;
+      const errors = st[ST_SEND_ERRORS] as number;
+      if (errors > 0) drop('send-error', errors);
+      st[ST_SA_PACKETS] = 0;
+      st[ST_SA_BYTES] = 0;
+      st[ST_TX_PACKETS] = 0;
+      st[ST_TX_BYTES] = 0;
+      st[ST_SEND_ERRORS] = 0;
+      st[ST_TUN_READ] = 0;
+    }
+  }
+
+  /** rearm hands every SA a fresh budget from its state (after the engine's own path used it). */
+  rearm(): void {
+    const entries = this.#entries;
+    for (let i = 0; i < entries.length; i++) this.#arm(entries[i] as Entry);
+  }
+
+  #arm(e: Entry): void {
+    const sa = e.sa;
+    const st = e.st;
+    st[ST_LAST_SEQ] = sa.seqLo;
+    if (!ExpressOut.eligible(sa) || sa.seqHi !== 0) {
+      st[ST_MAX_SEQ] = -1;
+      st[ST_BYTES_LEFT] = -1;
+      return;
+    }
+    const l = sa.lifetime;
+    const s = sa.stats;
+    // Leave the packet that reaches a limit to sealEsp: it sets the flag (soft: rekey; hard: stop).
+    const pktLimit = sa.softExpired ? l.hardPackets : Math.min(l.softPackets, l.hardPackets);
+    const byteLimit = sa.softExpired ? l.hardBytes : Math.min(l.softBytes, l.hardBytes);
+    const mark = Number(sa.reservedMark);
+    st[ST_MAX_SEQ] = Math.min(mark, U32_MAX, sa.seqLo + (pktLimit - s.packets - 1));
+    st[ST_BYTES_LEFT] = byteLimit - s.bytes - 1;
+  }
+
+  /** reset forgets every flow and SA (fold first): the tables changed or a trace starts. */
+  reset(): void {
+    this.#tun.clear();
+    this.#entries = [];
+    this.#bySa.clear();
+    this.flows = 0;
+  }
+}

@@ -1,0 +1,349 @@
+// express.h: the express path for lone outbound packets, inside the TUN addon.
+//
+// Why: a ping, a DNS query or a lone ACK wakes the daemon for one packet. Through JavaScript that
+// one packet cost ~75 us of CPU per hop at 2 ms intervals and more at 10 ms (docs/performance.md,
+// "Ping RTT": V8's runtime, inline caches and N-API glue touching memory that went cold between
+// packets), where the same packet in a 64-packet batch costs ~5 us. Here, when the TUN becomes
+// readable, the addon reads one packet and, if it belongs to a flow the JavaScript path has
+// already sent and approved, rewrites, seals and sends it without entering JavaScript at all.
+//
+// What it does, and nothing more (everything else goes to JavaScript, untouched):
+//   - flows: exact (family, inner source, fake destination) triples that the engine learned from
+//     a packet it sent itself (src/datapath/express.ts), each with the real destination and the
+//     outbound SA to use. Policy (source in local.protect, destination -> peer) and the fake ->
+//     real mapping are functions of these addresses and the tables, so a learned triple is
+//     approved until the tables change; then the engine clears every flow.
+//   - packets: IPv4 without fragmentation, IPv6 without extension headers; TCP, UDP, ICMP echo;
+//     no GSO; a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM) is completed first, as
+//     vnet.ts completeChecksum does. Total length must equal what was read.
+//   - the rewrite is steer/rewrite.ts's for these packets: destination fake -> real, IPv4 header
+//     checksum and the pseudo-header checksum folded with RFC 1624 (a UDP "no checksum" stays 0,
+//     a computed 0 becomes 0xFFFF).
+//   - the seal is esp/codec.ts sealInternal with AES-GCM (RFC 4106): 32-bit sequence numbers
+//     (no ESN), IV = the 64-bit sequence number, AAD = SPI || seq, padding 1, 2, 3.
+//   - every decision that needs state the JavaScript side owns is a budget it hands over in the
+//     SA's Float64Array: the highest sequence number the express path may use (the reserved
+//     mark, the end of the sequence space, the soft and hard packet limits), and how many inner
+//     bytes it may still seal before a soft or hard byte limit. Past a budget it hands the packet
+//     to JavaScript, which settles the SA (reserve, expire) and hands out a new budget.
+//   - counters go to the same array and are folded into the SA, peer and engine counters by the
+//     engine (Engine.syncExpress): nothing is counted twice or lost.
+// All checks run before the first byte changes: a packet handed to JavaScript is as it was read.
+//
+// Layout of an SA's state array (keep in step with src/datapath/express.ts ST_*).
+
+#ifndef ESPGATE_EXPRESS_H_
+#define ESPGATE_EXPRESS_H_
+
+#include <napi.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cmath>
+
+namespace espgate {
+
+enum ExpressSt : int {
+  kStLastSeq = 0,      // the last sequence number used (shared: JS writes it back after its own seals)
+  kStMaxSeq = 1,       // the highest sequence number the express path may use
+  kStBytesLeft = 2,    // inner bytes the express path may still seal
+  kStSaPackets = 3,    // sealed here, not yet folded (SA stats)
+  kStSaBytes = 4,
+  kStTxPackets = 5,    // sent here, not yet folded (peer stats, engine espSent)
+  kStTxBytes = 6,
+  kStSendErrors = 7,   // sealed here but refused by the socket ('send-error' drops)
+  kStLastMs = 8,       // Date.now() of the last seal here
+  kStTunRead = 9,      // TUN packets handled here (engine tunRead)
+  kStLen = 10,
+};
+
+constexpr int kExpressSas = 32;
+constexpr int kExpressFlows = 128;
+constexpr size_t kEspHeadroom = 16;  // SPI, sequence number, 8-byte IV
+constexpr size_t kEspTailroom = 3 + 2 + 16;
+
+struct ExpressSa {
+  bool used = false;
+  Napi::Reference<Napi::Float64Array> ref;  // keeps the state array alive
+  double* st = nullptr;
+  uint32_t spi = 0;
+  uint8_t salt[4] = {0};
+  EVP_CIPHER_CTX* ctx = nullptr;
+  int fd = -1;
+  sockaddr_storage ep{};
+  socklen_t epLen = 0;
+};
+
+struct ExpressFlow {
+  bool used = false;
+  uint8_t family = 0;
+  uint8_t src[16] = {0};
+  uint8_t fake[16] = {0};
+  uint8_t real[16] = {0};
+  uint32_t oldSum = 0;  // ones' sum of the fake destination
+  uint32_t newSum = 0;  // ones' sum of the real destination
+  int sa = -1;
+};
+
+inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline void PutBe16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline void PutBe32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+// OnesSum is packet/checksum.ts onesSum: 16-bit big-endian words, an odd byte padded, folded.
+inline uint32_t OnesSum(const uint8_t* p, size_t len) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 1 < len; i += 2) s += Be16(p + i);
+  if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint32_t>(s);
+}
+
+// UpdateField is checksumUpdateField: HC' = ~(~HC + ~m + m') (RFC 1624 eqn. 3).
+inline void UpdateField(uint8_t* field, uint32_t oldSum, uint32_t newSum) {
+  uint32_t s = (~static_cast<uint32_t>(Be16(field)) & 0xffff) + (~oldSum & 0xffff) + (newSum & 0xffff);
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  PutBe16(field, ~s & 0xffff);
+}
+
+class Express {
+ public:
+  Express() = default;
+  Express(const Express&) = delete;
+  Express& operator=(const Express&) = delete;
+  ~Express() { Clear(); }
+
+  bool Armed() const { return flows_ > 0; }
+
+  // Clear forgets every flow and SA (the engine folds the counters first).
+  void Clear() {
+    for (auto& s : sas_) {
+      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+      s.ctx = nullptr;
+      s.ref.Reset();
+      s.st = nullptr;
+      s.used = false;
+    }
+    for (auto& f : flows_v_) f.used = false;
+    flows_ = 0;
+  }
+
+  // AddSa registers an SA in slot `slot` (0..kExpressSas-1). Returns an error text or nullptr.
+  const char* AddSa(int slot, Napi::Float64Array st, uint32_t spi, const uint8_t* key, size_t keyLen,
+                    const uint8_t* salt, int fd, int family, const uint8_t* ep) {
+    if (slot < 0 || slot >= kExpressSas) return "SA slot out of range";
+    if (st.ElementLength() < kStLen) return "state array too short";
+    const EVP_CIPHER* cipher = keyLen == 16 ? EVP_aes_128_gcm() : keyLen == 24 ? EVP_aes_192_gcm()
+                             : keyLen == 32 ? EVP_aes_256_gcm() : nullptr;
+    if (cipher == nullptr) return "AES-GCM key must be 16, 24 or 32 bytes";
+    ExpressSa& s = sas_[slot];
+    if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+    s.ctx = EVP_CIPHER_CTX_new();
+    if (s.ctx == nullptr || EVP_EncryptInit_ex(s.ctx, cipher, nullptr, nullptr, nullptr) != 1 ||
+        EVP_CIPHER_CTX_ctrl(s.ctx, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
+        EVP_EncryptInit_ex(s.ctx, nullptr, nullptr, key, nullptr) != 1) {
+      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+      s.ctx = nullptr;
+      s.used = false;
+      return "OpenSSL: AES-GCM context setup failed";
+    }
+    s.ref = Napi::Persistent(st);
+    s.st = st.Data();
+    s.spi = spi;
+    memcpy(s.salt, salt, 4);
+    s.fd = fd;
+    memset(&s.ep, 0, sizeof(s.ep));
+    if (family == 4) {
+      auto* a = reinterpret_cast<sockaddr_in*>(&s.ep);
+      a->sin_family = AF_INET;
+      memcpy(&a->sin_addr, ep, 4);
+      s.epLen = sizeof(sockaddr_in);
+    } else {
+      auto* a = reinterpret_cast<sockaddr_in6*>(&s.ep);
+      a->sin6_family = AF_INET6;
+      memcpy(&a->sin6_addr, ep, 16);
+      s.epLen = sizeof(sockaddr_in6);
+    }
+    s.used = true;
+    return nullptr;
+  }
+
+  // AddFlow learns (family, src, fake) -> (real, SA slot). Returns 1 added, 0 known or full.
+  int AddFlow(int family, const uint8_t* src, const uint8_t* fake, const uint8_t* real, int slot) {
+    if (slot < 0 || slot >= kExpressSas || !sas_[slot].used) return 0;
+    size_t alen = family == 4 ? 4 : 16;
+    ExpressFlow* freeSlot = nullptr;
+    for (auto& f : flows_v_) {
+      if (!f.used) {
+        if (freeSlot == nullptr) freeSlot = &f;
+        continue;
+      }
+      if (f.family == family && memcmp(f.fake, fake, alen) == 0 && memcmp(f.src, src, alen) == 0) return 0;
+    }
+    if (freeSlot == nullptr) return 0;
+    ExpressFlow& f = *freeSlot;
+    f.family = static_cast<uint8_t>(family);
+    memcpy(f.src, src, alen);
+    memcpy(f.fake, fake, alen);
+    memcpy(f.real, real, alen);
+    f.oldSum = OnesSum(fake, alen);
+    f.newSum = OnesSum(real, alen);
+    f.sa = slot;
+    f.used = true;
+    flows_++;
+    return 1;
+  }
+
+  int Flows() const { return flows_; }
+
+  // Try handles the packet at slot[headroom, +len) (slot has kEspTailroom after it), read with
+  // virtio_net_hdr vh (nullptr without IFF_VNET_HDR). Returns true when the packet was consumed
+  // (sent, or counted as a send error); false when JavaScript must take it, unchanged.
+  bool Try(uint8_t* slot, size_t headroom, size_t len, size_t cap, const uint8_t* vh) {
+    if (headroom != kEspHeadroom || headroom + len + kEspTailroom > cap) return false;
+    uint8_t* p = slot + headroom;
+    bool needCsum = false;
+    size_t csumStart = 0, csumOffset = 0;
+    if (vh != nullptr) {
+      if (vh[1] != 0) return false;  // GSO
+      needCsum = (vh[0] & 1) != 0;
+      csumStart = static_cast<size_t>(vh[6]) | (static_cast<size_t>(vh[7]) << 8);
+      csumOffset = static_cast<size_t>(vh[8]) | (static_cast<size_t>(vh[9]) << 8);
+      if (needCsum && (csumStart + csumOffset + 2 > len || (csumOffset & 1) != 0)) return false;
+    }
+    if (len < 20) return false;
+    int family = p[0] >> 4;
+    size_t l4, alen;
+    const uint8_t* src;
+    uint8_t* dst;
+    int proto;
+    if (family == 4) {
+      size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+      if (ihl < 20 || ihl > len || Be16(p + 2) != len || (Be16(p + 6) & 0x3fff) != 0) return false;
+      l4 = ihl;
+      proto = p[9];
+      src = p + 12;
+      dst = p + 16;
+      alen = 4;
+    } else if (family == 6) {
+      if (len < 40 || static_cast<size_t>(Be16(p + 4)) + 40 != len) return false;
+      l4 = 40;
+      proto = p[6];
+      src = p + 8;
+      dst = p + 24;
+      alen = 16;
+    } else {
+      return false;
+    }
+    size_t l4len = len - l4;
+    int csumAt;  // offset of the pseudo-header checksum in the transport header, -1 if none
+    if (proto == 6) {
+      if (l4len < 20) return false;
+      csumAt = 16;
+    } else if (proto == 17) {
+      if (l4len < 8) return false;
+      csumAt = 6;
+    } else if (family == 4 && proto == 1) {
+      if (l4len < 8 || (p[l4] != 0 && p[l4] != 8)) return false;  // echo only: errors quote addresses
+      csumAt = -1;
+    } else if (family == 6 && proto == 58) {
+      if (l4len < 8 || (p[l4] != 128 && p[l4] != 129)) return false;
+      csumAt = 2;
+    } else {
+      return false;
+    }
+    const ExpressFlow* flow = nullptr;
+    for (const auto& f : flows_v_) {
+      if (f.used && f.family == family && memcmp(f.fake, dst, alen) == 0 && memcmp(f.src, src, alen) == 0) {
+        flow = &f;
+        break;
+      }
+    }
+    if (flow == nullptr) return false;
+    ExpressSa& sa = sas_[flow->sa];
+    if (!sa.used || sa.ctx == nullptr) return false;
+    double* st = sa.st;
+    double seq = st[kStLastSeq] + 1;
+    if (!(seq <= st[kStMaxSeq]) || seq > 4294967295.0 || !(static_cast<double>(len) <= st[kStBytesLeft])) return false;
+
+    // Committed: nothing below hands the packet back.
+    if (needCsum) {
+      uint8_t* field = p + csumStart + csumOffset;
+      PutBe16(field, ~OnesSum(p + csumStart, len - csumStart) & 0xffff);
+    }
+    memcpy(dst, flow->real, alen);
+    if (family == 4) UpdateField(p + 10, flow->oldSum, flow->newSum);
+    if (csumAt >= 0) {
+      uint8_t* field = p + l4 + csumAt;
+      if (!(proto == 17 && Be16(field) == 0)) {
+        UpdateField(field, flow->oldSum, flow->newSum);
+        if (proto == 17 && Be16(field) == 0) PutBe16(field, 0xffff);
+      }
+    }
+    st[kStTunRead] += 1;
+
+    // Seal (codec.ts sealInternal): trailer, header, IV, AAD, AES-GCM in place.
+    uint32_t seqLo = static_cast<uint32_t>(seq);
+    size_t pad = (4 - ((len + 2) % 4)) % 4;
+    size_t ptLen = len + pad + 2;
+    uint8_t* t = p + len;
+    for (size_t i = 1; i <= pad; i++) *t++ = static_cast<uint8_t>(i);
+    *t++ = static_cast<uint8_t>(pad);
+    *t = family == 4 ? 4 : 41;
+    uint8_t* esp = slot;
+    PutBe32(esp, sa.spi);
+    PutBe32(esp + 4, seqLo);
+    PutBe32(esp + 8, 0);
+    PutBe32(esp + 12, seqLo);
+    uint8_t nonce[12];
+    memcpy(nonce, sa.salt, 4);
+    memcpy(nonce + 4, esp + 8, 8);
+    int outl = 0;
+    bool ok = EVP_EncryptInit_ex(sa.ctx, nullptr, nullptr, nullptr, nonce) == 1 &&
+              EVP_EncryptUpdate(sa.ctx, nullptr, &outl, esp, 8) == 1 &&
+              EVP_EncryptUpdate(sa.ctx, p, &outl, p, static_cast<int>(ptLen)) == 1 &&
+              EVP_EncryptFinal_ex(sa.ctx, p + outl, &outl) == 1 &&
+              EVP_CIPHER_CTX_ctrl(sa.ctx, EVP_CTRL_GCM_GET_TAG, 16, p + ptLen) == 1;
+    st[kStLastSeq] = seq;
+    st[kStBytesLeft] -= static_cast<double>(len);
+    st[kStSaPackets] += 1;
+    st[kStSaBytes] += static_cast<double>(len);
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st[kStLastMs] = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
+    size_t total = kEspHeadroom + ptLen + 16;
+    ssize_t n = -1;
+    if (ok) {
+      do {
+        n = sendto(sa.fd, esp, total, MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&sa.ep), sa.epLen);
+      } while (n < 0 && errno == EINTR);
+    }
+    if (n < 0) {
+      st[kStSendErrors] += 1;
+    } else {
+      st[kStTxPackets] += 1;
+      st[kStTxBytes] += static_cast<double>(len);
+    }
+    return true;
+  }
+
+ private:
+  ExpressSa sas_[kExpressSas];
+  ExpressFlow flows_v_[kExpressFlows];
+  int flows_ = 0;
+};
+
+}  // namespace espgate
+
+#endif  // ESPGATE_EXPRESS_H_
