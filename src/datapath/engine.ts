@@ -54,10 +54,9 @@ import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import type { OffsetMap } from '../steer/fake-offset.js';
 import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6 } from '../esp/codec.js';
 import type { Sadb } from '../esp/sadb.js';
-import type { InboundSa } from '../esp/sa.js';
+import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import type { Tracer } from './trace.js';
-import { ExpressOut, defaultExpress } from './express.js';
-import type { OutboundSa } from '../esp/sa.js';
+import { ExpressIn, ExpressOut, defaultExpress } from './express.js';
 import { addr } from './trace.js';
 
 /** HEADROOM is reserved in front of each TUN read: ESP header + IV, so sealEsp works in place. */
@@ -244,6 +243,18 @@ export class Engine {
   readonly #exSrc = new Uint8Array(16);
   readonly #exFake = new Uint8Array(16);
   readonly #exReal = new Uint8Array(16);
+  /** #expressIn drives the NFQUEUE addon's path for lone inbound packets; undefined when off. */
+  readonly #expressIn: ExpressIn | undefined;
+  /** #inBatch counts the packets of the receive batch under way; #inWritten is tunWritten when it began. */
+  #inBatch = 0;
+  #inWritten = 0;
+  /** A lone inbound packet's flow, kept to teach the express path at the batch's end (#inFamily 0: none). */
+  #inFamily: 0 | 4 | 6 = 0;
+  readonly #inSrc = new Uint8Array(16);
+  readonly #inDst = new Uint8Array(16);
+  readonly #inFake = new Uint8Array(16);
+  #inSa: InboundSa | undefined;
+  #inPeer: PeerRuntime | undefined;
   /** udpGroRefused: the kernel refused a coalesced UDP write, so UDP is written datagram by datagram. */
   udpGroRefused = false;
 
@@ -272,10 +283,15 @@ export class Engine {
     this.#gro = gro ? new GroBatch<Buffer>(GRO_BATCH_PACKETS, defaultUdpGro()) : undefined;
     this.#groBuf = Buffer.alloc(gro ? GRO_MAX_BYTES : 0);
     this.#groPeers = new Array<PeerRuntime | undefined>(gro ? GRO_BATCH_PACKETS : 0).fill(undefined);
+    this.#watchSadb(tables);
     const ex = tun.express;
     const fd = sender.expressFd?.bind(sender);
     this.#express = (opts.express ?? defaultExpress()) && ex !== undefined && fd !== undefined
       ? new ExpressOut(ex, fd, this.#bufs[0] as Buffer, this.#vnet ? this.#hdrs.subarray(0, VNET_HDR_LEN) : null)
+      : undefined;
+    const nfq = receiver.express;
+    this.#expressIn = (opts.express ?? defaultExpress()) && ex !== undefined && nfq !== undefined && gro
+      ? new ExpressIn(nfq, () => ex.tunFd(), this.#vnet)
       : undefined;
   }
 
@@ -296,11 +312,15 @@ export class Engine {
    */
   syncExpress(): void {
     this.#express?.fold(this.totals, this.#dropN);
+    this.#expressIn?.fold(this.totals, this.#dropInN);
   }
 
-  /** express says whether the express path is on and how many flows it has learned. */
+  /** express says whether the express paths are on and how many flows they have learned (both directions). */
   get express(): { readonly on: boolean; readonly flows: number } {
-    return { on: this.#express !== undefined, flows: this.#express?.flows ?? 0 };
+    return {
+      on: this.#express !== undefined || this.#expressIn !== undefined,
+      flows: (this.#express?.flows ?? 0) + (this.#expressIn?.flows ?? 0),
+    };
   }
 
   readonly #dropN = (reason: DropReason, count: number): void => {
@@ -308,18 +328,63 @@ export class Engine {
     for (let i = 0; i < count; i++) this.onDrop(reason, 'out', 'express path: the socket refused the packet');
   };
 
+  readonly #dropInN = (reason: DropReason, count: number): void => {
+    this.drops.add(reason, count);
+    for (let i = 0; i < count; i++) this.onDrop(reason, 'in', 'express path: the TUN refused the packet');
+  };
+
+  /** #onSadbChange: an SA was installed or removed in place (IKE): learned flows may name a stale SA. */
+  readonly #onSadbChange = (): void => { this.#expressReset(); };
+
+  #watchSadb(tables: EngineTables): void {
+    tables.sadb.onChange = this.#onSadbChange;
+  }
+
   #expressReset(): void {
-    const ex = this.#express;
+    this.syncExpress();
+    this.#express?.reset();
+    this.#expressIn?.reset();
+    this.#inFamily = 0;
+    this.#inSa = undefined;
+    this.#inPeer = undefined;
+  }
+
+  /** #inboundBatchStart runs before the first packet of a receive batch: the express path's counts first. */
+  #inboundBatchStart(): void {
+    this.#expressIn?.fold(this.totals, this.#dropInN);
+    this.#inWritten = this.totals.tunWritten;
+    this.#inFamily = 0;
+  }
+
+  /**
+   * #inboundBatchEnd runs after a receive batch was written: a batch of one packet delivered by
+   * our own path teaches its flow to the express path; every SA gets a fresh budget.
+   */
+  #inboundBatchEnd(): void {
+    const n = this.#inBatch;
+    this.#inBatch = 0;
+    const ex = this.#expressIn;
     if (ex === undefined) return;
-    ex.fold(this.totals, this.#dropN);
-    ex.reset();
+    const sa = this.#inSa;
+    const peer = this.#inPeer;
+    const fam = this.#inFamily;
+    this.#inSa = undefined;
+    this.#inPeer = undefined;
+    this.#inFamily = 0;
+    if (n === 1 && fam !== 0 && sa !== undefined && peer !== undefined && this.#trace === undefined &&
+        this.totals.tunWritten === this.#inWritten + 1) {
+      ex.learn(fam, this.#inSrc, this.#inDst, this.#inFake, peer, sa);
+    }
+    ex.rearm();
   }
 
   /** tables are replaced atomically on reload (SIGHUP) or when SAs change; safe between events. */
   setTables(tables: EngineTables): void {
     // Learned flows hold the old tables' answers (and SAs): forget them.
     this.#expressReset();
+    if (this.#tables.sadb !== tables.sadb && this.#tables.sadb.onChange === this.#onSadbChange) this.#tables.sadb.onChange = undefined;
     this.#tables = tables;
+    this.#watchSadb(tables);
   }
 
   get tables(): EngineTables {
@@ -342,13 +407,17 @@ export class Engine {
       return;
     }
     this.#receiver.start((pkt) => {
+      if (this.#inBatch++ === 0) this.#inboundBatchStart();
       this.#holding = true;
       try {
         this.handleEsp(pkt);
       } finally {
         this.#holding = false;
       }
-    }, () => this.flushInbound());
+    }, () => {
+      this.flushInbound();
+      this.#inboundBatchEnd();
+    });
   }
 
   /**
@@ -427,6 +496,8 @@ export class Engine {
 
   stop(): void {
     this.#running = false;
+    // The addons' express paths would go on forwarding learned flows on their own: stop them too.
+    this.#expressReset();
   }
 
   /**
@@ -839,7 +910,22 @@ export class Engine {
       if (t.local6.lookup(inner, innerOff + IPV6_DST) === undefined) return 'policy';
     } else return 'bad-inner';
 
+    const learn = this.#inBatch === 1 && this.#holding && this.#expressIn !== undefined;
+    if (learn) {
+      const alen = iv === 4 ? 4 : 16;
+      const s = innerOff + (iv === 4 ? IPV4_SRC : IPV6_SRC);
+      const d = innerOff + (iv === 4 ? IPV4_DST : IPV6_DST);
+      this.#inSrc.set(inner.subarray(s, s + alen));
+      this.#inDst.set(inner.subarray(d, d + alen));
+    }
     const rw = rewriteInbound(inner, innerOff, innerLen, t.offsets);
+    if (learn && rw === 'ok') {
+      const s = innerOff + (iv === 4 ? IPV4_SRC : IPV6_SRC);
+      this.#inFake.set(inner.subarray(s, s + (iv === 4 ? 4 : 16)));
+      this.#inFamily = iv === 4 ? 4 : 6;
+      this.#inSa = sa;
+      this.#inPeer = peer;
+    }
     const gro = this.#gro;
     if (gro !== undefined && this.#holding) {
       // The window moved: its top is persisted once per batch, before the batch is written

@@ -8,10 +8,15 @@
  * own TUN batches, so each case also checks which path took the packet.
  */
 import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { test } from 'node:test';
 
-import { OutboundSa } from '../esp/sa.js';
-import type { SeqReserver } from '../esp/sa.js';
+import { InboundSa, OutboundSa } from '../esp/sa.js';
+import type { SaLifetime, SeqReserver } from '../esp/sa.js';
+import { FileReplayStore } from '../esp/replay-store.js';
+import { NativeNfqueueReceiver } from '../io/nfq-native.js';
 import { sealEsp } from '../esp/codec.js';
 import { Sadb, parseOuterAddress } from '../esp/sadb.js';
 import { loadAddon } from '../io/native-addon.js';
@@ -24,7 +29,7 @@ import type { EspReceiver } from '../io/types.js';
 import { completeChecksum, VNET_HDR_LEN } from '../io/vnet.js';
 import { buildIpPacket, icmpErrorFor, icmpMessage, tcpSegment, udpDatagram } from '../packet/build.js';
 import { OffsetMap } from '../steer/fake-offset.js';
-import { rewriteOutbound } from '../steer/rewrite.js';
+import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
 import { Engine, HEADROOM, newPeerRuntime } from './engine.js';
 import type { EngineTables } from './engine.js';
 import { PrefixTable } from './prefix-table.js';
@@ -225,6 +230,195 @@ test('express path: budgets leave reservations and lifetime limits to the SA', {
     assert.deepEqual(paths, [true, false, false, true, false, false, true, false, false, true],
       'engine at 1 (learn), 4 and 10 (reserve), 7 (soft limit and reserve)');
     assert.equal((r.engine.drops.counts as Record<string, number>)['no-sa'], 1, 'packet 12: no-sa');
+  } finally {
+    r.close();
+  }
+});
+
+/** nfqMessage frames pkt as the kernel queues it: nlmsghdr, nfgenmsg, NFQA_PACKET_HDR, NFQA_PAYLOAD. */
+function nfqMessage(id: number, pkt: Uint8Array): Buffer {
+  const hdrAttr = 4 + 7;
+  const payAttr = 4 + pkt.length;
+  const total = 16 + 4 + 12 + ((payAttr + 3) & ~3);
+  const b = Buffer.alloc(total);
+  b.writeUInt32LE(total, 0);
+  b.writeUInt16LE((3 << 8) | 0, 4); // NFNL_SUBSYS_QUEUE << 8 | NFQNL_MSG_PACKET
+  b[16] = 2; // AF_INET
+  let o = 20;
+  b.writeUInt16LE(hdrAttr, o);
+  b.writeUInt16LE(1, o + 2); // NFQA_PACKET_HDR: be32 id, be16 hw protocol, u8 hook
+  b.writeUInt32BE(id, o + 4);
+  b.writeUInt16BE(0x0800, o + 8);
+  o += 12;
+  b.writeUInt16LE(payAttr, o);
+  b.writeUInt16LE(10, o + 2); // NFQA_PAYLOAD
+  b.set(pkt, o + 4);
+  return b;
+}
+
+/** InRig is bob's engine over a stand-in queue and TUN; a reference SA seals what alice would send. */
+interface InRig {
+  readonly engine: Engine;
+  readonly io: StandInIo;
+  readonly rx: NativeNfqueueReceiver;
+  readonly sa: InboundSa;
+  readonly peerSa: OutboundSa;
+  readonly tables: EngineTables;
+  readonly dir: string;
+  nextId: number;
+  close(): void;
+}
+
+function inRig(lifetime?: SaLifetime): InRig {
+  const tun = openStandInTun('xpi', true, true);
+  const sink = openStandInTun('xpi-esp', false, false);
+  assert.ok(tun !== undefined && sink !== undefined && raw !== undefined);
+  const io = openStandInIo({ tun, sender: new NativeEspSender(raw, sink.fd, sink.fd) });
+  assert.ok(io !== undefined);
+  const dir = mkdtempSync(join(tmpdir(), 'espgate-express-'));
+  const store = new FileReplayStore(dir);
+  // bob's side: alice (198.18.0.1) is the peer, reached at her real address.
+  const offsets = new OffsetMap([{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }, { real: '2001:db8:0:1::/64', fake: '2001:db8:0:ff01::/64' }]);
+  const peer = newPeerRuntime('alice', A4, 4);
+  peer.protect4.insert(parseOuterAddress(A4), 32, true);
+  peer.protect6.insert(parseOuterAddress(A6), 128, true);
+  const local4 = new PrefixTable<true>(4);
+  const local6 = new PrefixTable<true>(6);
+  local4.insert(parseOuterAddress(B4), 32, true);
+  local6.insert(parseOuterAddress(B6), 128, true);
+  const sa = new InboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY, peer: 'alice', outerSource: parseOuterAddress(A4), replayStore: store, ...(lifetime === undefined ? {} : { lifetime }) });
+  const sadb = new Sadb();
+  sadb.addInbound(sa);
+  const tables: EngineTables = { offsets, peerByDst4: new PrefixTable(4), peerByDst6: new PrefixTable(6), local4, local6, sadb, peers: new Map([['alice', peer]]) };
+  const rx = new NativeNfqueueReceiver({ queueNum: 0, standIn: true });
+  const engine = new Engine(tables, io.tun, io.sender, rx, { express: true });
+  engine.start();
+  return {
+    engine, io, rx, sa, tables, dir, nextId: 1,
+    peerSa: new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY }),
+    close() {
+      engine.stop();
+      rx.close();
+      io.close();
+      tun.close();
+      sink.close();
+      store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** espFrom seals inner with alice's SA and puts it behind an outer IPv4 header from `from`. */
+function espFrom(r: InRig, inner: Buffer, from = A4): Buffer {
+  const buf = Buffer.alloc(inner.length + 64);
+  inner.copy(buf, 16);
+  const n = sealEsp(r.peerSa, buf, 16, inner.length, buf, 0);
+  assert.equal(typeof n, 'number');
+  return buildIpPacket({ src: from, dst: B4, protocol: 50, payload: buf.subarray(0, n as number) });
+}
+
+/** deliver queues one ESP packet and returns what reached the TUN (packet only, header apart) or undefined. */
+async function deliver(r: InRig, outer: Buffer, expectWrite: boolean): Promise<Buffer | undefined> {
+  writeSync(r.rx.peerFd, nfqMessage(r.nextId++, outer));
+  const got = Buffer.alloc(4096);
+  let n = -1;
+  for (let i = 0; i < (expectWrite ? 400 : 10) && n < 0; i++) {
+    await turn();
+    n = r.io.takeWritten(got);
+  }
+  if (n < 0) return undefined;
+  assert.deepEqual(got.subarray(0, VNET_HDR_LEN), Buffer.alloc(VNET_HDR_LEN), 'written behind a zero virtio_net_hdr');
+  return Buffer.from(got.subarray(VNET_HDR_LEN, n));
+}
+
+/** asBobSees is inner with its source mapped real -> fake (the engine's rewriteInbound). */
+function asBobSees(r: InRig, inner: Buffer): Buffer {
+  const b = Buffer.from(inner);
+  assert.equal(rewriteInbound(b, 0, b.length, r.tables.offsets), 'ok');
+  return b;
+}
+
+test('inbound express path: the same TUN bytes, replay window, replay file and counters as the engine', { skip }, async () => {
+  const r = inRig();
+  try {
+    const taken = (): number => r.rx.stats.expressTaken;
+    const echo = (seq: number): Buffer => icmpEcho(A4, B4, 0, seq);
+    const cases: [string, Buffer, boolean][] = [
+      ['first reply: the engine opens it and learns the flow', echo(1), false],
+      ['reply', echo(2), true],
+      ['UDP', buildIpPacket({ src: A4, dst: B4, protocol: 17, payload: udpDatagram(53, 40000, Buffer.from('answer')) }), true],
+      ['UDP without checksum', buildIpPacket({ src: A4, dst: B4, protocol: 17, udpZeroChecksum: true, payload: udpDatagram(53, 40000, Buffer.from('zero')) }), true],
+      ['TCP', buildIpPacket({ src: A4, dst: B4, protocol: 6, payload: tcpSegment({ srcPort: 5201, dstPort: 40000, seq: 9, flags: 0x10, payload: Buffer.from('data') }) }), true],
+      ['an ICMP error quoting a packet: the engine', icmpErrorFor(buildIpPacket({ src: B4, dst: A4, protocol: 17, payload: udpDatagram(40000, 53, Buffer.from('q')) }), { from: A4, type: 3, code: 3 }), false],
+      ['first IPv6 reply: learned', icmpEcho(A6, B6, 129, 1), false],
+      ['IPv6 reply', icmpEcho(A6, B6, 129, 2), true],
+    ];
+    let delivered = 0;
+    const esps: Buffer[] = [];
+    for (const [name, inner, viaExpress] of cases) {
+      const before = taken();
+      const outer = espFrom(r, inner);
+      esps.push(outer);
+      const got = await deliver(r, outer, true);
+      assert.deepEqual(got, asBobSees(r, inner), `${name}: bytes`);
+      assert.equal(taken() - before, viaExpress ? 1 : 0, `${name}: ${viaExpress ? 'the express path' : "the engine's path"}`);
+      delivered++;
+    }
+    // What the engine's path drops, the express path leaves to it: replay, forgery, wrong source.
+    const replayed = esps[1] as Buffer;
+    assert.equal(await deliver(r, replayed, false), undefined, 'a replayed packet is not written');
+    const forged = Buffer.from(espFrom(r, echo(3)));
+    forged[forged.length - 20] ^= 1;
+    assert.equal(await deliver(r, forged, false), undefined, 'a forged packet is not written');
+    assert.equal(await deliver(r, espFrom(r, echo(4), '198.18.0.3'), false), undefined, 'one from another source is not written');
+    const counts = r.engine.drops.counts as Record<string, number>;
+    assert.deepEqual([counts['replay'], counts['auth'], counts['wrong-source']], [1, 1, 1], 'each dropped by the engine, counted once');
+    // Out of order inside the window: 12 first, then 11 (both new): both by the express path.
+    r.peerSa.seqLo = 11;
+    const e12 = espFrom(r, echo(12));
+    r.peerSa.seqLo = 10;
+    const e11 = espFrom(r, echo(11));
+    const before = taken();
+    assert.deepEqual(await deliver(r, e12, true), asBobSees(r, echo(12)));
+    assert.deepEqual(await deliver(r, e11, true), asBobSees(r, echo(11)));
+    assert.equal(taken() - before, 2, 'out of order inside the window: express');
+    delivered += 2;
+    assert.equal(await deliver(r, e11, false), undefined, 'and 11 again is a replay');
+    // The replay file holds the top the express path wrote (12), before any fold.
+    const file = readFileSync(join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
+    assert.deepEqual([file.readUInt32BE(0), file.readUInt32BE(4)], [0, 12], 'replay top on disk');
+    assert.equal(r.sa.replay.topLo, 12, 'the window the engine sees moved too');
+    r.engine.syncExpress();
+    const fed = cases.length + 3 + 3;
+    assert.equal(r.engine.totals.espReceived, fed, 'espReceived: every queued packet once');
+    assert.equal(r.engine.totals.tunWritten, delivered, 'tunWritten');
+    const peer = r.tables.peers.get('alice');
+    assert.equal(peer?.stats.rxPackets, delivered, 'peer rx');
+    assert.equal(r.sa.stats.packets, delivered, 'SA packets');
+    assert.ok(peer !== undefined && peer.stats.lastRxMs > 0, 'last rx stamped');
+    assert.equal(r.engine.express.flows, 2, 'two flows learned (IPv4, IPv6)');
+    r.tables.sadb.removeInbound(0x9999);
+    assert.equal(r.engine.express.flows, 2, 'no change to the SAs: flows kept');
+    r.tables.sadb.addInbound(new InboundSa({ spi: 0x9999, algorithm: 'aes128gcm16', keyMaterial: KEY, peer: 'alice' }));
+    assert.equal(r.engine.express.flows, 0, 'an SA installed in place (IKE): flows forgotten');
+  } finally {
+    r.close();
+  }
+});
+
+test('inbound express path: lifetime limits stay with the SA', { skip }, async () => {
+  const r = inRig({ softPackets: 4, hardPackets: 6 });
+  try {
+    for (let i = 1; i <= 7; i++) {
+      const inner = icmpEcho(A4, B4, 0, i);
+      const got = await deliver(r, espFrom(r, inner), i <= 6);
+      if (i <= 6) assert.deepEqual(got, asBobSees(r, inner), `packet ${i}`);
+      else assert.equal(got, undefined, 'packet 7: past the hard limit');
+      r.engine.syncExpress();
+      assert.equal(r.sa.softExpired, i >= 4, `packet ${i}: soft flag`);
+      assert.equal(r.sa.hardExpired, i >= 6, `packet ${i}: hard flag`);
+    }
+    assert.equal(r.rx.stats.expressTaken, 3, 'packets 2, 3 and 5 by the express path; 1 (learn), 4 (soft), 6 (hard) and 7 by the engine');
   } finally {
     r.close();
   }

@@ -1,6 +1,7 @@
 /**
- * datapath/express.ts: the engine's side of the TUN addon's express path for lone outbound
- * packets (src/io/native/express.h, whose comment says why it exists and what it takes).
+ * datapath/express.ts: the engine's side of the addons' express paths for lone packets: outbound
+ * in the TUN addon (src/io/native/express.h, whose comment says why they exist and what they
+ * take), inbound in the NFQUEUE addon (express_in.h; ExpressIn below, the same scheme).
  *
  * The engine stays the owner of every decision; the addon only repeats one it has already made:
  *   learn    after the engine itself sealed and sent a packet that came alone in a TUN read, it
@@ -19,9 +20,9 @@
  * ESPGATE_EXPRESS=0 turns it off.
  */
 import type { DropReason } from '../drops.js';
-import type { OutboundSa } from '../esp/sa.js';
+import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import { SEQUENCE_IV } from '../esp/nonce.js';
-import type { ExpressTun, Family } from '../io/types.js';
+import type { ExpressNfq, ExpressTun, Family } from '../io/types.js';
 import type { PeerRuntime } from './engine.js';
 
 // State array layout (express.h ExpressSt).
@@ -208,6 +209,145 @@ export class ExpressOut {
   /** reset forgets every flow and SA (fold first): the tables changed or a trace starts. */
   reset(): void {
     this.#tun.clear();
+    this.#entries = [];
+    this.#bySa.clear();
+    this.flows = 0;
+  }
+}
+
+// Inbound state array layout (express_in.h ExpressInSt).
+export const IN_PKTS_LEFT = 0;
+export const IN_BYTES_LEFT = 1;
+export const IN_SA_PACKETS = 2;
+export const IN_SA_BYTES = 3;
+export const IN_RX_PACKETS = 4;
+export const IN_RX_BYTES = 5;
+export const IN_LAST_MS = 6;
+export const IN_ESP_RECEIVED = 7;
+export const IN_TUN_ERRORS = 8;
+export const IN_PERSIST_ERRORS = 9;
+export const IN_LEN = 10;
+
+/** ExpressInTotals are the engine counters the inbound fold adds to. */
+export interface ExpressInTotals { espReceived: number; tunWritten: number }
+
+interface InEntry {
+  readonly sa: InboundSa;
+  readonly peer: PeerRuntime;
+  readonly st: Float64Array;
+}
+
+/**
+ * ExpressIn drives the NFQUEUE addon's express path for lone inbound packets (express_in.h),
+ * the twin of ExpressOut: the engine teaches it the (SA, inner source, inner destination) of a
+ * packet it opened, checked and delivered itself from a batch of one; the addon then opens the
+ * next ones of that flow, sharing the SA's replay window (the same typed arrays) and writing its
+ * top to the same file before it writes the packet to the TUN.
+ */
+export class ExpressIn {
+  readonly #nfq: ExpressNfq;
+  readonly #tunFd: () => number;
+  readonly #vnet: boolean;
+  #entries: InEntry[] = [];
+  readonly #bySa = new Map<InboundSa, number>();
+  flows = 0;
+  refused = 0;
+
+  constructor(nfq: ExpressNfq, tunFd: () => number, vnet: boolean) {
+    this.#nfq = nfq;
+    this.#tunFd = tunFd;
+    this.#vnet = vnet;
+  }
+
+  /** eligible says whether the addon reproduces openEsp and the replay store's save for this SA. */
+  static eligible(sa: InboundSa): boolean {
+    return !sa.esn && !sa.hardExpired && sa.replay.topHi === 0 && sa.replayFd() !== undefined &&
+      sa.keyMaterial.length === sa.aead.keyMaterialLength && sa.aead.keyMaterialLength > SALT_LEN;
+  }
+
+  /** learn teaches the addon a flow the engine has just delivered: src/dst as the peer sent them, fake the source it became. */
+  learn(family: Family, src: Uint8Array, dst: Uint8Array, fake: Uint8Array, peer: PeerRuntime, sa: InboundSa): boolean {
+    if (!ExpressIn.eligible(sa)) return false;
+    let slot = this.#bySa.get(sa);
+    if (slot === undefined) {
+      const tunFd = this.#tunFd();
+      const replayFd = sa.replayFd();
+      if (this.#entries.length >= EXPRESS_SAS || tunFd < 0 || replayFd === undefined) return false;
+      const st = new Float64Array(IN_LEN);
+      slot = this.#entries.length;
+      const km = sa.keyMaterial;
+      const w = sa.replay;
+      try {
+        this.#nfq.sa(slot, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN),
+          sa.outerSource ?? new Uint8Array(0), w.words, w.top, w.size, replayFd, tunFd, this.#vnet);
+      } catch {
+        this.refused++;
+        return false;
+      }
+      const e: InEntry = { sa, peer, st };
+      this.#entries.push(e);
+      this.#bySa.set(sa, slot);
+      this.#arm(e);
+    }
+    const added = this.#nfq.flow(slot, family, src, dst, fake) === 1;
+    if (added) this.flows++;
+    return added;
+  }
+
+  /** fold adds what the addon counted to the SAs, peers, totals and drops, and saves each moved replay top again for the store's flush. */
+  fold(totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
+    const entries = this.#entries;
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as InEntry;
+      const st = e.st;
+      const esp = st[IN_ESP_RECEIVED] as number;
+      if (esp === 0) continue;
+      const sa = e.sa;
+      const s = sa.stats;
+      s.packets += st[IN_SA_PACKETS] as number;
+      s.bytes += st[IN_SA_BYTES] as number;
+      const last = st[IN_LAST_MS] as number;
+      if (last > s.lastUsedMs) s.lastUsedMs = last;
+      const rx = st[IN_RX_PACKETS] as number;
+      const ps = e.peer.stats;
+      ps.rxPackets += rx;
+      ps.rxBytes += st[IN_RX_BYTES] as number;
+      if (rx > 0 && last > ps.lastRxMs) ps.lastRxMs = last;
+      totals.espReceived += esp;
+      totals.tunWritten += rx;
+      const errors = st[IN_TUN_ERRORS] as number;
+      if (errors > 0) drop('tun-write', errors);
+      // The addon wrote the top itself; saving it through the store marks it for the next
+      // fdatasync (and retries it, with the error recorded, when the addon's write failed).
+      sa.persistReplay();
+      for (const k of [IN_SA_PACKETS, IN_SA_BYTES, IN_RX_PACKETS, IN_RX_BYTES, IN_ESP_RECEIVED, IN_TUN_ERRORS, IN_PERSIST_ERRORS]) st[k] = 0;
+    }
+  }
+
+  /** rearm hands every SA a fresh budget (after the engine's own path opened packets on it). */
+  rearm(): void {
+    const entries = this.#entries;
+    for (let i = 0; i < entries.length; i++) this.#arm(entries[i] as InEntry);
+  }
+
+  #arm(e: InEntry): void {
+    const sa = e.sa;
+    const st = e.st;
+    if (!ExpressIn.eligible(sa)) {
+      st[IN_PKTS_LEFT] = 0;
+      st[IN_BYTES_LEFT] = -1;
+      return;
+    }
+    const l = sa.lifetime;
+    const s = sa.stats;
+    const pktLimit = sa.softExpired ? l.hardPackets : Math.min(l.softPackets, l.hardPackets);
+    const byteLimit = sa.softExpired ? l.hardBytes : Math.min(l.softBytes, l.hardBytes);
+    st[IN_PKTS_LEFT] = pktLimit - s.packets - 1;
+    st[IN_BYTES_LEFT] = byteLimit - s.bytes - 1;
+  }
+
+  reset(): void {
+    this.#nfq.clear();
     this.#entries = [];
     this.#bySa.clear();
     this.flows = 0;

@@ -55,6 +55,11 @@ export class FileReplayStore implements ReplayStore {
     return fd;
   }
 
+  /** fdOf is the open file of spi (opened on first use), for the express path's pwrite of the top. */
+  fdOf(spi: number): number {
+    return this.#fd(spi);
+  }
+
   /** load returns the saved top for spi, 0n when none (or a short, half-written file). */
   load(spi: number): bigint {
     const fd = this.#fd(spi);

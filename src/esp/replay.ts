@@ -60,8 +60,12 @@ export class ReplayWindow {
   readonly #bits: Uint32Array;
   readonly #wordMask: number; // W - 1
   readonly #bitMask: number; // 32W - 1
-  #topHi = 0;
-  #topLo = 0;
+  /**
+   * #top holds the window's top as [high 32 bits, low 32 bits]. A typed array rather than two
+   * fields so that the NFQUEUE addon's express path (datapath/express.ts) checks and moves the
+   * same window, with `words`, for the packets it opens itself.
+   */
+  readonly #top = new Uint32Array(2);
 
   constructor(options: ReplayWindowOptions = {}) {
     const size = options.size ?? REPLAY_WINDOW_DEFAULT;
@@ -78,30 +82,39 @@ export class ReplayWindow {
     if (options.initialTop !== undefined && options.initialTop !== 0n) {
       const t = options.initialTop;
       if (t < 0n || t >= 1n << 64n) throw new GatewayError('ERR_CONFIG', `replay window initial top out of range: ${t}`);
-      this.#topHi = Number(t >> 32n);
-      this.#topLo = Number(t & 0xffffffffn);
-      this.#set(this.#topLo);
+      this.#top[0] = Number(t >> 32n);
+      this.#top[1] = Number(t & 0xffffffffn);
+      this.#set((this.#top[1] as number));
     }
     if (options.resumeFrom !== undefined && options.resumeFrom !== 0n) {
       const t = options.resumeFrom;
       if (t < 0n || t >= 1n << 64n) throw new GatewayError('ERR_CONFIG', `replay window resume point out of range: ${t}`);
-      this.#topHi = Number(t >> 32n);
-      this.#topLo = Number(t & 0xffffffffn);
+      this.#top[0] = Number(t >> 32n);
+      this.#top[1] = Number(t & 0xffffffffn);
       // Every bit set, except above top in top's own word (the invariant slide() relies on).
       this.#bits.fill(0xffffffff);
-      const topBit = this.#topLo & 31;
-      this.#bits[(this.#topLo & this.#bitMask) >>> 5] = topBit === 31 ? 0xffffffff : ((1 << (topBit + 1)) - 1) >>> 0;
+      const topBit = (this.#top[1] as number) & 31;
+      this.#bits[((this.#top[1] as number) & this.#bitMask) >>> 5] = topBit === 31 ? 0xffffffff : ((1 << (topBit + 1)) - 1) >>> 0;
     }
   }
 
   /** topHi is the high half of the highest accepted sequence number (0 before any). */
+  /** words is the bitmap (bit i of the sequence numbers, modulo its size) and top the [high, low] top, shared with the express path. */
+  get words(): Uint32Array {
+    return this.#bits;
+  }
+
+  get top(): Uint32Array {
+    return this.#top;
+  }
+
   get topHi(): number {
-    return this.#topHi;
+    return (this.#top[0] as number);
   }
 
   /** topLo is the low half of the highest accepted sequence number (0 before any). */
   get topLo(): number {
-    return this.#topLo;
+    return (this.#top[1] as number);
   }
 
   /**
@@ -112,7 +125,7 @@ export class ReplayWindow {
   check(hi: number, lo: number): ReplayReject | null {
     if (hi === 0 && lo === 0) return 'too-old';
     // Exact while |d| < 2^53; beyond that rounded, but the sign stays right and |d| stays huge.
-    const d = (hi - this.#topHi) * U32_RANGE + (lo - this.#topLo);
+    const d = (hi - (this.#top[0] as number)) * U32_RANGE + (lo - (this.#top[1] as number));
     if (d > 0) return null;
     if (-d >= this.size) return 'too-old';
     const idx = lo & this.#bitMask;
@@ -127,14 +140,14 @@ export class ReplayWindow {
   accept(hi: number, lo: number): ReplayReject | null {
     const r = this.check(hi, lo);
     if (r !== null) return r;
-    const d = (hi - this.#topHi) * U32_RANGE + (lo - this.#topLo);
+    const d = (hi - (this.#top[0] as number)) * U32_RANGE + (lo - (this.#top[1] as number));
     if (d > 0) {
       const words = this.#wordMask + 1;
       if (d >= words * REPLAY_WORD_BITS) {
         this.#bits.fill(0);
       } else {
         // d < 2^32 here, so the block distance is exact modulo 2^27 (blocks of 32 in a u32).
-        const oldBlock = this.#topLo >>> 5;
+        const oldBlock = (this.#top[1] as number) >>> 5;
         const blocks = ((lo >>> 5) - oldBlock) & 0x7ffffff;
         if (blocks >= words) {
           this.#bits.fill(0);
@@ -142,8 +155,8 @@ export class ReplayWindow {
           for (let i = 1; i <= blocks; i++) this.#bits[(oldBlock + i) & this.#wordMask] = 0;
         }
       }
-      this.#topHi = hi;
-      this.#topLo = lo;
+      this.#top[0] = hi;
+      this.#top[1] = lo;
     }
     this.#set(lo);
     return null;
@@ -166,8 +179,8 @@ export class ReplayWindow {
    */
   esnHigh(lo: number): number {
     const w = this.size;
-    const th = this.#topHi;
-    const tl = this.#topLo;
+    const th = (this.#top[0] as number);
+    const tl = (this.#top[1] as number);
     if (tl >= w - 1) {
       if (lo >= tl - w + 1) return th;
       return th === U32_MAX ? -1 : th + 1;

@@ -133,6 +133,8 @@ abstract class SaBase {
   readonly algorithm: AeadName;
   readonly aead: Aead;
   readonly esn: boolean;
+  /** keyMaterial is key || salt, kept for the addons' express paths (datapath/express.ts). */
+  readonly keyMaterial: Uint8Array;
   readonly lifetime: Required<SaLifetime>;
   readonly stats: SaStats = { packets: 0, bytes: 0, lastUsedMs: 0, dummyPackets: 0 };
   /** createdMs is the clock reading when the SA was made (its age in status). */
@@ -158,6 +160,7 @@ abstract class SaBase {
     this.algorithm = o.algorithm;
     this.aead = createAead(o.algorithm, o.keyMaterial, o.aeadImpl);
     this.esn = o.esn ?? false;
+    this.keyMaterial = o.keyMaterial;
     const l = o.lifetime ?? {};
     this.lifetime = {
       softPackets: l.softPackets ?? Infinity, hardPackets: l.hardPackets ?? Infinity,
@@ -182,8 +185,6 @@ abstract class SaBase {
 /** OutboundSa is the sending half of an SA. Create one per (peer, SPI); never reuse an SPI with the same key. */
 export class OutboundSa extends SaBase {
   readonly ivGenerator: IvGenerator;
-  /** keyMaterial is key || salt, kept for the TUN addon's express path (datapath/express.ts). */
-  readonly keyMaterial: Uint8Array;
   /**
    * encap is the UDP encapsulation of this SA's ESP (RFC 3948), null for plain ESP. Set at
    * creation, or by the installer (ike-edges.ts sadbSink) before the SA goes into the SADB;
@@ -204,7 +205,6 @@ export class OutboundSa extends SaBase {
 
   constructor(o: OutboundSaOptions) {
     super(o);
-    this.keyMaterial = o.keyMaterial;
     this.ivGenerator = o.ivGenerator ?? SEQUENCE_IV;
     this.encap = o.encap === undefined ? null : checkEncap(o.encap);
     this.#reserver = o.reserver;
@@ -317,6 +317,11 @@ export function checkEncap(e: UdpEncap): UdpEncap {
 export interface ReplayStore {
   load(spi: number): bigint;
   save(spi: number, hi: number, lo: number): void;
+  /**
+   * fdOf, on a store that keeps one file per SPI written at offset 0 as save() writes it (8 bytes,
+   * high then low, big-endian), is that file's descriptor: the express path writes the top there.
+   */
+  fdOf?(spi: number): number;
 }
 
 /** InboundSa is the receiving half of an SA. */
@@ -366,6 +371,16 @@ export class InboundSa extends SaBase {
     } catch (e) {
       this.lastReplayError = e;
     }
+  }
+
+  /**
+   * replayFd is the file the replay store writes this SA's top to (for the NFQUEUE addon's express
+   * path, which writes it the same way): -1 without a store, undefined when the store has no file.
+   */
+  replayFd(): number | undefined {
+    const store = this.#replayStore;
+    if (store === undefined) return -1;
+    return store.fdOf?.(this.spi);
   }
 
   /**

@@ -19,6 +19,11 @@ export class Sadb {
   readonly #outbound = new Map<string, OutboundSa>();
   /** #outboundBySpi indexes the installed outbound SAs by SPI (usage queries, O(1)). */
   readonly #outboundBySpi = new Map<number, OutboundSa>();
+  /**
+   * onChange runs after every change to the installed SAs (IKE installs and removes them in
+   * place, without new tables): the engine forgets what its express path learned about them.
+   */
+  onChange: (() => void) | undefined;
 
   /** addInbound installs sa under its SPI; throws GatewayError ERR_CONFIG if the SPI is taken. */
   addInbound(sa: InboundSa): void {
@@ -26,11 +31,14 @@ export class Sadb {
       throw new GatewayError('ERR_CONFIG', `inbound SPI 0x${sa.spi.toString(16).padStart(8, '0')} is already installed`);
     }
     this.#inbound.set(sa.spi, sa);
+    this.onChange?.();
   }
 
   /** removeInbound uninstalls the SA with this SPI; returns whether there was one. */
   removeInbound(spi: number): boolean {
-    return this.#inbound.delete(spi);
+    const had = this.#inbound.delete(spi);
+    if (had) this.onChange?.();
+    return had;
   }
 
   /** inbound returns the SA with this SPI, if installed. */
@@ -58,6 +66,7 @@ export class Sadb {
     this.#outbound.set(peer, sa);
     if (old !== undefined && this.#outboundBySpi.get(old.spi) === old) this.#outboundBySpi.delete(old.spi);
     this.#outboundBySpi.set(sa.spi, sa);
+    this.onChange?.();
     return old;
   }
 
@@ -67,6 +76,7 @@ export class Sadb {
     if (old === undefined) return false;
     this.#outbound.delete(peer);
     if (this.#outboundBySpi.get(old.spi) === old) this.#outboundBySpi.delete(old.spi);
+    this.onChange?.();
     return true;
   }
 
@@ -89,6 +99,7 @@ export class Sadb {
         n++;
       }
     }
+    if (n > 0) this.onChange?.();
     return n;
   }
 

@@ -10,7 +10,7 @@
  */
 import { GatewayError } from '../errors.js';
 import { loadAddon } from './native-addon.js';
-import type { EspReceiver } from './types.js';
+import type { EspReceiver, ExpressNfq } from './types.js';
 import type { NfqueueReceiverOptions, NfqueueStats } from './nfqueue.js';
 import { NFQUEUE_DEFAULT_RCVBUF, nfqueueBindError } from './nfqueue.js';
 
@@ -26,14 +26,19 @@ export const NFQ_DEFAULT_MAXLEN = 4096;
 /** The addon's NfqSocket, as nfq.cc defines it. */
 interface NativeNfqSocket {
   readonly fd: number;
+  readonly peerFd: number;
   readBatch(buf: Buffer, offsets: Int32Array, lengths: Int32Array): number;
-  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number };
+  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number; expressTaken: number };
   poll(cb: (status: number) => void): void;
   unpoll(): void;
   close(): void;
+  expressSlots(buf: Buffer, offsets: Int32Array, lengths: Int32Array): void;
+  expressSa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, outer: Uint8Array, words: Uint32Array, top: Uint32Array, window: number, replayFd: number, tunFd: number, vnet: boolean): void;
+  expressFlow(slot: number, family: number, src: Uint8Array, dst: Uint8Array, fake: Uint8Array): number;
+  expressClear(): void;
 }
 interface NfqAddon {
-  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number) => NativeNfqSocket;
+  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean) => NativeNfqSocket;
 }
 
 /** loadNfqAddon returns the addon, or undefined when it is not built (the reason: nfqAddonError). */
@@ -52,6 +57,8 @@ export interface NativeNfqStats extends NfqueueStats {
   truncated: number;
   batches: number;
   verdictErrors: number;
+  /** expressTaken: packets the addon's express path opened and delivered itself (not in `delivered`). */
+  expressTaken: number;
 }
 
 /** NativeNfqueueReceiver delivers inbound ESP from one NFQUEUE in batches. Main thread only. */
@@ -69,10 +76,26 @@ export class NativeNfqueueReceiver implements EspReceiver {
   #onPacket: ((pkt: Buffer) => void) | undefined;
   #onBatchEnd: (() => void) | undefined;
   #delivered = 0;
+  /** express is the addon's path for lone inbound packets (datapath/express.ts drives it); inert before start(). */
+  readonly express: ExpressNfq = {
+    sa: (slot, state, spi, key, salt, outer, words, top, window, replayFd, tunFd, vnet) => {
+      if (this.#sock === undefined) throw new GatewayError('ERR_NFQUEUE', 'express path: the queue is not started');
+      this.#sock.expressSa(slot, state, spi, key, salt, outer, words, top, window, replayFd, tunFd, vnet);
+    },
+    flow: (slot, family, src, dst, fake) => this.#sock?.expressFlow(slot, family, src, dst, fake) ?? 0,
+    clear: () => { this.#sock?.expressClear(); },
+  };
   #callbackErrors = 0;
   #lastError = '';
 
-  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number }) {
+  readonly #standIn: boolean;
+
+  /**
+   * opts.standIn (tests): the socket is one end of a socketpair instead of a bound queue; feed it
+   * NFQUEUE packet messages through peerFd (test/support: nfqPacketMessage). No root needed.
+   */
+  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean }) {
+    this.#standIn = opts.standIn === true;
     if (!Number.isInteger(opts.queueNum) || opts.queueNum < 0 || opts.queueNum > 65535) {
       throw new GatewayError('ERR_NFQUEUE', `NFQUEUE number ${opts.queueNum} is not an integer in 0..65535`);
     }
@@ -91,6 +114,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
       truncated: s?.truncated ?? 0,
       batches: s?.batches ?? 0,
       verdictErrors: s?.verdictErrors ?? 0,
+      expressTaken: s?.expressTaken ?? 0,
     };
   }
 
@@ -101,13 +125,14 @@ export class NativeNfqueueReceiver implements EspReceiver {
     if (mod === undefined) throw new GatewayError('ERR_NFQUEUE', "espgate's NFQUEUE addon is not built ('npm run build:native')", { cause: nfqAddonError() });
     let sock: NativeNfqSocket;
     try {
-      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen);
+      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen, this.#standIn);
     } catch (e) {
       throw nfqueueBindError(this.queueNum, e);
     }
     this.#sock = sock;
     this.#onPacket = onPacket;
     this.#onBatchEnd = onBatchEnd;
+    sock.expressSlots(this.#buf, this.#offsets, this.#lengths);
     sock.poll(() => { this.drain(); });
   }
 
@@ -145,6 +170,11 @@ export class NativeNfqueueReceiver implements EspReceiver {
       }
       if (n === 0) return;
     }
+  }
+
+  /** peerFd is a stand-in's other socket end (-1 for a real queue or before start). */
+  get peerFd(): number {
+    return this.#sock?.peerFd ?? -1;
   }
 
   /** close unbinds the queue and closes the socket; queued packets are dropped by the kernel. Idempotent. */

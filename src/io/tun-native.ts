@@ -91,6 +91,7 @@ class NativeTun implements TunDeviceExt {
       sa: (slot, state, spi, key, salt, fd, family, endpoint) => q.expressSa(slot, state, spi, key, salt, fd, family, endpoint),
       flow: (family, src, fake, real, slot) => (this.#closed ? 0 : q.expressFlow(family, src, fake, real, slot)),
       clear: () => q.expressClear(),
+      tunFd: () => this.fd,
     };
   }
 

@@ -60,6 +60,21 @@ export interface ExpressTun {
   flow(family: Family, src: Uint8Array, fake: Uint8Array, real: Uint8Array, slot: number): number;
   /** clear forgets every flow and SA. */
   clear(): void;
+  /** tunFd is the TUN's descriptor (the NFQUEUE addon's express path writes inner packets to it), -1 once closed. */
+  tunFd(): number;
+}
+
+/**
+ * ExpressNfq is the NFQUEUE addon's express path (src/io/native/express_in.h): a lone ESP packet
+ * of a learned flow is opened, checked and written to the TUN without entering JavaScript.
+ */
+export interface ExpressNfq {
+  /** sa registers an inbound SA in slot (0..31): state (express.ts IN_*), the replay window's words and top, its file. Throws on bad arguments. */
+  sa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, outer: Uint8Array, words: Uint32Array, top: Uint32Array, window: number, replayFd: number, tunFd: number, vnet: boolean): void;
+  /** flow learns (SA slot, inner source, inner destination) -> fake source: 1 learned, 0 known or full. */
+  flow(slot: number, family: Family, src: Uint8Array, dst: Uint8Array, fake: Uint8Array): number;
+  /** clear forgets every flow and SA. */
+  clear(): void;
 }
 
 /** AddressFamily of an outer (tunnel) address. */
@@ -100,5 +115,7 @@ export interface EspReceiver {
   start(onPacket: (pkt: Buffer) => void, onBatchEnd?: () => void): void;
   /** batched says the receiver calls onBatchEnd, so packets may be held until the batch ends. */
   readonly batched?: boolean;
+  /** express, on the native NFQUEUE receiver, is its path for lone inbound packets (datapath/express.ts). */
+  readonly express?: ExpressNfq;
   close(): void;
 }

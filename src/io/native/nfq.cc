@@ -36,6 +36,7 @@
 #include <napi.h>
 #include <uv.h>
 
+#include "express_in.h"
 #include "uv_poller.h"
 
 #include <arpa/inet.h>
@@ -118,7 +119,12 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
             InstanceMethod<&NfqSocket::Poll>("poll"),
             InstanceMethod<&NfqSocket::Unpoll>("unpoll"),
             InstanceMethod<&NfqSocket::Close>("close"),
+            InstanceMethod<&NfqSocket::ExpressSlots>("expressSlots"),
+            InstanceMethod<&NfqSocket::ExpressSa>("expressSa"),
+            InstanceMethod<&NfqSocket::ExpressFlow>("expressFlow"),
+            InstanceMethod<&NfqSocket::ExpressClear>("expressClear"),
             InstanceAccessor<&NfqSocket::Fd>("fd"),
+            InstanceAccessor<&NfqSocket::PeerFd>("peerFd"),
         });
     exports.Set("NfqSocket", ctor);
     exports.Set("MAX_BATCH", Napi::Number::New(env, kMaxBatch));
@@ -140,6 +146,20 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     queue_ = static_cast<uint16_t>(q);
     int rcvbuf = info[1].As<Napi::Number>().Int32Value();
     uint32_t maxlen = info[2].As<Napi::Number>().Uint32Value();
+
+    if (info.Length() >= 4 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value()) {
+      // A stand-in (tests): one end of an AF_UNIX SOCK_SEQPACKET pair instead of the netlink
+      // socket; the test writes NFQNL_MSG_PACKET messages into peerFd, verdicts go there too
+      // (a seqpacket socket ignores the netlink address). No queue is bound: no root needed.
+      int sv[2];
+      if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+        ThrowErrno(env, errno, "socketpair", "stand-in queue");
+        return;
+      }
+      fd_ = sv[0];
+      peerFd_ = sv[1];
+      return;
+    }
 
     fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_NETFILTER);
     if (fd_ < 0) {
@@ -262,8 +282,35 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       Napi::RangeError::New(env, "readBatch: buf too small for that many slots").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    uint8_t* base = buf.Data();
+    if (stashPending_) {
+      // The express path read this batch (and gave its verdict) and left it to us.
+      stashPending_ = false;
+      int n = stashCount_;
+      if (n <= 0) return Napi::Number::New(env, n);
+      if (buf.Data() != exBase_ || offs.Data() != exOffs_ || lens.Data() != exLens_) {
+        // Other arrays than the registered ones: copy what fits (never happens with nfq-native.ts).
+        int placed = 0;
+        for (int i = 0; i < n && static_cast<size_t>(placed) < slots; i++) {
+          size_t at = static_cast<size_t>(exOffs_[i]);
+          size_t len = static_cast<size_t>(exLens_[i]);
+          if (at + len > buf.ByteLength()) continue;
+          memmove(buf.Data() + at, exBase_ + at, len);
+          offs.Data()[placed] = exOffs_[i];
+          lens.Data()[placed] = exLens_[i];
+          placed++;
+        }
+        n = placed;
+      }
+      return Napi::Number::New(env, n);
+    }
+    bool eagain = false;
+    return Napi::Number::New(env, ReadCore(buf.Data(), slots, slotLen, offs.Data(), lens.Data(), &eagain));
+  }
 
+  // ReadCore is one recvmmsg of up to `slots` netlink datagrams into base (slotLen bytes each),
+  // parsed, with one verdict batch: the number of whole packets placed (o[i], l[i] locate them),
+  // 0 with *eagain when nothing was queued, or -errno.
+  int ReadCore(uint8_t* base, size_t slots, size_t slotLen, int32_t* o, int32_t* l, bool* eagain) {
     mmsghdr msgs[kMaxBatch];
     iovec iovs[kMaxBatch];
     for (size_t i = 0; i < slots; i++) {
@@ -275,17 +322,18 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     }
     int got = recvmmsg(fd_, msgs, static_cast<unsigned>(slots), MSG_DONTWAIT, nullptr);
     if (got < 0) {
-      if (errno == EAGAIN || errno == EINTR) return Napi::Number::New(env, 0);
+      if (errno == EAGAIN || errno == EINTR) {
+        *eagain = errno == EAGAIN;
+        return 0;
+      }
       if (errno == ENOBUFS) {
         enobufs_++;
-        return Napi::Number::New(env, 0);
+        return 0;
       }
-      return Napi::Number::New(env, -errno);
+      return -errno;
     }
     batches_++;
 
-    int32_t* o = offs.Data();
-    int32_t* l = lens.Data();
     int placed = 0;
     bool haveId = false;
     uint32_t maxId = 0;
@@ -345,7 +393,125 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
         lastVerdictErrno_ = err;
       }
     }
-    return Napi::Number::New(env, placed);
+    return placed;
+  }
+
+  // --- the express path (express_in.h) ------------------------------------------------------
+  // expressSlots(buf, offsets, lengths): the arrays nfq-native.ts reads batches into; the express
+  // path reads into the same ones, so a batch it leaves is where readBatch would have put it.
+  Napi::Value ExpressSlots(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 3 || !info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+      Napi::TypeError::New(env, "expressSlots(buf: Uint8Array, offsets: Int32Array, lengths: Int32Array)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
+    Napi::Int32Array offs = info[1].As<Napi::Int32Array>();
+    Napi::Int32Array lens = info[2].As<Napi::Int32Array>();
+    size_t slots = offs.ElementLength();
+    if (lens.ElementLength() < slots) slots = lens.ElementLength();
+    if (slots > static_cast<size_t>(kMaxBatch)) slots = kMaxBatch;
+    if (slots == 0 || buf.ByteLength() / slots < 2048) {
+      Napi::RangeError::New(env, "expressSlots: buf too small for that many slots").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    exBufRef_ = Napi::Persistent(buf);
+    exOffsRef_ = Napi::Persistent(offs);
+    exLensRef_ = Napi::Persistent(lens);
+    exBase_ = buf.Data();
+    exOffs_ = offs.Data();
+    exLens_ = lens.Data();
+    exSlots_ = slots;
+    exSlotLen_ = buf.ByteLength() / slots;
+    poller_.SetPre(&NfqSocket::ExpressPre, this);
+    return env.Undefined();
+  }
+
+  // expressSa(slot, state: Float64Array, spi, key, salt, outer: Uint8Array (0, 4 or 16 bytes),
+  // words: Uint32Array, top: Uint32Array, window, replayFd, tunFd, vnet: boolean)
+  Napi::Value ExpressSa(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto u8 = [](const Napi::Value& v) {
+      return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+    };
+    auto u32 = [](const Napi::Value& v) {
+      return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint32_array;
+    };
+    if (info.Length() < 12 || !info[0].IsNumber() || !info[1].IsTypedArray() ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array || !info[2].IsNumber() || !u8(info[3]) ||
+        !u8(info[4]) || !u8(info[5]) || !u32(info[6]) || !u32(info[7]) || !info[8].IsNumber() || !info[9].IsNumber() ||
+        !info[10].IsNumber() || !info[11].IsBoolean()) {
+      Napi::TypeError::New(env, "expressSa(slot, state, spi, key, salt, outer, words, top, window, replayFd, tunFd, vnet)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Napi::Uint8Array key = info[3].As<Napi::Uint8Array>();
+    Napi::Uint8Array salt = info[4].As<Napi::Uint8Array>();
+    Napi::Uint8Array outer = info[5].As<Napi::Uint8Array>();
+    if (salt.ByteLength() != 4) {
+      Napi::RangeError::New(env, "salt must be 4 bytes").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    const char* err = express_.AddSa(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>(),
+                                     info[2].As<Napi::Number>().Uint32Value(), key.Data(), key.ByteLength(), salt.Data(),
+                                     outer.Data(), outer.ByteLength(), info[6].As<Napi::Uint32Array>(), info[7].As<Napi::Uint32Array>(),
+                                     info[8].As<Napi::Number>().Uint32Value(), info[9].As<Napi::Number>().Int32Value(),
+                                     info[10].As<Napi::Number>().Int32Value(), info[11].As<Napi::Boolean>().Value());
+    if (err != nullptr) Napi::Error::New(env, err).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+
+  // expressFlow(slot, family, src, dst, fake): 1 learned, 0 already known or no room.
+  Napi::Value ExpressFlow(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto u8 = [](const Napi::Value& v) {
+      return v.IsTypedArray() && v.As<Napi::TypedArray>().TypedArrayType() == napi_uint8_array;
+    };
+    if (info.Length() < 5 || !info[0].IsNumber() || !info[1].IsNumber() || !u8(info[2]) || !u8(info[3]) || !u8(info[4])) {
+      Napi::TypeError::New(env, "expressFlow(slot, family, src, dst, fake)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    int family = info[1].As<Napi::Number>().Int32Value();
+    size_t alen = family == 4 ? 4 : family == 6 ? 16 : 0;
+    Napi::Uint8Array src = info[2].As<Napi::Uint8Array>();
+    Napi::Uint8Array dst = info[3].As<Napi::Uint8Array>();
+    Napi::Uint8Array fake = info[4].As<Napi::Uint8Array>();
+    if (alen == 0 || src.ByteLength() < alen || dst.ByteLength() < alen || fake.ByteLength() < alen) {
+      Napi::RangeError::New(env, "expressFlow: addresses shorter than the family's").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::Number::New(env, express_.AddFlow(info[0].As<Napi::Number>().Int32Value(), family, src.Data(), dst.Data(), fake.Data()));
+  }
+
+  Napi::Value ExpressClear(const Napi::CallbackInfo& info) {
+    express_.Clear();
+    return info.Env().Undefined();
+  }
+
+  // ExpressPre runs before the JS callback on each readable event while flows are known: it
+  // reads a batch into the registered arrays; a batch of one packet the express path takes is
+  // settled here; anything else is left for readBatch (true: drained, JS not needed).
+  static bool ExpressPre(void* arg) {
+    NfqSocket* q = static_cast<NfqSocket*>(arg);
+    if (!q->express_.Armed() || q->exBase_ == nullptr || q->fd_ < 0 || q->stashPending_) return false;
+    for (int round = 0; round < kExpressPerEvent; round++) {
+      bool eagain = false;
+      int placed = q->ReadCore(q->exBase_, q->exSlots_, q->exSlotLen_, q->exOffs_, q->exLens_, &eagain);
+      if (placed == 0) {
+        if (eagain) return true;
+        continue;  // only cut packets (counted), ENOBUFS (counted) or EINTR: read again
+      }
+      if (placed == 1 && q->express_.Try(q->exBase_ + q->exOffs_[0], static_cast<size_t>(q->exLens_[0]))) {
+        q->expressTaken_++;
+        continue;
+      }
+      q->stashPending_ = true;
+      q->stashCount_ = placed;
+      return false;
+    }
+    return false;
   }
 
   // stats(): { received, truncated, batches, enobufs, verdictErrors, lastVerdictErrno }
@@ -358,10 +524,13 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     o.Set("enobufs", Napi::Number::New(env, static_cast<double>(enobufs_)));
     o.Set("verdictErrors", Napi::Number::New(env, static_cast<double>(verdictErrors_)));
     o.Set("lastVerdictErrno", Napi::Number::New(env, lastVerdictErrno_));
+    o.Set("expressTaken", Napi::Number::New(env, expressTaken_));
     return o;
   }
 
   Napi::Value Fd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), fd_); }
+  // peerFd is a stand-in's other end (-1 for a real queue).
+  Napi::Value PeerFd(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), peerFd_); }
 
   // poll(cb): watch the socket for readability (level-triggered); cb(status) on the main thread.
   Napi::Value Poll(const Napi::CallbackInfo& info) {
@@ -391,6 +560,8 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
 
   void CloseFd() {
     poller_.Close();
+    express_.Clear();
+    stashPending_ = false;
     if (fd_ >= 0) {
       if (bound_) {
         // Packets still queued for us are dropped by the kernel when the queue goes away.
@@ -406,6 +577,10 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       close(fd_);
       fd_ = -1;
     }
+    if (peerFd_ >= 0) {
+      close(peerFd_);
+      peerFd_ = -1;
+    }
   }
 
   int fd_ = -1;
@@ -418,7 +593,22 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   uint64_t enobufs_ = 0;
   uint64_t verdictErrors_ = 0;
   int lastVerdictErrno_ = 0;
+  int peerFd_ = -1;
   espgate::UvPoller poller_;
+  // The express path: SAs and flows, the arrays it reads into, a batch it left for readBatch.
+  static constexpr int kExpressPerEvent = 4;
+  espgate::ExpressIn express_;
+  Napi::Reference<Napi::Uint8Array> exBufRef_;
+  Napi::Reference<Napi::Int32Array> exOffsRef_;
+  Napi::Reference<Napi::Int32Array> exLensRef_;
+  uint8_t* exBase_ = nullptr;
+  int32_t* exOffs_ = nullptr;
+  int32_t* exLens_ = nullptr;
+  size_t exSlots_ = 0;
+  size_t exSlotLen_ = 0;
+  bool stashPending_ = false;
+  int stashCount_ = 0;
+  double expressTaken_ = 0;
 };
 
 }  // namespace

@@ -1,0 +1,416 @@
+// express_in.h: the express path for lone inbound ESP packets, inside the NFQUEUE addon.
+//
+// The inbound twin of express.h (read its comment first). When the queue becomes readable the
+// addon reads the batch itself; when it holds exactly one packet of a flow the engine has
+// already opened and delivered (src/datapath/express.ts), the addon opens it, checks it and
+// writes the inner packet to the TUN without entering JavaScript. Anything else, and any packet
+// that fails a check, is left to JavaScript unchanged: the ESP is decrypted into a scratch
+// buffer, so the packet in the batch is still the ciphertext the engine's path expects, and the
+// engine counts the drop exactly as before.
+//
+// What it takes (the engine's esp/codec.ts openInternal and engine.ts #inboundEsp, success only):
+//   - outer IPv4 (no fragment) or IPv6 (ESP right after the fixed header), total length within
+//     what was queued; ESP of a learned SA (SPI), from that SA's outer source, 32-bit sequence
+//     numbers (no ESN), not seen and not too old for the SA's replay window;
+//   - AES-GCM (RFC 4106) verifies: AAD = SPI || seq, nonce = salt || IV;
+//   - padding 1, 2, 3, ... and next header 4 or 41 matching the inner version; the inner packet's
+//     length field says exactly its length;
+//   - inner packet of a learned (SA, inner source, inner destination) flow: TCP, UDP or ICMP echo,
+//     not fragmented, no IPv6 extension headers. The flow carries the fake source; the rewrite
+//     folds the change into the IPv4 header and pseudo-header checksums (RFC 1624).
+// Then, in this order (engine.ts flushInbound's): the replay window accepts the number; its top,
+// when it advanced, is written to the SA's replay file (one pwrite of 8 bytes, as
+// esp/replay-store.ts save); the inner packet is written to the TUN. Budgets (packets and bytes
+// short of the SA's soft and hard limits) and counters live in the SA's Float64Array, folded by
+// the engine like the outbound path's.
+//
+// Layout of an inbound SA's state array (keep in step with src/datapath/express.ts IN_*).
+
+#ifndef ESPGATE_EXPRESS_IN_H_
+#define ESPGATE_EXPRESS_IN_H_
+
+#include <napi.h>
+#include <openssl/evp.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmath>
+
+namespace espgate {
+
+enum ExpressInSt : int {
+  kInPktsLeft = 0,     // packets the express path may still open on this SA
+  kInBytesLeft = 1,    // inner bytes it may still open
+  kInSaPackets = 2,    // opened here, not yet folded (SA stats)
+  kInSaBytes = 3,
+  kInRxPackets = 4,    // written to the TUN here (peer stats, engine tunWritten)
+  kInRxBytes = 5,
+  kInLastMs = 6,       // Date.now() of the last packet opened here
+  kInEspReceived = 7,  // ESP packets taken here (engine espReceived)
+  kInTunErrors = 8,    // opened but refused by the TUN ('tun-write' drops)
+  kInPersistErrors = 9,  // the replay top could not be written (the engine saves it again)
+  kInLen = 10,
+};
+
+constexpr int kInSas = 32;
+constexpr int kInFlows = 128;
+constexpr size_t kInScratch = 65536;
+
+struct InSa {
+  bool used = false;
+  Napi::Reference<Napi::Float64Array> stRef;
+  Napi::Reference<Napi::Uint32Array> wordsRef;
+  Napi::Reference<Napi::Uint32Array> topRef;
+  double* st = nullptr;
+  uint32_t* words = nullptr;
+  uint32_t wordMask = 0;
+  uint32_t bitMask = 0;
+  uint32_t window = 0;
+  uint32_t* top = nullptr;  // [high, low]
+  uint32_t spi = 0;
+  uint8_t outer[16] = {0};
+  size_t outerLen = 0;  // 0: any source (the SA names none)
+  uint8_t salt[4] = {0};
+  EVP_CIPHER_CTX* ctx = nullptr;
+  int replayFd = -1;
+  int tunFd = -1;
+  bool vnet = false;
+};
+
+struct InFlow {
+  bool used = false;
+  int sa = -1;
+  uint8_t family = 0;
+  uint8_t src[16] = {0};   // real inner source, as the peer sent it
+  uint8_t dst[16] = {0};
+  uint8_t fake[16] = {0};  // what the source becomes
+  uint32_t oldSum = 0;
+  uint32_t newSum = 0;
+};
+
+inline uint16_t InBe16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t InBe32(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) | (static_cast<uint32_t>(p[2]) << 8) | p[3];
+}
+inline void InPutBe16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline uint32_t InOnesSum(const uint8_t* p, size_t len) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 1 < len; i += 2) s += InBe16(p + i);
+  if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint32_t>(s);
+}
+inline void InUpdateField(uint8_t* field, uint32_t oldSum, uint32_t newSum) {
+  uint32_t s = (~static_cast<uint32_t>(InBe16(field)) & 0xffff) + (~oldSum & 0xffff) + (newSum & 0xffff);
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  InPutBe16(field, ~s & 0xffff);
+}
+
+class ExpressIn {
+ public:
+  ExpressIn() : scratch_(new uint8_t[kInScratch]) {}
+  ExpressIn(const ExpressIn&) = delete;
+  ExpressIn& operator=(const ExpressIn&) = delete;
+  ~ExpressIn() {
+    Clear();
+    delete[] scratch_;
+  }
+
+  bool Armed() const { return flows_ > 0; }
+  int Flows() const { return flows_; }
+
+  void Clear() {
+    for (auto& s : sas_) {
+      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+      s.ctx = nullptr;
+      s.stRef.Reset();
+      s.wordsRef.Reset();
+      s.topRef.Reset();
+      s.st = nullptr;
+      s.words = nullptr;
+      s.top = nullptr;
+      s.used = false;
+    }
+    for (auto& f : flows_v_) f.used = false;
+    flows_ = 0;
+  }
+
+  const char* AddSa(int slot, Napi::Float64Array st, uint32_t spi, const uint8_t* key, size_t keyLen, const uint8_t* salt,
+                    const uint8_t* outer, size_t outerLen, Napi::Uint32Array words, Napi::Uint32Array top, uint32_t window,
+                    int replayFd, int tunFd, bool vnet) {
+    if (slot < 0 || slot >= kInSas) return "SA slot out of range";
+    if (st.ElementLength() < kInLen) return "state array too short";
+    size_t n = words.ElementLength();
+    if (n == 0 || (n & (n - 1)) != 0 || top.ElementLength() < 2) return "replay window arrays malformed";
+    if (window == 0 || window > n * 32 || (outerLen != 0 && outerLen != 4 && outerLen != 16)) return "bad window or outer source";
+    const EVP_CIPHER* cipher = keyLen == 16 ? EVP_aes_128_gcm() : keyLen == 24 ? EVP_aes_192_gcm()
+                             : keyLen == 32 ? EVP_aes_256_gcm() : nullptr;
+    if (cipher == nullptr) return "AES-GCM key must be 16, 24 or 32 bytes";
+    InSa& s = sas_[slot];
+    if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+    s.ctx = EVP_CIPHER_CTX_new();
+    if (s.ctx == nullptr || EVP_DecryptInit_ex(s.ctx, cipher, nullptr, nullptr, nullptr) != 1 ||
+        EVP_CIPHER_CTX_ctrl(s.ctx, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
+        EVP_DecryptInit_ex(s.ctx, nullptr, nullptr, key, nullptr) != 1) {
+      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
+      s.ctx = nullptr;
+      s.used = false;
+      return "OpenSSL: AES-GCM context setup failed";
+    }
+    s.stRef = Napi::Persistent(st);
+    s.wordsRef = Napi::Persistent(words);
+    s.topRef = Napi::Persistent(top);
+    s.st = st.Data();
+    s.words = words.Data();
+    s.wordMask = static_cast<uint32_t>(n - 1);
+    s.bitMask = static_cast<uint32_t>(n * 32 - 1);
+    s.window = window;
+    s.top = top.Data();
+    s.spi = spi;
+    memcpy(s.outer, outer, outerLen);
+    s.outerLen = outerLen;
+    memcpy(s.salt, salt, 4);
+    s.replayFd = replayFd;
+    s.tunFd = tunFd;
+    s.vnet = vnet;
+    s.used = true;
+    return nullptr;
+  }
+
+  int AddFlow(int slot, int family, const uint8_t* src, const uint8_t* dst, const uint8_t* fake) {
+    if (slot < 0 || slot >= kInSas || !sas_[slot].used) return 0;
+    size_t alen = family == 4 ? 4 : 16;
+    InFlow* freeSlot = nullptr;
+    for (auto& f : flows_v_) {
+      if (!f.used) {
+        if (freeSlot == nullptr) freeSlot = &f;
+        continue;
+      }
+      if (f.sa == slot && f.family == family && memcmp(f.src, src, alen) == 0 && memcmp(f.dst, dst, alen) == 0) return 0;
+    }
+    if (freeSlot == nullptr) return 0;
+    InFlow& f = *freeSlot;
+    f.sa = slot;
+    f.family = static_cast<uint8_t>(family);
+    memcpy(f.src, src, alen);
+    memcpy(f.dst, dst, alen);
+    memcpy(f.fake, fake, alen);
+    f.oldSum = InOnesSum(src, alen);
+    f.newSum = InOnesSum(fake, alen);
+    f.used = true;
+    flows_++;
+    return 1;
+  }
+
+  // Try takes the queued packet pkt[0, len) (outer IP header first). true: consumed (written to
+  // the TUN, or counted as a TUN write error); false: JavaScript must take it, unchanged.
+  bool Try(const uint8_t* pkt, size_t len) {
+    if (len < 20) return false;
+    int ov = pkt[0] >> 4;
+    size_t espOff, espEnd;
+    const uint8_t* osrc;
+    size_t olen;
+    if (ov == 4) {
+      size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
+      size_t total = InBe16(pkt + 2);
+      if (ihl < 20 || total < ihl || total > len || (InBe16(pkt + 6) & 0x3fff) != 0 || pkt[9] != 50) return false;
+      espOff = ihl;
+      espEnd = total;
+      osrc = pkt + 12;
+      olen = 4;
+    } else if (ov == 6) {
+      if (len < 40) return false;
+      size_t payload = InBe16(pkt + 4);
+      if (40 + payload > len || pkt[6] != 50) return false;
+      espOff = 40;
+      espEnd = 40 + payload;
+      osrc = pkt + 8;
+      olen = 16;
+    } else {
+      return false;
+    }
+    const uint8_t* esp = pkt + espOff;
+    size_t espLen = espEnd - espOff;
+    if (espLen < 8 + 8 + 4 + 16) return false;
+    size_t ctLen = espLen - 8 - 8 - 16;
+    if (ctLen < 2 || ctLen % 4 != 0 || ctLen > kInScratch) return false;
+    uint32_t spi = InBe32(esp);
+    int slot = -1;
+    for (int i = 0; i < kInSas; i++) {
+      if (sas_[i].used && sas_[i].spi == spi) {
+        slot = i;
+        break;
+      }
+    }
+    if (slot < 0) return false;
+    InSa& sa = sas_[slot];
+    if (sa.outerLen != 0 && (sa.outerLen != olen || memcmp(sa.outer, osrc, olen) != 0)) return false;
+    double* st = sa.st;
+    if (!(st[kInPktsLeft] >= 1)) return false;
+    // Replay check (replay.ts check, high half 0).
+    uint32_t seq = InBe32(esp + 4);
+    if (seq == 0 || sa.top[0] != 0) return false;
+    uint32_t topLo = sa.top[1];
+    int64_t d = static_cast<int64_t>(seq) - static_cast<int64_t>(topLo);
+    if (d <= 0) {
+      if (-d >= static_cast<int64_t>(sa.window)) return false;
+      uint32_t idx = seq & sa.bitMask;
+      if ((sa.words[idx >> 5] & (1u << (idx & 31))) != 0) return false;
+    }
+    // Open into the scratch buffer: the queued packet stays as it was.
+    uint8_t nonce[12];
+    memcpy(nonce, sa.salt, 4);
+    memcpy(nonce + 4, esp + 8, 8);
+    const uint8_t* ct = esp + 16;
+    uint8_t tag[16];
+    memcpy(tag, ct + ctLen, 16);
+    int outl = 0;
+    int finl = 0;
+    uint8_t* pt = scratch_;
+    if (EVP_DecryptInit_ex(sa.ctx, nullptr, nullptr, nullptr, nonce) != 1 ||
+        EVP_DecryptUpdate(sa.ctx, nullptr, &outl, esp, 8) != 1 ||
+        EVP_DecryptUpdate(sa.ctx, pt, &outl, ct, static_cast<int>(ctLen)) != 1 ||
+        EVP_CIPHER_CTX_ctrl(sa.ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
+        EVP_DecryptFinal_ex(sa.ctx, pt + outl, &finl) != 1) {
+      return false;
+    }
+    size_t padLen = pt[ctLen - 2];
+    int nh = pt[ctLen - 1];
+    if (padLen + 2 > ctLen) return false;
+    size_t innerLen = ctLen - 2 - padLen;
+    for (size_t i = 0; i < padLen; i++) {
+      if (pt[innerLen + i] != i + 1) return false;
+    }
+    if (!(static_cast<double>(innerLen) <= st[kInBytesLeft])) return false;
+    // The inner packet: version and length, then the simple shapes only.
+    if (innerLen < 20) return false;
+    int iv = pt[0] >> 4;
+    size_t l4, alen;
+    uint8_t *src, *dst;
+    int proto;
+    if (iv == 4 && nh == 4) {
+      size_t ihl = static_cast<size_t>(pt[0] & 0x0f) * 4;
+      if (InBe16(pt + 2) != innerLen || ihl < 20 || ihl > innerLen || (InBe16(pt + 6) & 0x3fff) != 0) return false;
+      l4 = ihl;
+      proto = pt[9];
+      src = pt + 12;
+      dst = pt + 16;
+      alen = 4;
+    } else if (iv == 6 && nh == 41) {
+      if (innerLen < 40 || static_cast<size_t>(InBe16(pt + 4)) + 40 != innerLen) return false;
+      l4 = 40;
+      proto = pt[6];
+      src = pt + 8;
+      dst = pt + 24;
+      alen = 16;
+    } else {
+      return false;
+    }
+    size_t l4len = innerLen - l4;
+    int csumAt;
+    if (proto == 6) {
+      if (l4len < 20) return false;
+      csumAt = 16;
+    } else if (proto == 17) {
+      if (l4len < 8) return false;
+      csumAt = 6;
+    } else if (iv == 4 && proto == 1) {
+      if (l4len < 8 || (pt[l4] != 0 && pt[l4] != 8)) return false;
+      csumAt = -1;
+    } else if (iv == 6 && proto == 58) {
+      if (l4len < 8 || (pt[l4] != 128 && pt[l4] != 129)) return false;
+      csumAt = 2;
+    } else {
+      return false;
+    }
+    const InFlow* flow = nullptr;
+    for (const auto& f : flows_v_) {
+      if (f.used && f.sa == slot && f.family == iv && memcmp(f.src, src, alen) == 0 && memcmp(f.dst, dst, alen) == 0) {
+        flow = &f;
+        break;
+      }
+    }
+    if (flow == nullptr) return false;
+
+    // Committed. Replay accept (replay.ts accept, high half 0).
+    if (d > 0) {
+      uint32_t nwords = sa.wordMask + 1;
+      if (static_cast<uint64_t>(d) >= static_cast<uint64_t>(nwords) * 32) {
+        memset(sa.words, 0, nwords * 4);
+      } else {
+        uint32_t oldBlock = topLo >> 5;
+        uint32_t blocks = ((seq >> 5) - oldBlock) & 0x7ffffff;
+        if (blocks >= nwords) {
+          memset(sa.words, 0, nwords * 4);
+        } else {
+          for (uint32_t i = 1; i <= blocks; i++) sa.words[(oldBlock + i) & sa.wordMask] = 0;
+        }
+      }
+      sa.top[1] = seq;
+    }
+    uint32_t idx = seq & sa.bitMask;
+    sa.words[idx >> 5] |= 1u << (idx & 31);
+    st[kInEspReceived] += 1;
+    st[kInPktsLeft] -= 1;
+    st[kInBytesLeft] -= static_cast<double>(innerLen);
+    st[kInSaPackets] += 1;
+    st[kInSaBytes] += static_cast<double>(innerLen);
+    timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double now = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
+    st[kInLastMs] = now;
+    // Persist the top before the packet is delivered (engine.ts flushInbound's order).
+    if (d > 0 && sa.replayFd >= 0) {
+      uint8_t rec[8] = {0, 0, 0, 0, static_cast<uint8_t>(seq >> 24), static_cast<uint8_t>(seq >> 16),
+                        static_cast<uint8_t>(seq >> 8), static_cast<uint8_t>(seq)};
+      ssize_t w;
+      do {
+        w = pwrite(sa.replayFd, rec, 8, 0);
+      } while (w < 0 && errno == EINTR);
+      if (w != 8) st[kInPersistErrors] += 1;
+    }
+    // Map the source real -> fake (rewrite.ts, inbound) and write to the TUN.
+    memcpy(src, flow->fake, alen);
+    if (iv == 4) InUpdateField(pt + 10, flow->oldSum, flow->newSum);
+    if (csumAt >= 0) {
+      uint8_t* field = pt + l4 + csumAt;
+      if (!(proto == 17 && InBe16(field) == 0)) {
+        InUpdateField(field, flow->oldSum, flow->newSum);
+        if (proto == 17 && InBe16(field) == 0) InPutBe16(field, 0xffff);
+      }
+    }
+    static const uint8_t kZeroHdr[10] = {0};
+    ssize_t r;
+    do {
+      if (sa.vnet) {
+        iovec iov[2] = {{const_cast<uint8_t*>(kZeroHdr), 10}, {pt, innerLen}};
+        r = writev(sa.tunFd, iov, 2);
+      } else {
+        r = write(sa.tunFd, pt, innerLen);
+      }
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) {
+      st[kInTunErrors] += 1;
+    } else {
+      st[kInRxPackets] += 1;
+      st[kInRxBytes] += static_cast<double>(innerLen);
+    }
+    return true;
+  }
+
+ private:
+  InSa sas_[kInSas];
+  InFlow flows_v_[kInFlows];
+  int flows_ = 0;
+  uint8_t* scratch_;
+};
+
+}  // namespace espgate
+
+#endif  // ESPGATE_EXPRESS_IN_H_
