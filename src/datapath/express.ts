@@ -21,6 +21,7 @@
  */
 import type { DropReason } from '../drops.js';
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
+import { parseOuterAddress } from '../esp/sadb.js';
 import { SEQUENCE_IV } from '../esp/nonce.js';
 import type { ExpressNfq, ExpressTun, Family } from '../io/types.js';
 import type { PeerRuntime } from './engine.js';
@@ -57,36 +58,14 @@ interface Entry {
   readonly st: Float64Array;
 }
 
-/** endpointBytes parses a peer endpoint address to 4 or 16 bytes (undefined if it does not parse). */
+/** endpointBytes is a peer endpoint's 4 or 16 address bytes (undefined if it does not parse). */
 function endpointBytes(text: string, family: Family): Uint8Array | undefined {
-  if (family === 4) {
-    const parts = text.split('.');
-    if (parts.length !== 4) return undefined;
-    const b = new Uint8Array(4);
-    for (let i = 0; i < 4; i++) {
-      const v = Number(parts[i]);
-      if (!Number.isInteger(v) || v < 0 || v > 255) return undefined;
-      b[i] = v;
-    }
-    return b;
+  try {
+    const b = parseOuterAddress(text);
+    return b.length === (family === 4 ? 4 : 16) ? b : undefined;
+  } catch {
+    return undefined;
   }
-  // IPv6: expand "::" and parse groups (no embedded IPv4: endpoints are config addresses).
-  const halves = text.split('::');
-  if (halves.length > 2) return undefined;
-  const head = halves[0] === '' ? [] : (halves[0] ?? '').split(':');
-  const tail = halves.length === 2 && halves[1] !== '' ? (halves[1] ?? '').split(':') : [];
-  const fill = halves.length === 2 ? 8 - head.length - tail.length : 0;
-  const groups = [...head, ...new Array<string>(Math.max(fill, 0)).fill('0'), ...tail];
-  if (groups.length !== 8 || fill < 0) return undefined;
-  const b = new Uint8Array(16);
-  for (let i = 0; i < 8; i++) {
-    const g = groups[i] ?? '';
-    if (!/^[0-9a-fA-F]{1,4}$/.test(g)) return undefined;
-    const v = parseInt(g, 16);
-    b[2 * i] = v >>> 8;
-    b[2 * i + 1] = v & 0xff;
-  }
-  return b;
 }
 
 /** ExpressOut drives one TUN's express path for one engine. Main thread only. */

@@ -44,6 +44,8 @@
 
 #include <cmath>
 
+#include "packet_util.h"
+
 namespace espgate {
 
 enum ExpressSt : int {
@@ -87,35 +89,6 @@ struct ExpressFlow {
   uint32_t newSum = 0;  // ones' sum of the real destination
   int sa = -1;
 };
-
-inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline void PutBe16(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline void PutBe32(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 24);
-  p[1] = static_cast<uint8_t>(v >> 16);
-  p[2] = static_cast<uint8_t>(v >> 8);
-  p[3] = static_cast<uint8_t>(v);
-}
-
-// OnesSum is packet/checksum.ts onesSum: 16-bit big-endian words, an odd byte padded, folded.
-inline uint32_t OnesSum(const uint8_t* p, size_t len) {
-  uint64_t s = 0;
-  size_t i = 0;
-  for (; i + 1 < len; i += 2) s += Be16(p + i);
-  if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
-  return static_cast<uint32_t>(s);
-}
-
-// UpdateField is checksumUpdateField: HC' = ~(~HC + ~m + m') (RFC 1624 eqn. 3).
-inline void UpdateField(uint8_t* field, uint32_t oldSum, uint32_t newSum) {
-  uint32_t s = (~static_cast<uint32_t>(Be16(field)) & 0xffff) + (~oldSum & 0xffff) + (newSum & 0xffff);
-  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
-  PutBe16(field, ~s & 0xffff);
-}
 
 class Express {
  public:
@@ -222,47 +195,16 @@ class Express {
       csumOffset = static_cast<size_t>(vh[8]) | (static_cast<size_t>(vh[9]) << 8);
       if (needCsum && (csumStart + csumOffset + 2 > len || (csumOffset & 1) != 0)) return false;
     }
-    if (len < 20) return false;
-    int family = p[0] >> 4;
-    size_t l4, alen;
-    const uint8_t* src;
-    uint8_t* dst;
-    int proto;
-    if (family == 4) {
-      size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
-      if (ihl < 20 || ihl > len || Be16(p + 2) != len || (Be16(p + 6) & 0x3fff) != 0) return false;
-      l4 = ihl;
-      proto = p[9];
-      src = p + 12;
-      dst = p + 16;
-      alen = 4;
-    } else if (family == 6) {
-      if (len < 40 || static_cast<size_t>(Be16(p + 4)) + 40 != len) return false;
-      l4 = 40;
-      proto = p[6];
-      src = p + 8;
-      dst = p + 24;
-      alen = 16;
-    } else {
-      return false;
-    }
-    size_t l4len = len - l4;
-    int csumAt;  // offset of the pseudo-header checksum in the transport header, -1 if none
-    if (proto == 6) {
-      if (l4len < 20) return false;
-      csumAt = 16;
-    } else if (proto == 17) {
-      if (l4len < 8) return false;
-      csumAt = 6;
-    } else if (family == 4 && proto == 1) {
-      if (l4len < 8 || (p[l4] != 0 && p[l4] != 8)) return false;  // echo only: errors quote addresses
-      csumAt = -1;
-    } else if (family == 6 && proto == 58) {
-      if (l4len < 8 || (p[l4] != 128 && p[l4] != 129)) return false;
-      csumAt = 2;
-    } else {
-      return false;
-    }
+    PlainIp ip;
+    if (!ParsePlainIp(p, len, &ip)) return false;
+    const int family = ip.family;
+    const size_t l4 = ip.l4;
+    const int proto = ip.proto;
+    const uint8_t* src = ip.src;
+    uint8_t* dst = ip.dst;
+    const size_t alen = ip.alen;
+    int csumAt = SimpleShape(p, len, family, l4, proto);
+    if (csumAt == -2) return false;
     const ExpressFlow* flow = nullptr;
     for (const auto& f : flows_v_) {
       if (f.used && f.family == family && memcmp(f.fake, dst, alen) == 0 && memcmp(f.src, src, alen) == 0) {
@@ -282,15 +224,7 @@ class Express {
       uint8_t* field = p + csumStart + csumOffset;
       PutBe16(field, ~OnesSum(p + csumStart, len - csumStart) & 0xffff);
     }
-    memcpy(dst, flow->real, alen);
-    if (family == 4) UpdateField(p + 10, flow->oldSum, flow->newSum);
-    if (csumAt >= 0) {
-      uint8_t* field = p + l4 + csumAt;
-      if (!(proto == 17 && Be16(field) == 0)) {
-        UpdateField(field, flow->oldSum, flow->newSum);
-        if (proto == 17 && Be16(field) == 0) PutBe16(field, 0xffff);
-      }
-    }
+    MapAddress(p, family, l4, proto, csumAt, dst, flow->real, alen, flow->oldSum, flow->newSum);
     st[kStTunRead] += 1;
 
     // Seal (codec.ts sealInternal): trailer, header, IV, AAD, AES-GCM in place.

@@ -38,6 +38,8 @@
 
 #include <cmath>
 
+#include "packet_util.h"
+
 namespace espgate {
 
 enum ExpressInSt : int {
@@ -89,28 +91,6 @@ struct InFlow {
   uint32_t oldSum = 0;
   uint32_t newSum = 0;
 };
-
-inline uint16_t InBe16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
-inline uint32_t InBe32(const uint8_t* p) {
-  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) | (static_cast<uint32_t>(p[2]) << 8) | p[3];
-}
-inline void InPutBe16(uint8_t* p, uint32_t v) {
-  p[0] = static_cast<uint8_t>(v >> 8);
-  p[1] = static_cast<uint8_t>(v);
-}
-inline uint32_t InOnesSum(const uint8_t* p, size_t len) {
-  uint64_t s = 0;
-  size_t i = 0;
-  for (; i + 1 < len; i += 2) s += InBe16(p + i);
-  if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
-  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
-  return static_cast<uint32_t>(s);
-}
-inline void InUpdateField(uint8_t* field, uint32_t oldSum, uint32_t newSum) {
-  uint32_t s = (~static_cast<uint32_t>(InBe16(field)) & 0xffff) + (~oldSum & 0xffff) + (newSum & 0xffff);
-  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
-  InPutBe16(field, ~s & 0xffff);
-}
 
 class ExpressIn {
  public:
@@ -201,8 +181,8 @@ class ExpressIn {
     memcpy(f.src, src, alen);
     memcpy(f.dst, dst, alen);
     memcpy(f.fake, fake, alen);
-    f.oldSum = InOnesSum(src, alen);
-    f.newSum = InOnesSum(fake, alen);
+    f.oldSum = OnesSum(src, alen);
+    f.newSum = OnesSum(fake, alen);
     f.used = true;
     flows_++;
     return 1;
@@ -218,15 +198,15 @@ class ExpressIn {
     size_t olen;
     if (ov == 4) {
       size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
-      size_t total = InBe16(pkt + 2);
-      if (ihl < 20 || total < ihl || total > len || (InBe16(pkt + 6) & 0x3fff) != 0 || pkt[9] != 50) return false;
+      size_t total = Be16(pkt + 2);
+      if (ihl < 20 || total < ihl || total > len || (Be16(pkt + 6) & 0x3fff) != 0 || pkt[9] != 50) return false;
       espOff = ihl;
       espEnd = total;
       osrc = pkt + 12;
       olen = 4;
     } else if (ov == 6) {
       if (len < 40) return false;
-      size_t payload = InBe16(pkt + 4);
+      size_t payload = Be16(pkt + 4);
       if (40 + payload > len || pkt[6] != 50) return false;
       espOff = 40;
       espEnd = 40 + payload;
@@ -240,7 +220,7 @@ class ExpressIn {
     if (espLen < 8 + 8 + 4 + 16) return false;
     size_t ctLen = espLen - 8 - 8 - 16;
     if (ctLen < 2 || ctLen % 4 != 0 || ctLen > kInScratch) return false;
-    uint32_t spi = InBe32(esp);
+    uint32_t spi = Be32(esp);
     int slot = -1;
     for (int i = 0; i < kInSas; i++) {
       if (sas_[i].used && sas_[i].spi == spi) {
@@ -254,7 +234,7 @@ class ExpressIn {
     double* st = sa.st;
     if (!(st[kInPktsLeft] >= 1)) return false;
     // Replay check (replay.ts check, high half 0).
-    uint32_t seq = InBe32(esp + 4);
+    uint32_t seq = Be32(esp + 4);
     if (seq == 0 || sa.top[0] != 0) return false;
     uint32_t topLo = sa.top[1];
     int64_t d = static_cast<int64_t>(seq) - static_cast<int64_t>(topLo);
@@ -288,47 +268,17 @@ class ExpressIn {
       if (pt[innerLen + i] != i + 1) return false;
     }
     if (!(static_cast<double>(innerLen) <= st[kInBytesLeft])) return false;
-    // The inner packet: version and length, then the simple shapes only.
-    if (innerLen < 20) return false;
-    int iv = pt[0] >> 4;
-    size_t l4, alen;
-    uint8_t *src, *dst;
-    int proto;
-    if (iv == 4 && nh == 4) {
-      size_t ihl = static_cast<size_t>(pt[0] & 0x0f) * 4;
-      if (InBe16(pt + 2) != innerLen || ihl < 20 || ihl > innerLen || (InBe16(pt + 6) & 0x3fff) != 0) return false;
-      l4 = ihl;
-      proto = pt[9];
-      src = pt + 12;
-      dst = pt + 16;
-      alen = 4;
-    } else if (iv == 6 && nh == 41) {
-      if (innerLen < 40 || static_cast<size_t>(InBe16(pt + 4)) + 40 != innerLen) return false;
-      l4 = 40;
-      proto = pt[6];
-      src = pt + 8;
-      dst = pt + 24;
-      alen = 16;
-    } else {
-      return false;
-    }
-    size_t l4len = innerLen - l4;
-    int csumAt;
-    if (proto == 6) {
-      if (l4len < 20) return false;
-      csumAt = 16;
-    } else if (proto == 17) {
-      if (l4len < 8) return false;
-      csumAt = 6;
-    } else if (iv == 4 && proto == 1) {
-      if (l4len < 8 || (pt[l4] != 0 && pt[l4] != 8)) return false;
-      csumAt = -1;
-    } else if (iv == 6 && proto == 58) {
-      if (l4len < 8 || (pt[l4] != 128 && pt[l4] != 129)) return false;
-      csumAt = 2;
-    } else {
-      return false;
-    }
+    // The inner packet: version (as next header says) and length, then the simple shapes only.
+    PlainIp ip;
+    if (!ParsePlainIp(pt, innerLen, &ip) || nh != (ip.family == 4 ? 4 : 41)) return false;
+    const int iv = ip.family;
+    const size_t l4 = ip.l4;
+    const int proto = ip.proto;
+    uint8_t* src = ip.src;
+    const uint8_t* dst = ip.dst;
+    const size_t alen = ip.alen;
+    int csumAt = SimpleShape(pt, innerLen, iv, l4, proto);
+    if (csumAt == -2) return false;
     const InFlow* flow = nullptr;
     for (const auto& f : flows_v_) {
       if (f.used && f.sa == slot && f.family == iv && memcmp(f.src, src, alen) == 0 && memcmp(f.dst, dst, alen) == 0) {
@@ -376,15 +326,7 @@ class ExpressIn {
       if (w != 8) st[kInPersistErrors] += 1;
     }
     // Map the source real -> fake (rewrite.ts, inbound) and write to the TUN.
-    memcpy(src, flow->fake, alen);
-    if (iv == 4) InUpdateField(pt + 10, flow->oldSum, flow->newSum);
-    if (csumAt >= 0) {
-      uint8_t* field = pt + l4 + csumAt;
-      if (!(proto == 17 && InBe16(field) == 0)) {
-        InUpdateField(field, flow->oldSum, flow->newSum);
-        if (proto == 17 && InBe16(field) == 0) InPutBe16(field, 0xffff);
-      }
-    }
+    MapAddress(pt, iv, l4, proto, csumAt, src, flow->fake, alen, flow->oldSum, flow->newSum);
     static const uint8_t kZeroHdr[10] = {0};
     ssize_t r;
     do {

@@ -1,0 +1,112 @@
+// packet_util.h: the few packet helpers both express paths need (express.h, express_in.h), each
+// the C++ twin of a TypeScript function that stays the reference (named below).
+
+#ifndef ESPGATE_PACKET_UTIL_H_
+#define ESPGATE_PACKET_UTIL_H_
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+namespace espgate {
+
+inline uint16_t Be16(const uint8_t* p) { return static_cast<uint16_t>((p[0] << 8) | p[1]); }
+inline uint32_t Be32(const uint8_t* p) {
+  return (static_cast<uint32_t>(p[0]) << 24) | (static_cast<uint32_t>(p[1]) << 16) | (static_cast<uint32_t>(p[2]) << 8) | p[3];
+}
+inline void PutBe16(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+inline void PutBe32(uint8_t* p, uint32_t v) {
+  p[0] = static_cast<uint8_t>(v >> 24);
+  p[1] = static_cast<uint8_t>(v >> 16);
+  p[2] = static_cast<uint8_t>(v >> 8);
+  p[3] = static_cast<uint8_t>(v);
+}
+
+// OnesSum is packet/checksum.ts onesSum: 16-bit big-endian words, an odd byte padded, folded.
+inline uint32_t OnesSum(const uint8_t* p, size_t len) {
+  uint64_t s = 0;
+  size_t i = 0;
+  for (; i + 1 < len; i += 2) s += Be16(p + i);
+  if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint32_t>(s);
+}
+
+// UpdateField is checksumUpdateField: HC' = ~(~HC + ~m + m') (RFC 1624 eqn. 3).
+inline void UpdateField(uint8_t* field, uint32_t oldSum, uint32_t newSum) {
+  uint32_t s = (~static_cast<uint32_t>(Be16(field)) & 0xffff) + (~oldSum & 0xffff) + (newSum & 0xffff);
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  PutBe16(field, ~s & 0xffff);
+}
+
+// PlainIp is the IP header check both express paths make of the packet p[0, len) (len >= 20):
+// IPv4 not fragmented, or IPv6 (its next header taken as the transport: extension headers then
+// fail SimpleShape), with the header's length field saying exactly len. Fills the transport
+// offset, the protocol and the two addresses; false for anything else.
+struct PlainIp {
+  int family;
+  size_t l4;
+  int proto;
+  uint8_t* src;
+  uint8_t* dst;
+  size_t alen;
+};
+inline bool ParsePlainIp(uint8_t* p, size_t len, PlainIp* o) {
+  if (len < 20) return false;
+  o->family = p[0] >> 4;
+  if (o->family == 4) {
+    size_t ihl = static_cast<size_t>(p[0] & 0x0f) * 4;
+    if (ihl < 20 || ihl > len || Be16(p + 2) != len || (Be16(p + 6) & 0x3fff) != 0) return false;
+    o->l4 = ihl;
+    o->proto = p[9];
+    o->src = p + 12;
+    o->dst = p + 16;
+    o->alen = 4;
+    return true;
+  }
+  if (o->family == 6) {
+    if (len < 40 || static_cast<size_t>(Be16(p + 4)) + 40 != len) return false;
+    o->l4 = 40;
+    o->proto = p[6];
+    o->src = p + 8;
+    o->dst = p + 24;
+    o->alen = 16;
+    return true;
+  }
+  return false;
+}
+
+// SimpleShape is what the express paths take of an IP packet p[0, len) whose IP header they
+// have checked (l4: where the transport header starts): TCP, UDP, ICMP or ICMPv6 echo, long
+// enough for its header. Returns the offset of the pseudo-header checksum in the transport
+// header (-1: none, ICMPv4), or -2 for anything else (errors quote addresses: the engine's).
+inline int SimpleShape(const uint8_t* p, size_t len, int family, size_t l4, int proto) {
+  size_t l4len = len - l4;
+  if (proto == 6) return l4len >= 20 ? 16 : -2;
+  if (proto == 17) return l4len >= 8 ? 6 : -2;
+  if (family == 4 && proto == 1) return l4len >= 8 && (p[l4] == 0 || p[l4] == 8) ? -1 : -2;
+  if (family == 6 && proto == 58) return l4len >= 8 && (p[l4] == 128 || p[l4] == 129) ? 2 : -2;
+  return -2;
+}
+
+// MapAddress is steer/rewrite.ts for a SimpleShape packet: the address at addr (inside p)
+// becomes to[0, alen), and the change (oldSum -> newSum, the two addresses' ones' sums) is
+// folded into the IPv4 header checksum and the pseudo-header checksum at l4 + csumAt; a UDP
+// "no checksum" stays 0 and a computed 0 becomes 0xFFFF.
+inline void MapAddress(uint8_t* p, int family, size_t l4, int proto, int csumAt, uint8_t* addr, const uint8_t* to,
+                       size_t alen, uint32_t oldSum, uint32_t newSum) {
+  memcpy(addr, to, alen);
+  if (family == 4) UpdateField(p + 10, oldSum, newSum);
+  if (csumAt < 0) return;
+  uint8_t* field = p + l4 + csumAt;
+  if (proto == 17 && Be16(field) == 0) return;
+  UpdateField(field, oldSum, newSum);
+  if (proto == 17 && Be16(field) == 0) PutBe16(field, 0xffff);
+}
+
+}  // namespace espgate
+
+#endif  // ESPGATE_PACKET_UTIL_H_
