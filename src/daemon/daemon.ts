@@ -260,7 +260,12 @@ export class Daemon {
         // Counters the express path kept (lone outbound packets) reach the peers and SAs at least
         // once a second, for whatever reads them (IKE liveness, lifetimes, status).
         this.engine?.syncExpress();
-        for (const e of this.#sas.flush?.() ?? []) this.#log.error({ err: e }, 'replay state could not be made durable');
+        const sas = this.#sas;
+        const report = (errors: unknown[]): void => {
+          for (const e of errors) this.#log.error({ err: e }, 'replay state could not be made durable');
+        };
+        if (sas.flushAsync !== undefined) void sas.flushAsync().then(report);
+        else report(sas.flush?.() ?? []);
       }, REPLAY_FLUSH_MS);
       this.#flushTimer.unref();
       if (cfg.metrics !== undefined) {

@@ -52,6 +52,7 @@ export function staticSaFactory(stateDir: string): SaFactory {
       return made.get(existing) === fingerprint(sa);
     },
     flush: () => replayStore.flush(),
+    flushAsync: () => replayStore.flushAsync(),
     close: () => replayStore.close(),
   };
 }

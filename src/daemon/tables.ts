@@ -24,6 +24,8 @@ export interface SaFactory {
   sameKey(existing: OutboundSa | InboundSa, sa: SaConfig): boolean;
   /** flush makes persisted replay state durable (the daemon calls it once a second); returns errors. */
   flush?(): unknown[];
+  /** flushAsync is flush off the event loop (the daemon's periodic flush); resolves with the errors. */
+  flushAsync?(): Promise<unknown[]>;
   /** close releases files; called once on stop. */
   close?(): void;
 }

@@ -91,3 +91,25 @@ test('FileReplayStore: flush syncs only what was saved since the last flush', ()
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('FileReplayStore.flushAsync: syncs what was dirty off the event loop; saves during it stay dirty; one at a time', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'espgate-replay-async-'));
+  const store = new FileReplayStore(dir);
+  try {
+    store.save(0x1001, 0, 5);
+    store.save(0x1002, 0, 9);
+    assert.equal(store.dirtyCount, 2);
+    const first = store.flushAsync();
+    assert.equal(store.dirtyCount, 0, 'taken off the dirty set at once');
+    assert.deepEqual(await store.flushAsync(), [], 'a second call while one runs does nothing');
+    store.save(0x1001, 0, 6); // lands while the first sync may still run
+    assert.deepEqual(await first, []);
+    assert.equal(store.dirtyCount, 1, 'the save made during the flush waits for the next one');
+    assert.deepEqual(await store.flushAsync(), []);
+    assert.equal(store.dirtyCount, 0);
+    assert.equal(store.load(0x1001), 6n, 'the record is the last save');
+  } finally {
+    store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
