@@ -17,7 +17,7 @@ import type { BackendChoice, NftProbe } from '../netfilter/nft-probe.js';
 import { chooseBackend, describeBackend, probeNftables } from '../netfilter/nft-probe.js';
 import { nftTableName } from '../netfilter/nft-render.js';
 import type { Logger } from '../log.js';
-import { spawnRunner, type Runner } from '../netfilter/runner.js';
+import { vforkRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
 import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
 import { markGateOwner } from './daemon.js';
@@ -76,7 +76,7 @@ async function hasTool(runner: Runner, tool: string): Promise<boolean> {
  * apply.ts (iptables, ipset) or nft-apply.ts (one nft table) installs the rules. Installing with
  * one backend first removes what the other one left of ours; remove removes both.
  */
-export function gateOps(runner: Runner = spawnRunner()) {
+export function gateOps(runner: Runner = vforkRunner()) {
   const opts = (cfg: Config) => ({ runner, stateDir: cfg.stateDir });
   let probe: Promise<NftProbe> | undefined;
   const choice = async (cfg: Config): Promise<BackendChoice> => {
@@ -160,7 +160,7 @@ export function linkUp(name: string): boolean | undefined {
   }
 }
 
-export function linuxSystem(runner: Runner = spawnRunner(), log?: Pick<Logger, 'info'>): System {
+export function linuxSystem(runner: Runner = vforkRunner(), log?: Pick<Logger, 'info'>): System {
   const gate = gateOps(runner);
   return {
     preflight: () => { checkPrivileges(); },

@@ -1,10 +1,12 @@
-/** runner.test.ts: spawnRunner against real, harmless programs (cat, sh, sleep). */
+/** runner.test.ts: both runners against real, harmless programs (cat, sh, sleep): one behaviour. */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { spawnRunner } from './runner.js';
+import { spawnRunner, vforkRunner } from './runner.js';
+import type { SpawnRunnerOptions, Runner } from './runner.js';
+import { loadAddon } from '../io/native-addon.js';
 
-describe('spawnRunner', () => {
-  const r = spawnRunner();
+for (const [name, make] of [['spawnRunner', spawnRunner], ['vforkRunner', vforkRunner]] as [string, (o?: SpawnRunnerOptions) => Runner][]) describe(name, () => {
+  const r = make();
   test('case 1: stdin reaches the tool, stdout comes back', async () => {
     const res = await r.run('cat', [], 'line one\nline two\n', 5000);
     assert.deepEqual(res, { code: 0, stdout: 'line one\nline two\n', stderr: '', missing: false, timedOut: false });
@@ -30,7 +32,13 @@ describe('spawnRunner', () => {
     assert.equal(res.code, 0);
   });
   test('case 6: the prefix is prepended', async () => {
-    const res = await spawnRunner({ prefix: ['env'] }).run('sh', ['-c', 'echo $LC_ALL'], undefined, 5000);
+    const res = await make({ prefix: ['env'] }).run('sh', ['-c', 'echo $LC_ALL'], undefined, 5000);
     assert.equal(res.stdout, 'C\n');
   });
+});
+
+test('vforkRunner: the sys addon is built, so it is not the spawnRunner fallback', () => {
+  const addon = loadAddon<{ spawn?: unknown; waitpid?: unknown }>('espgate_sys').addon;
+  assert.equal(typeof addon?.spawn, 'function', 'spawn in espgate_sys (npm run build:native)');
+  assert.equal(typeof addon?.waitpid, 'function');
 });
