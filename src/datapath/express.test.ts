@@ -394,7 +394,7 @@ test('inbound express path: the same TUN bytes, replay window, replay file and c
       delivered++;
     }
     // What the engine's path drops, the express path leaves to it: replay, forgery, wrong source.
-    const replayed = esps[1] as Buffer;
+    const replayed = esps[1];
     assert.equal(await deliver(r, replayed, false), undefined, 'a replayed packet is not written');
     const forged = Buffer.from(espFrom(r, echo(3)));
     forged[forged.length - 20] ^= 1;

@@ -115,7 +115,7 @@ export class ExpressOut {
       }
       this.#entries.push({ sa, peer, st });
       this.#bySa.set(sa, slot);
-      this.#arm(this.#entries[slot] as Entry);
+      this.#arm(this.#entries[slot]);
     }
     const added = this.#tun.flow(family, src, fake, real, slot) === 1;
     if (added) this.flows++;
@@ -130,26 +130,26 @@ export class ExpressOut {
   fold(totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
     const entries = this.#entries;
     for (let i = 0; i < entries.length; i++) {
-      const e = entries[i] as Entry;
+      const e = entries[i];
       const st = e.st;
-      const sealed = st[ST_SA_PACKETS] as number;
-      const tunRead = st[ST_TUN_READ] as number;
+      const sealed = st[ST_SA_PACKETS];
+      const tunRead = st[ST_TUN_READ];
       if (sealed === 0 && tunRead === 0) continue;
       const sa = e.sa;
-      sa.seqLo = st[ST_LAST_SEQ] as number;
+      sa.seqLo = st[ST_LAST_SEQ];
       const s = sa.stats;
       s.packets += sealed;
-      s.bytes += st[ST_SA_BYTES] as number;
-      const last = st[ST_LAST_MS] as number;
+      s.bytes += st[ST_SA_BYTES];
+      const last = st[ST_LAST_MS];
       if (last > s.lastUsedMs) s.lastUsedMs = last;
-      const tx = st[ST_TX_PACKETS] as number;
+      const tx = st[ST_TX_PACKETS];
       const ps = e.peer.stats;
       ps.txPackets += tx;
-      ps.txBytes += st[ST_TX_BYTES] as number;
+      ps.txBytes += st[ST_TX_BYTES];
       if (tx > 0 && last > ps.lastTxMs) ps.lastTxMs = last;
       totals.tunRead += tunRead;
       totals.espSent += tx;
-      const errors = st[ST_SEND_ERRORS] as number;
+      const errors = st[ST_SEND_ERRORS];
       if (errors > 0) drop('send-error', errors);
       st[ST_SA_PACKETS] = 0;
       st[ST_SA_BYTES] = 0;
@@ -163,7 +163,7 @@ export class ExpressOut {
   /** rearm hands every SA a fresh budget from its state (after the engine's own path used it). */
   rearm(): void {
     const entries = this.#entries;
-    for (let i = 0; i < entries.length; i++) this.#arm(entries[i] as Entry);
+    for (let i = 0; i < entries.length; i++) this.#arm(entries[i]);
   }
 
   #arm(e: Entry): void {
@@ -277,24 +277,24 @@ export class ExpressIn {
   fold(totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
     const entries = this.#entries;
     for (let i = 0; i < entries.length; i++) {
-      const e = entries[i] as InEntry;
+      const e = entries[i];
       const st = e.st;
-      const esp = st[IN_ESP_RECEIVED] as number;
+      const esp = st[IN_ESP_RECEIVED];
       if (esp === 0) continue;
       const sa = e.sa;
       const s = sa.stats;
-      s.packets += st[IN_SA_PACKETS] as number;
-      s.bytes += st[IN_SA_BYTES] as number;
-      const last = st[IN_LAST_MS] as number;
+      s.packets += st[IN_SA_PACKETS];
+      s.bytes += st[IN_SA_BYTES];
+      const last = st[IN_LAST_MS];
       if (last > s.lastUsedMs) s.lastUsedMs = last;
-      const rx = st[IN_RX_PACKETS] as number;
+      const rx = st[IN_RX_PACKETS];
       const ps = e.peer.stats;
       ps.rxPackets += rx;
-      ps.rxBytes += st[IN_RX_BYTES] as number;
+      ps.rxBytes += st[IN_RX_BYTES];
       if (rx > 0 && last > ps.lastRxMs) ps.lastRxMs = last;
       totals.espReceived += esp;
       totals.tunWritten += rx;
-      const errors = st[IN_TUN_ERRORS] as number;
+      const errors = st[IN_TUN_ERRORS];
       if (errors > 0) drop('tun-write', errors);
       // The addon wrote the top itself; saving it through the store marks it for the next
       // fdatasync (and retries it, with the error recorded, when the addon's write failed).
@@ -306,7 +306,7 @@ export class ExpressIn {
   /** rearm hands every SA a fresh budget (after the engine's own path opened packets on it). */
   rearm(): void {
     const entries = this.#entries;
-    for (let i = 0; i < entries.length; i++) this.#arm(entries[i] as InEntry);
+    for (let i = 0; i < entries.length; i++) this.#arm(entries[i]);
   }
 
   #arm(e: InEntry): void {

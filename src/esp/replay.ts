@@ -84,7 +84,7 @@ export class ReplayWindow {
       if (t < 0n || t >= 1n << 64n) throw new GatewayError('ERR_CONFIG', `replay window initial top out of range: ${t}`);
       this.#top[0] = Number(t >> 32n);
       this.#top[1] = Number(t & 0xffffffffn);
-      this.#set((this.#top[1] as number));
+      this.#set(this.#top[1]);
     }
     if (options.resumeFrom !== undefined && options.resumeFrom !== 0n) {
       const t = options.resumeFrom;
@@ -93,8 +93,8 @@ export class ReplayWindow {
       this.#top[1] = Number(t & 0xffffffffn);
       // Every bit set, except above top in top's own word (the invariant slide() relies on).
       this.#bits.fill(0xffffffff);
-      const topBit = (this.#top[1] as number) & 31;
-      this.#bits[((this.#top[1] as number) & this.#bitMask) >>> 5] = topBit === 31 ? 0xffffffff : ((1 << (topBit + 1)) - 1) >>> 0;
+      const topBit = this.#top[1] & 31;
+      this.#bits[(this.#top[1] & this.#bitMask) >>> 5] = topBit === 31 ? 0xffffffff : ((1 << (topBit + 1)) - 1) >>> 0;
     }
   }
 
@@ -109,12 +109,12 @@ export class ReplayWindow {
   }
 
   get topHi(): number {
-    return (this.#top[0] as number);
+    return this.#top[0];
   }
 
   /** topLo is the low half of the highest accepted sequence number (0 before any). */
   get topLo(): number {
-    return (this.#top[1] as number);
+    return this.#top[1];
   }
 
   /**
@@ -125,7 +125,7 @@ export class ReplayWindow {
   check(hi: number, lo: number): ReplayReject | null {
     if (hi === 0 && lo === 0) return 'too-old';
     // Exact while |d| < 2^53; beyond that rounded, but the sign stays right and |d| stays huge.
-    const d = (hi - (this.#top[0] as number)) * U32_RANGE + (lo - (this.#top[1] as number));
+    const d = (hi - this.#top[0]) * U32_RANGE + (lo - this.#top[1]);
     if (d > 0) return null;
     if (-d >= this.size) return 'too-old';
     const idx = lo & this.#bitMask;
@@ -140,14 +140,14 @@ export class ReplayWindow {
   accept(hi: number, lo: number): ReplayReject | null {
     const r = this.check(hi, lo);
     if (r !== null) return r;
-    const d = (hi - (this.#top[0] as number)) * U32_RANGE + (lo - (this.#top[1] as number));
+    const d = (hi - this.#top[0]) * U32_RANGE + (lo - this.#top[1]);
     if (d > 0) {
       const words = this.#wordMask + 1;
       if (d >= words * REPLAY_WORD_BITS) {
         this.#bits.fill(0);
       } else {
         // d < 2^32 here, so the block distance is exact modulo 2^27 (blocks of 32 in a u32).
-        const oldBlock = (this.#top[1] as number) >>> 5;
+        const oldBlock = this.#top[1] >>> 5;
         const blocks = ((lo >>> 5) - oldBlock) & 0x7ffffff;
         if (blocks >= words) {
           this.#bits.fill(0);
@@ -179,8 +179,8 @@ export class ReplayWindow {
    */
   esnHigh(lo: number): number {
     const w = this.size;
-    const th = (this.#top[0] as number);
-    const tl = (this.#top[1] as number);
+    const th = this.#top[0];
+    const tl = this.#top[1];
     if (tl >= w - 1) {
       if (lo >= tl - w + 1) return th;
       return th === U32_MAX ? -1 : th + 1;
