@@ -97,13 +97,18 @@ async function startDaemons(run: LabRun, children: ChildSet): Promise<number[]> 
   if (!(await waitFor(() => socks.every((s) => existsSync(s)), 150, 200))) throw new Error(`control sockets did not appear: ${socks.join(', ')}`);
   for (const sock of socks) {
     let state = '';
-    for (let i = 0; i < 100 && state !== 'up' && !children.aborted; i++) {
+    let warmUp = 'running';
+    // Up, and the JIT warm-up over (it runs in slices after 'up'; a ping during it measures the
+    // warm-up, not the tunnel). Bounded: 150 x 200 ms.
+    for (let i = 0; i < 150 && (state !== 'up' || warmUp === 'running') && !children.aborted; i++) {
       try {
-        state = ((await requestControl(sock, { cmd: 'status' })) as DaemonStatus).state;
+        const st = (await requestControl(sock, { cmd: 'status' })) as DaemonStatus;
+        state = st.state;
+        warmUp = st.dataPath.warmUp;
       } catch {
         // still starting
       }
-      if (state !== 'up') await sleep(200);
+      if (state !== 'up' || warmUp === 'running') await sleep(200);
     }
     if (state !== 'up') throw new Error(`daemon behind ${sock} did not reach state up`);
   }
