@@ -20,7 +20,7 @@
  * ESPGATE_EXPRESS=0 turns it off.
  */
 import type { DropReason } from '../drops.js';
-import type { InboundSa, OutboundSa } from '../esp/sa.js';
+import type { InboundSa, OutboundSa, SaLifetime, SaStats } from '../esp/sa.js';
 import { parseOuterAddress } from '../esp/sadb.js';
 import { SEQUENCE_IV } from '../esp/nonce.js';
 import type { ExpressNfq, ExpressTun, Family } from '../io/types.js';
@@ -68,18 +68,92 @@ function endpointBytes(text: string, family: Family): Uint8Array | undefined {
   }
 }
 
-/** ExpressOut drives one TUN's express path for one engine. Main thread only. */
-export class ExpressOut {
-  readonly #tun: ExpressTun;
-  readonly #fd: (family: Family) => number;
-  #entries: Entry[] = [];
-  readonly #bySa = new Map<OutboundSa, number>();
+/** The SA fields a budget is computed from (OutboundSa and InboundSa both have them). */
+interface Budgeted {
+  readonly softExpired: boolean;
+  readonly lifetime: Required<SaLifetime>;
+  readonly stats: SaStats;
+}
+
+/**
+ * packetsLeft and bytesLeft are what an SA may still carry on an express path: one short of
+ * its soft limit (until that has passed) and of its hard limit, so that the packet which reaches
+ * a limit goes through sealEsp or openEsp, which set the flag (soft: rekey; hard: stop).
+ */
+function packetsLeft(sa: Budgeted): number {
+  const l = sa.lifetime;
+  return (sa.softExpired ? l.hardPackets : Math.min(l.softPackets, l.hardPackets)) - sa.stats.packets - 1;
+}
+
+function bytesLeft(sa: Budgeted): number {
+  const l = sa.lifetime;
+  return (sa.softExpired ? l.hardBytes : Math.min(l.softBytes, l.hardBytes)) - sa.stats.bytes - 1;
+}
+
+/**
+ * ExpressTable is what both directions keep per addon: SA slots (0..EXPRESS_SAS-1, each with its
+ * state array), the count of learned flows, and the budget step.
+ */
+abstract class ExpressTable<S extends object, E extends { readonly sa: S; readonly st: Float64Array }> {
+  protected entries: E[] = [];
+  readonly #bySa = new Map<S, number>();
   /** flows is how many flows the addon has learned since the last reset. */
   flows = 0;
   /** refused counts SAs the addon would not take (a bug or a resource limit; the engine's path carries them). */
   refused = 0;
 
+  /**
+   * slotFor is sa's slot, registering it first through `register` (which makes its entry around
+   * a fresh state array and hands both to the addon; undefined or a throw: not registered).
+   */
+  protected slotFor(sa: S, stLen: number, register: (slot: number, st: Float64Array) => E | undefined): number | undefined {
+    const known = this.#bySa.get(sa);
+    if (known !== undefined) return known;
+    if (this.entries.length >= EXPRESS_SAS) return undefined;
+    const slot = this.entries.length;
+    let e: E | undefined;
+    try {
+      e = register(slot, new Float64Array(stLen));
+    } catch {
+      this.refused++;
+      return undefined;
+    }
+    if (e === undefined) return undefined;
+    this.entries.push(e);
+    this.#bySa.set(sa, slot);
+    this.arm(e);
+    return slot;
+  }
+
+  /** counted notes a flow the addon says it learned. */
+  protected counted(added: boolean): boolean {
+    if (added) this.flows++;
+    return added;
+  }
+
+  /** rearm hands every SA a fresh budget (after the engine's own path used it). */
+  rearm(): void {
+    const entries = this.entries;
+    for (let i = 0; i < entries.length; i++) this.arm(entries[i]);
+  }
+
+  protected abstract arm(e: E): void;
+
+  /** forget drops every slot and flow on this side (the addon's clear() is the caller's). */
+  protected forget(): void {
+    this.entries = [];
+    this.#bySa.clear();
+    this.flows = 0;
+  }
+}
+
+/** ExpressOut drives one TUN's express path for one engine. Main thread only. */
+export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
+  readonly #tun: ExpressTun;
+  readonly #fd: (family: Family) => number;
+
   constructor(tun: ExpressTun, fd: (family: Family) => number, slot: Buffer, hdr: Uint8Array | null) {
+    super();
     this.#tun = tun;
     this.#fd = fd;
     tun.slot(slot, hdr);
@@ -98,28 +172,15 @@ export class ExpressOut {
    */
   learn(family: Family, src: Uint8Array, fake: Uint8Array, real: Uint8Array, peer: PeerRuntime, sa: OutboundSa): boolean {
     if (!ExpressOut.eligible(sa)) return false;
-    let slot = this.#bySa.get(sa);
-    if (slot === undefined) {
-      if (this.#entries.length >= EXPRESS_SAS) return false;
+    const slot = this.slotFor(sa, ST_LEN, (n, st) => {
       const fd = this.#fd(peer.endpointFamily);
       const ep = endpointBytes(peer.endpoint, peer.endpointFamily);
-      if (fd < 0 || ep === undefined) return false;
-      const st = new Float64Array(ST_LEN);
-      slot = this.#entries.length;
+      if (fd < 0 || ep === undefined) return undefined;
       const km = sa.keyMaterial;
-      try {
-        this.#tun.sa(slot, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN), fd, peer.endpointFamily, ep);
-      } catch {
-        this.refused++;
-        return false;
-      }
-      this.#entries.push({ sa, peer, st });
-      this.#bySa.set(sa, slot);
-      this.#arm(this.#entries[slot]);
-    }
-    const added = this.#tun.flow(family, src, fake, real, slot) === 1;
-    if (added) this.flows++;
-    return added;
+      this.#tun.sa(n, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN), fd, peer.endpointFamily, ep);
+      return { sa, peer, st };
+    });
+    return slot !== undefined && this.counted(this.#tun.flow(family, src, fake, real, slot) === 1);
   }
 
   /**
@@ -128,7 +189,7 @@ export class ExpressOut {
    * touches an SA and before counters are read.
    */
   fold(totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
-    const entries = this.#entries;
+    const entries = this.entries;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;
@@ -160,13 +221,7 @@ export class ExpressOut {
     }
   }
 
-  /** rearm hands every SA a fresh budget from its state (after the engine's own path used it). */
-  rearm(): void {
-    const entries = this.#entries;
-    for (let i = 0; i < entries.length; i++) this.#arm(entries[i]);
-  }
-
-  #arm(e: Entry): void {
+  protected arm(e: Entry): void {
     const sa = e.sa;
     const st = e.st;
     st[ST_LAST_SEQ] = sa.seqLo;
@@ -175,22 +230,14 @@ export class ExpressOut {
       st[ST_BYTES_LEFT] = -1;
       return;
     }
-    const l = sa.lifetime;
-    const s = sa.stats;
-    // Leave the packet that reaches a limit to sealEsp: it sets the flag (soft: rekey; hard: stop).
-    const pktLimit = sa.softExpired ? l.hardPackets : Math.min(l.softPackets, l.hardPackets);
-    const byteLimit = sa.softExpired ? l.hardBytes : Math.min(l.softBytes, l.hardBytes);
-    const mark = Number(sa.reservedMark);
-    st[ST_MAX_SEQ] = Math.min(mark, U32_MAX, sa.seqLo + (pktLimit - s.packets - 1));
-    st[ST_BYTES_LEFT] = byteLimit - s.bytes - 1;
+    st[ST_MAX_SEQ] = Math.min(Number(sa.reservedMark), U32_MAX, sa.seqLo + packetsLeft(sa));
+    st[ST_BYTES_LEFT] = bytesLeft(sa);
   }
 
   /** reset forgets every flow and SA (fold first): the tables changed or a trace starts. */
   reset(): void {
     this.#tun.clear();
-    this.#entries = [];
-    this.#bySa.clear();
-    this.flows = 0;
+    this.forget();
   }
 }
 
@@ -223,16 +270,13 @@ interface InEntry {
  * next ones of that flow, sharing the SA's replay window (the same typed arrays) and writing its
  * top to the same file before it writes the packet to the TUN.
  */
-export class ExpressIn {
+export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
   readonly #nfq: ExpressNfq;
   readonly #tunFd: () => number;
   readonly #vnet: boolean;
-  #entries: InEntry[] = [];
-  readonly #bySa = new Map<InboundSa, number>();
-  flows = 0;
-  refused = 0;
 
   constructor(nfq: ExpressNfq, tunFd: () => number, vnet: boolean) {
+    super();
     this.#nfq = nfq;
     this.#tunFd = tunFd;
     this.#vnet = vnet;
@@ -247,35 +291,22 @@ export class ExpressIn {
   /** learn teaches the addon a flow the engine has just delivered: src/dst as the peer sent them, fake the source it became. */
   learn(family: Family, src: Uint8Array, dst: Uint8Array, fake: Uint8Array, peer: PeerRuntime, sa: InboundSa): boolean {
     if (!ExpressIn.eligible(sa)) return false;
-    let slot = this.#bySa.get(sa);
-    if (slot === undefined) {
+    const slot = this.slotFor(sa, IN_LEN, (n, st) => {
       const tunFd = this.#tunFd();
       const replayFd = sa.replayFd();
-      if (this.#entries.length >= EXPRESS_SAS || tunFd < 0 || replayFd === undefined) return false;
-      const st = new Float64Array(IN_LEN);
-      slot = this.#entries.length;
+      if (tunFd < 0 || replayFd === undefined) return undefined;
       const km = sa.keyMaterial;
       const w = sa.replay;
-      try {
-        this.#nfq.sa(slot, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN),
-          sa.outerSource ?? new Uint8Array(0), w.words, w.top, w.size, replayFd, tunFd, this.#vnet);
-      } catch {
-        this.refused++;
-        return false;
-      }
-      const e: InEntry = { sa, peer, st };
-      this.#entries.push(e);
-      this.#bySa.set(sa, slot);
-      this.#arm(e);
-    }
-    const added = this.#nfq.flow(slot, family, src, dst, fake) === 1;
-    if (added) this.flows++;
-    return added;
+      this.#nfq.sa(n, st, sa.spi, km.subarray(0, km.length - SALT_LEN), km.subarray(km.length - SALT_LEN),
+        sa.outerSource ?? new Uint8Array(0), w.words, w.top, w.size, replayFd, tunFd, this.#vnet);
+      return { sa, peer, st };
+    });
+    return slot !== undefined && this.counted(this.#nfq.flow(slot, family, src, dst, fake) === 1);
   }
 
   /** fold adds what the addon counted to the SAs, peers, totals and drops, and saves each moved replay top again for the store's flush. */
   fold(totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
-    const entries = this.#entries;
+    const entries = this.entries;
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;
@@ -303,13 +334,7 @@ export class ExpressIn {
     }
   }
 
-  /** rearm hands every SA a fresh budget (after the engine's own path opened packets on it). */
-  rearm(): void {
-    const entries = this.#entries;
-    for (let i = 0; i < entries.length; i++) this.#arm(entries[i]);
-  }
-
-  #arm(e: InEntry): void {
+  protected arm(e: InEntry): void {
     const sa = e.sa;
     const st = e.st;
     if (!ExpressIn.eligible(sa)) {
@@ -317,18 +342,12 @@ export class ExpressIn {
       st[IN_BYTES_LEFT] = -1;
       return;
     }
-    const l = sa.lifetime;
-    const s = sa.stats;
-    const pktLimit = sa.softExpired ? l.hardPackets : Math.min(l.softPackets, l.hardPackets);
-    const byteLimit = sa.softExpired ? l.hardBytes : Math.min(l.softBytes, l.hardBytes);
-    st[IN_PKTS_LEFT] = pktLimit - s.packets - 1;
-    st[IN_BYTES_LEFT] = byteLimit - s.bytes - 1;
+    st[IN_PKTS_LEFT] = packetsLeft(sa);
+    st[IN_BYTES_LEFT] = bytesLeft(sa);
   }
 
   reset(): void {
     this.#nfq.clear();
-    this.#entries = [];
-    this.#bySa.clear();
-    this.flows = 0;
+    this.forget();
   }
 }

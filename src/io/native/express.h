@@ -117,20 +117,12 @@ class Express {
                     const uint8_t* salt, int fd, int family, const uint8_t* ep) {
     if (slot < 0 || slot >= kExpressSas) return "SA slot out of range";
     if (st.ElementLength() < kStLen) return "state array too short";
-    const EVP_CIPHER* cipher = keyLen == 16 ? EVP_aes_128_gcm() : keyLen == 24 ? EVP_aes_192_gcm()
-                             : keyLen == 32 ? EVP_aes_256_gcm() : nullptr;
-    if (cipher == nullptr) return "AES-GCM key must be 16, 24 or 32 bytes";
+    const char* err = nullptr;
+    EVP_CIPHER_CTX* ctx = NewGcmContext(key, keyLen, true, &err);
+    if (ctx == nullptr) return err;
     ExpressSa& s = sas_[slot];
     if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
-    s.ctx = EVP_CIPHER_CTX_new();
-    if (s.ctx == nullptr || EVP_EncryptInit_ex(s.ctx, cipher, nullptr, nullptr, nullptr) != 1 ||
-        EVP_CIPHER_CTX_ctrl(s.ctx, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
-        EVP_EncryptInit_ex(s.ctx, nullptr, nullptr, key, nullptr) != 1) {
-      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
-      s.ctx = nullptr;
-      s.used = false;
-      return "OpenSSL: AES-GCM context setup failed";
-    }
+    s.ctx = ctx;
     s.ref = Napi::Persistent(st);
     s.st = st.Data();
     s.spi = spi;

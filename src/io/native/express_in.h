@@ -129,20 +129,12 @@ class ExpressIn {
     size_t n = words.ElementLength();
     if (n == 0 || (n & (n - 1)) != 0 || top.ElementLength() < 2) return "replay window arrays malformed";
     if (window == 0 || window > n * 32 || (outerLen != 0 && outerLen != 4 && outerLen != 16)) return "bad window or outer source";
-    const EVP_CIPHER* cipher = keyLen == 16 ? EVP_aes_128_gcm() : keyLen == 24 ? EVP_aes_192_gcm()
-                             : keyLen == 32 ? EVP_aes_256_gcm() : nullptr;
-    if (cipher == nullptr) return "AES-GCM key must be 16, 24 or 32 bytes";
+    const char* err = nullptr;
+    EVP_CIPHER_CTX* ctx = NewGcmContext(key, keyLen, false, &err);
+    if (ctx == nullptr) return err;
     InSa& s = sas_[slot];
     if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
-    s.ctx = EVP_CIPHER_CTX_new();
-    if (s.ctx == nullptr || EVP_DecryptInit_ex(s.ctx, cipher, nullptr, nullptr, nullptr) != 1 ||
-        EVP_CIPHER_CTX_ctrl(s.ctx, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) != 1 ||
-        EVP_DecryptInit_ex(s.ctx, nullptr, nullptr, key, nullptr) != 1) {
-      if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
-      s.ctx = nullptr;
-      s.used = false;
-      return "OpenSSL: AES-GCM context setup failed";
-    }
+    s.ctx = ctx;
     s.stRef = Napi::Persistent(st);
     s.wordsRef = Napi::Persistent(words);
     s.topRef = Napi::Persistent(top);

@@ -263,6 +263,17 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   // Receives up to offsets.length (<= MAX_BATCH) queued packets into equal slots of buf and gives
   // them the verdict NF_DROP. Returns how many packets were placed (offsets/lengths filled), 0
   // when nothing was pending, or -errno.
+  // BatchSlots is how readBatch and expressSlots cut buf into slots: one per offsets/lengths
+  // entry (at most kMaxBatch), *slotLen bytes each; 0 when that leaves less than 2048 bytes a slot.
+  static size_t BatchSlots(const Napi::Uint8Array& buf, const Napi::Int32Array& offs, const Napi::Int32Array& lens, size_t* slotLen) {
+    size_t slots = offs.ElementLength();
+    if (lens.ElementLength() < slots) slots = lens.ElementLength();
+    if (slots > static_cast<size_t>(kMaxBatch)) slots = kMaxBatch;
+    if (slots == 0 || buf.ByteLength() / slots < 2048) return 0;
+    *slotLen = buf.ByteLength() / slots;
+    return slots;
+  }
+
   Napi::Value ReadBatch(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (fd_ < 0) return Napi::Number::New(env, -EBADF);
@@ -273,12 +284,10 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
     Napi::Int32Array offs = info[1].As<Napi::Int32Array>();
     Napi::Int32Array lens = info[2].As<Napi::Int32Array>();
-    size_t slots = offs.ElementLength();
-    if (lens.ElementLength() < slots) slots = lens.ElementLength();
-    if (slots > static_cast<size_t>(kMaxBatch)) slots = kMaxBatch;
-    if (slots == 0) return Napi::Number::New(env, 0);
-    size_t slotLen = buf.ByteLength() / slots;
-    if (slotLen < 2048) {
+    size_t slotLen = 0;
+    size_t slots = BatchSlots(buf, offs, lens, &slotLen);
+    if (offs.ElementLength() == 0 || lens.ElementLength() == 0) return Napi::Number::New(env, 0);
+    if (slots == 0) {
       Napi::RangeError::New(env, "readBatch: buf too small for that many slots").ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -411,10 +420,9 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     Napi::Uint8Array buf = info[0].As<Napi::Uint8Array>();
     Napi::Int32Array offs = info[1].As<Napi::Int32Array>();
     Napi::Int32Array lens = info[2].As<Napi::Int32Array>();
-    size_t slots = offs.ElementLength();
-    if (lens.ElementLength() < slots) slots = lens.ElementLength();
-    if (slots > static_cast<size_t>(kMaxBatch)) slots = kMaxBatch;
-    if (slots == 0 || buf.ByteLength() / slots < 2048) {
+    size_t slotLen = 0;
+    size_t slots = BatchSlots(buf, offs, lens, &slotLen);
+    if (slots == 0) {
       Napi::RangeError::New(env, "expressSlots: buf too small for that many slots").ThrowAsJavaScriptException();
       return env.Undefined();
     }
@@ -425,7 +433,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     exOffs_ = offs.Data();
     exLens_ = lens.Data();
     exSlots_ = slots;
-    exSlotLen_ = buf.ByteLength() / slots;
+    exSlotLen_ = slotLen;
     poller_.SetPre(&NfqSocket::ExpressPre, this);
     return env.Undefined();
   }

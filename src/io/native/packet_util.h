@@ -1,9 +1,11 @@
 // packet_util.h: the few packet helpers both express paths need (express.h, express_in.h), each
-// the C++ twin of a TypeScript function that stays the reference (named below).
+// the C++ twin of a TypeScript function that stays the reference (named below), and the AES-GCM
+// context setup they share with gcm.cc's.
 
 #ifndef ESPGATE_PACKET_UTIL_H_
 #define ESPGATE_PACKET_UTIL_H_
 
+#include <openssl/evp.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -105,6 +107,28 @@ inline void MapAddress(uint8_t* p, int family, size_t l4, int proto, int csumAt,
   if (proto == 17 && Be16(field) == 0) return;
   UpdateField(field, oldSum, newSum);
   if (proto == 17 && Be16(field) == 0) PutBe16(field, 0xffff);
+}
+
+// NewGcmContext returns an OpenSSL context keyed for AES-GCM with 12-byte nonces (as gcm.cc's
+// GcmKey), for encryption or decryption; nullptr with *err set when the key length is not 16, 24
+// or 32 bytes or OpenSSL refuses. Per packet only the nonce is set (EVP_*Init_ex with NULLs).
+inline EVP_CIPHER_CTX* NewGcmContext(const uint8_t* key, size_t keyLen, bool encrypt, const char** err) {
+  const EVP_CIPHER* cipher = keyLen == 16 ? EVP_aes_128_gcm() : keyLen == 24 ? EVP_aes_192_gcm()
+                           : keyLen == 32 ? EVP_aes_256_gcm() : nullptr;
+  if (cipher == nullptr) {
+    *err = "AES-GCM key must be 16, 24 or 32 bytes";
+    return nullptr;
+  }
+  EVP_CIPHER_CTX* ctx = EVP_CIPHER_CTX_new();
+  bool ok = ctx != nullptr && EVP_CipherInit_ex(ctx, cipher, nullptr, nullptr, nullptr, encrypt ? 1 : 0) == 1 &&
+            EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_IVLEN, 12, nullptr) == 1 &&
+            EVP_CipherInit_ex(ctx, nullptr, nullptr, key, nullptr, encrypt ? 1 : 0) == 1;
+  if (!ok) {
+    if (ctx != nullptr) EVP_CIPHER_CTX_free(ctx);
+    *err = "OpenSSL: AES-GCM context setup failed";
+    return nullptr;
+  }
+  return ctx;
 }
 
 }  // namespace espgate
