@@ -42,7 +42,6 @@ export const ST_LEN = 10;
 export const EXPRESS_SAS = 32;
 /** AES_GCM_SALT_LEN: key material is key || 4-byte salt (aead.ts). */
 const SALT_LEN = 4;
-const U32_MAX = 0xffffffff;
 
 /** defaultExpress reads ESPGATE_EXPRESS (on unless '0'). */
 export function defaultExpress(): boolean {
@@ -230,7 +229,7 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
       st[ST_BYTES_LEFT] = -1;
       return;
     }
-    st[ST_MAX_SEQ] = Math.min(Number(sa.reservedMark), U32_MAX, sa.seqLo + packetsLeft(sa));
+    st[ST_MAX_SEQ] = Math.min(sa.reservedLow, sa.seqLo + packetsLeft(sa));
     st[ST_BYTES_LEFT] = bytesLeft(sa);
   }
 

@@ -271,6 +271,14 @@ export class OutboundSa extends SaBase {
     return (BigInt(this.#reservedHi) << 32n) | BigInt(this.#reservedLo);
   }
 
+  /**
+   * reservedLow is the mark's low 32 bits when its high half is 0 (every non-ESN SA), else
+   * U32_MAX: what the express path may use, without a BigInt per batch (datapath/express.ts).
+   */
+  get reservedLow(): number {
+    return this.#reservedHi === 0 ? this.#reservedLo : U32_MAX;
+  }
+
   #reserveFrom(hi: number, lo: number): boolean {
     const reserver = this.#reserver;
     if (reserver === undefined) return true; // unreachable: the mark is the end of the space
