@@ -26,7 +26,7 @@ import { openStandInIo } from '../io/stand-in.js';
 import type { StandInIo } from '../io/stand-in.js';
 import { loadNativeAddon, openStandInTun } from '../io/tun-native.js';
 import type { EspReceiver } from '../io/types.js';
-import { completeChecksum, VNET_HDR_LEN } from '../io/vnet.js';
+import { completeChecksum, gsoSplit, newVnetHdr, readVnetHdr, VNET_HDR_LEN } from '../io/vnet.js';
 import { buildIpPacket, icmpErrorFor, icmpMessage, tcpSegment, udpDatagram } from '../packet/build.js';
 import { OffsetMap } from '../steer/fake-offset.js';
 import { rewriteInbound, rewriteOutbound } from '../steer/rewrite.js';
@@ -259,6 +259,100 @@ test('express path: budgets leave reservations and lifetime limits to the SA', {
     assert.deepEqual(paths, [true, false, false, true, false, false, true, false, false, true],
       'engine at 1 (learn), 4 and 10 (reserve), 7 (soft limit and reserve)');
     assert.equal((r.engine.drops.counts as Record<string, number>)['no-sa'], 1, 'packet 12: no-sa');
+  } finally {
+    r.close();
+  }
+});
+
+/** superHdr is the virtio_net_hdr of a TCP super-packet: partial checksum, TSO of `mss`. */
+function superHdr(v4: boolean, mss: number, ecn: boolean): Uint8Array {
+  const l4 = v4 ? 20 : 40;
+  return Uint8Array.from([1, (v4 ? 1 : 4) | (ecn ? 0x80 : 0), l4 + 20, 0, mss & 0xff, mss >>> 8, l4, 0, 16, 0]);
+}
+
+/**
+ * referenceSegments is what the engine's own path sends for a super-packet: vnet.ts gsoSplit,
+ * then rewriteOutbound and sealEsp per segment, with the reference SA.
+ */
+function referenceSegments(r: Rig, pkt: Buffer, hdr: Uint8Array): Buffer[] {
+  const n = 64;
+  const outs = Array.from({ length: n }, () => Buffer.alloc(4096));
+  const sizes = new Int32Array(n);
+  const k = gsoSplit(readVnetHdr(hdr, 0, newVnetHdr()), pkt, 0, pkt.length, outs, HEADROOM, sizes, 0);
+  assert.equal(typeof k, 'number');
+  const want: Buffer[] = [];
+  for (let i = 0; i < (k as number); i++) {
+    assert.equal(rewriteOutbound(outs[i], HEADROOM, sizes[i], r.tables.offsets), 'ok');
+    const m = sealEsp(r.ref, outs[i], HEADROOM, sizes[i], outs[i], 0);
+    assert.equal(typeof m, 'number');
+    want.push(outs[i].subarray(0, m as number));
+  }
+  return want;
+}
+
+/** sendSuper feeds a super-packet and returns [what was sent, what the reference sends, whether the engine's path ran]. */
+async function sendSuper(r: Rig, pkt: Buffer, hdr: Uint8Array): Promise<[Buffer[], Buffer[], boolean]> {
+  const before = r.jsBatches;
+  const want = referenceSegments(r, pkt, hdr);
+  assert.equal(r.io.feedTun(hdr, pkt, 0, pkt.length), true);
+  const got: Buffer[] = [];
+  // Bounded: 400 turns of 5 ms at most.
+  for (let i = 0; i < 400 && got.length < want.length; i++) {
+    await turn();
+    for (let j = 0; j < 64; j++) {
+      const b = Buffer.alloc(4096);
+      const n = r.io.takeSent(b);
+      if (n < 0) break;
+      got.push(b.subarray(0, n));
+    }
+  }
+  return [got, want, r.jsBatches !== before];
+}
+
+test('express path: TCP super-packets are cut and sealed exactly as the engine would, inside the budget', { skip }, async () => {
+  const marks: number[] = [];
+  const reserver: SeqReserver = { reserve: (_spi, upTo) => { marks.push(upTo); }, load: () => 0 };
+  const sa = new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY, reserver, reserveBlock: 12 });
+  const ref = new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY });
+  const r = rig(true, sa, ref);
+  try {
+    const payload = Buffer.from(Array.from({ length: 5000 }, (_, i) => (i * 7) & 0xff));
+    // ACK | PSH | FIN | CWR: PSH and FIN belong on the last segment only, CWR on the first only;
+    // the sequence number wraps inside the super-packet.
+    const seg = (src: string, dst: string, seq: number): Buffer => buildIpPacket({ src, dst, protocol: 6, identification: 0xfffe,
+      payload: tcpSegment({ srcPort: 40000, dstPort: 5201, seq, flags: 0x10 | 0x08 | 0x01 | 0x80, payload }) });
+    const ack = (src: string, dst: string): Buffer => buildIpPacket({ src, dst, protocol: 6, payload: tcpSegment({ srcPort: 40000, dstPort: 5201, seq: 1, flags: 0x10 }) });
+    // Learn both flows (one sequence number each: 1, 2; reserved up to 12).
+    for (const [src, dst] of [[A4, B4_FAKE], [A6, B6_FAKE]]) {
+      const [got, want, viaEngine] = await sendOne(r, true, ack(src, dst));
+      assert.deepEqual(got, want);
+      assert.equal(viaEngine, true, `${src}: learned by the engine`);
+    }
+    const cases: [string, Buffer, Uint8Array, boolean][] = [
+      // [name, super-packet, header, expected through the engine's own path]
+      ['IPv4, 5 segments (MSS 1,200, last 200 bytes), ECN', seg(A4, B4_FAKE, 0xffff_f000), superHdr(true, 1200, true), false],
+      ['IPv6, 4 segments (MSS 1,300)', seg(A6, B6_FAKE, 77), superHdr(false, 1300, false), false],
+      // 3 + 2 + 5 + 4 = 14 > 12: past the reserved mark, the engine takes the whole super-packet.
+      ['IPv4 across the reserved mark: the engine', seg(A4, B4_FAKE, 5), superHdr(true, 1000, false), true],
+      ['IPv4 inside the next block', seg(A4, B4_FAKE, 9), superHdr(true, 2000, false), false],
+    ];
+    let segments = 2;
+    for (const [name, pkt, hdr, viaEngine] of cases) {
+      const [got, want, ranEngine] = await sendSuper(r, pkt, hdr);
+      assert.equal(got.length, want.length, `${name}: segments`);
+      for (let i = 0; i < want.length; i++) assert.deepEqual(got[i], want[i], `${name}: segment ${i} bytes`);
+      assert.equal(ranEngine, viaEngine, `${name}: ${viaEngine ? "the engine's path" : 'the express path'}`);
+      segments += want.length;
+    }
+    assert.equal(r.io.takeSent(Buffer.alloc(64)), -1, 'nothing more was sent');
+    r.engine.syncExpress();
+    assert.equal(r.engine.totals.tunRead, 2 + cases.length, 'tunRead counts super-packets');
+    assert.equal(r.engine.totals.espSent, segments, 'espSent counts segments');
+    assert.equal(sa.stats.packets, segments, 'SA packets');
+    assert.equal(sa.stats.bytes, ref.stats.bytes, 'SA bytes');
+    assert.equal(r.tables.peers.get('bob')?.stats.txBytes, ref.stats.bytes, 'peer bytes');
+    assert.equal(sa.seqLo, segments, "the SA's sequence number");
+    assert.deepEqual(marks, [12, 24], 'reservations by the engine only');
   } finally {
     r.close();
   }

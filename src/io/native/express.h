@@ -14,8 +14,16 @@
 //     real mapping are functions of these addresses and the tables, so a learned triple is
 //     approved until the tables change; then the engine clears every flow.
 //   - packets: IPv4 without fragmentation, IPv6 without extension headers; TCP, UDP, ICMP echo;
-//     no GSO; a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM) is completed first, as
-//     vnet.ts completeChecksum does. Total length must equal what was read.
+//     a partial checksum (VIRTIO_NET_HDR_F_NEEDS_CSUM) is completed first, as vnet.ts
+//     completeChecksum does. Total length must equal what was read.
+//   - TCP super-packets (TSO: GSO_TCPV4/GSO_TCPV6, with or without GSO_ECN) are cut into
+//     segments exactly as vnet.ts gsoSplit cuts them (IPv4 id + k, sequence number + k * MSS,
+//     FIN/PSH on the last only, CWR on the first only, full TCP checksum), each carrying the real
+//     destination; the whole super-packet is taken or left (its segments' sequence numbers and
+//     inner bytes must all fit the budget).
+//   - sealed packets wait in a queue of kQueueMax slots owned here and leave with one sendmmsg
+//     per Flush (the TUN addon flushes before every return to the event loop and before it
+//     leaves a packet to JavaScript, so packets of a flow leave in the order they were read).
 //   - the rewrite is steer/rewrite.ts's for these packets: destination fake -> real, IPv4 header
 //     checksum and the pseudo-header checksum folded with RFC 1624 (a UDP "no checksum" stays 0,
 //     a computed 0 becomes 0xFFFF).
@@ -43,6 +51,7 @@
 #include <time.h>
 
 #include <cmath>
+#include <memory>
 
 #include "packet_util.h"
 
@@ -66,6 +75,11 @@ constexpr int kExpressSas = 32;
 constexpr int kExpressFlows = 128;
 constexpr size_t kEspHeadroom = 16;  // SPI, sequence number, 8-byte IV
 constexpr size_t kEspTailroom = 3 + 2 + 16;
+constexpr int kQueueMax = 64;  // sealed packets per sendmmsg (a 64 KiB super-packet at MSS 1,388 is 48)
+constexpr size_t kQueueSlot = kEspHeadroom + 9216 + kEspTailroom;  // the largest inner packet (MTU 9000) sealed
+constexpr int kGsoTcpV4 = 1;
+constexpr int kGsoTcpV6 = 4;
+constexpr int kGsoEcn = 0x80;
 
 struct ExpressSa {
   bool used = false;
@@ -110,6 +124,7 @@ class Express {
     }
     for (auto& f : flows_v_) f.used = false;
     flows_ = 0;
+    qn_ = 0;  // always empty here: the addon flushes before it returns to the event loop
   }
 
   // AddSa registers an SA in slot `slot` (0..kExpressSas-1). Returns an error text or nullptr.
@@ -174,36 +189,29 @@ class Express {
 
   // Try handles the packet at slot[headroom, +len) (slot has kEspTailroom after it), read with
   // virtio_net_hdr vh (nullptr without IFF_VNET_HDR). Returns true when the packet was consumed
-  // (sent, or counted as a send error); false when JavaScript must take it, unchanged.
+  // (queued for Flush, or counted as a send error); false when JavaScript must take it,
+  // unchanged. The caller must Flush before it returns to the event loop or hands a packet to
+  // JavaScript.
   bool Try(uint8_t* slot, size_t headroom, size_t len, size_t cap, const uint8_t* vh) {
     if (headroom != kEspHeadroom || headroom + len + kEspTailroom > cap) return false;
     uint8_t* p = slot + headroom;
     bool needCsum = false;
     size_t csumStart = 0, csumOffset = 0;
     if (vh != nullptr) {
-      if (vh[1] != 0) return false;  // GSO
+      if (vh[1] != 0) return TryGso(p, len, vh);
       needCsum = (vh[0] & 1) != 0;
       csumStart = static_cast<size_t>(vh[6]) | (static_cast<size_t>(vh[7]) << 8);
       csumOffset = static_cast<size_t>(vh[8]) | (static_cast<size_t>(vh[9]) << 8);
       if (needCsum && (csumStart + csumOffset + 2 > len || (csumOffset & 1) != 0)) return false;
     }
+    if (len + kEspHeadroom + kEspTailroom > kQueueSlot) return false;
     PlainIp ip;
     if (!ParsePlainIp(p, len, &ip)) return false;
     const int family = ip.family;
-    const size_t l4 = ip.l4;
-    const int proto = ip.proto;
-    const uint8_t* src = ip.src;
-    uint8_t* dst = ip.dst;
     const size_t alen = ip.alen;
-    int csumAt = SimpleShape(p, len, family, l4, proto);
+    int csumAt = SimpleShape(p, len, family, ip.l4, ip.proto);
     if (csumAt == -2) return false;
-    const ExpressFlow* flow = nullptr;
-    for (const auto& f : flows_v_) {
-      if (f.used && f.family == family && memcmp(f.fake, dst, alen) == 0 && memcmp(f.src, src, alen) == 0) {
-        flow = &f;
-        break;
-      }
-    }
+    const ExpressFlow* flow = Find(family, ip.src, ip.dst, alen);
     if (flow == nullptr) return false;
     ExpressSa& sa = sas_[flow->sa];
     if (!sa.used || sa.ctx == nullptr) return false;
@@ -216,10 +224,135 @@ class Express {
       uint8_t* field = p + csumStart + csumOffset;
       PutBe16(field, ~OnesSum(p + csumStart, len - csumStart) & 0xffff);
     }
-    MapAddress(p, family, l4, proto, csumAt, dst, flow->real, alen, flow->oldSum, flow->newSum);
+    MapAddress(p, family, ip.l4, ip.proto, csumAt, ip.dst, flow->real, alen, flow->oldSum, flow->newSum);
     st[kStTunRead] += 1;
+    uint8_t* q = Reserve(sa.fd);
+    memcpy(q + kEspHeadroom, p, len);
+    SealAndQueue(flow->sa, q, len, family, seq);
+    StampLast(st);
+    return true;
+  }
 
-    // Seal (codec.ts sealInternal): trailer, header, IV, AAD, AES-GCM in place.
+  // Flush sends the queue with sendmmsg and settles each packet's counters: sent, or refused by
+  // the socket (a 'send-error' drop for the engine; one failing packet costs only itself).
+  void Flush() {
+    int at = 0;
+    // Bounded: every round sends >= 1 packet or marks one failed.
+    while (at < qn_) {
+      int n = sendmmsg(qfd_, &msgs_[at], static_cast<unsigned int>(qn_ - at), MSG_DONTWAIT);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) n = 0;  // counted as refused: never spin
+        Settle(at, false);
+        at++;
+        continue;
+      }
+      for (int k = at; k < at + n; k++) Settle(k, true);
+      at += n;
+    }
+    qn_ = 0;
+  }
+
+ private:
+  const ExpressFlow* Find(int family, const uint8_t* src, const uint8_t* dst, size_t alen) const {
+    for (const auto& f : flows_v_) {
+      if (f.used && f.family == family && memcmp(f.fake, dst, alen) == 0 && memcmp(f.src, src, alen) == 0) return &f;
+    }
+    return nullptr;
+  }
+
+  // TryGso takes a TCP super-packet at p[0, len) (vh: its virtio_net_hdr) whole, or leaves it.
+  // The checks are vnet.ts gsoSplit's; any it refuses goes to JavaScript, which drops and counts it.
+  bool TryGso(uint8_t* p, size_t len, const uint8_t* vh) {
+    const int type = vh[1] & ~kGsoEcn;
+    if (type != kGsoTcpV4 && type != kGsoTcpV6) return false;
+    const bool v4 = type == kGsoTcpV4;
+    const size_t l4 = static_cast<size_t>(vh[6]) | (static_cast<size_t>(vh[7]) << 8);
+    const size_t mss = static_cast<size_t>(vh[4]) | (static_cast<size_t>(vh[5]) << 8);
+    if (len < 40) return false;
+    if (v4) {
+      // Not a fragment (a TSO packet never is; the engine's path judges anything else).
+      if (p[0] >> 4 != 4 || l4 != static_cast<size_t>(p[0] & 0x0f) * 4 || l4 < 20 || p[9] != 6) return false;
+      if (Be16(p + 2) != len || (Be16(p + 6) & 0x3fff) != 0) return false;
+    } else {
+      if (p[0] >> 4 != 6 || l4 != 40 || p[6] != 6 || static_cast<size_t>(Be16(p + 4)) + 40 != len) return false;
+    }
+    if (l4 + 20 > len) return false;
+    const size_t hdrLen = l4 + static_cast<size_t>(p[l4 + 12] >> 4) * 4;
+    if (hdrLen < l4 + 20 || hdrLen >= len || mss == 0) return false;
+    const size_t n = (len - hdrLen + mss - 1) / mss;
+    if (n > static_cast<size_t>(kQueueMax) || hdrLen + mss + kEspHeadroom + kEspTailroom > kQueueSlot) return false;
+    const int family = v4 ? 4 : 6;
+    const size_t alen = v4 ? 4 : 16;
+    uint8_t* src = p + (v4 ? 12 : 8);
+    uint8_t* dst = p + (v4 ? 16 : 24);
+    const ExpressFlow* flow = Find(family, src, dst, alen);
+    if (flow == nullptr) return false;
+    ExpressSa& sa = sas_[flow->sa];
+    if (!sa.used || sa.ctx == nullptr) return false;
+    double* st = sa.st;
+    const double first = st[kStLastSeq] + 1;
+    const double last = st[kStLastSeq] + static_cast<double>(n);
+    const double inner = static_cast<double>(n * hdrLen + (len - hdrLen));
+    if (!(last <= st[kStMaxSeq]) || last > 4294967295.0 || !(inner <= st[kStBytesLeft])) return false;
+
+    // Committed. The real destination goes into the headers every segment copies; the IPv4
+    // header checksum and each TCP checksum are computed whole per segment below.
+    memcpy(dst, flow->real, alen);
+    st[kStTunRead] += 1;
+    const uint32_t id = v4 ? Be16(p + 4) : 0;
+    const uint32_t tcpSeq = Be32(p + l4 + 4);
+    const uint8_t flags = p[l4 + 13];
+    // The pseudo-header's addresses, once: source and (real) destination.
+    const uint32_t addrSum = OnesSum(src, alen) + OnesSum(dst, alen);
+    for (size_t k = 0; k < n; k++) {
+      const size_t dataOff = hdrLen + k * mss;
+      const size_t dataLen = len - dataOff < mss ? len - dataOff : mss;
+      const size_t segLen = hdrLen + dataLen;
+      uint8_t* q = Reserve(sa.fd);
+      uint8_t* s = q + kEspHeadroom;
+      memcpy(s, p, hdrLen);
+      memcpy(s + hdrLen, p + dataOff, dataLen);
+      if (v4) {
+        PutBe16(s + 2, static_cast<uint32_t>(segLen));
+        PutBe16(s + 4, (id + static_cast<uint32_t>(k)) & 0xffff);
+        PutBe16(s + 10, 0);
+        PutBe16(s + 10, ~OnesSum(s, l4) & 0xffff);
+      } else {
+        PutBe16(s + 4, static_cast<uint32_t>(segLen - 40));
+      }
+      uint8_t* t = s + l4;
+      PutBe32(t + 4, tcpSeq + static_cast<uint32_t>(k * mss));
+      uint8_t f = flags;
+      if (k != n - 1) f &= static_cast<uint8_t>(~0x09);  // FIN, PSH
+      if (k != 0) f &= static_cast<uint8_t>(~0x80);      // CWR
+      t[13] = f;
+      PutBe16(t + 16, 0);
+      const size_t tcpLen = segLen - l4;
+      uint64_t sum = static_cast<uint64_t>(addrSum) + 6 + (tcpLen >> 16) + (tcpLen & 0xffff) + OnesSum(t, tcpLen);
+      while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
+      PutBe16(t + 16, ~static_cast<uint32_t>(sum) & 0xffff);
+      SealAndQueue(flow->sa, q, segLen, family, first + static_cast<double>(k));
+    }
+    StampLast(st);
+    return true;
+  }
+
+  // Reserve returns the next queue slot for a packet to be sent on fd, flushing first when the
+  // queue is full or holds packets for another socket.
+  uint8_t* Reserve(int fd) {
+    if (!arena_) arena_.reset(new uint8_t[static_cast<size_t>(kQueueMax) * kQueueSlot]);
+    if (qn_ == kQueueMax || (qn_ > 0 && qfd_ != fd)) Flush();
+    qfd_ = fd;
+    return arena_.get() + static_cast<size_t>(qn_) * kQueueSlot;
+  }
+
+  // SealAndQueue seals the inner packet at q[kEspHeadroom, +len) in place with SA `slot` and
+  // sequence number seq (codec.ts sealInternal: trailer, header, IV, AAD, AES-GCM) and queues it
+  // (the slot Reserve returned). A failed seal is counted as a send error and not queued.
+  void SealAndQueue(int slot, uint8_t* q, size_t len, int family, double seq) {
+    ExpressSa& sa = sas_[slot];
+    double* st = sa.st;
+    uint8_t* p = q + kEspHeadroom;
     uint32_t seqLo = static_cast<uint32_t>(seq);
     size_t pad = (4 - ((len + 2) % 4)) % 4;
     size_t ptLen = len + pad + 2;
@@ -227,17 +360,16 @@ class Express {
     for (size_t i = 1; i <= pad; i++) *t++ = static_cast<uint8_t>(i);
     *t++ = static_cast<uint8_t>(pad);
     *t = family == 4 ? 4 : 41;
-    uint8_t* esp = slot;
-    PutBe32(esp, sa.spi);
-    PutBe32(esp + 4, seqLo);
-    PutBe32(esp + 8, 0);
-    PutBe32(esp + 12, seqLo);
+    PutBe32(q, sa.spi);
+    PutBe32(q + 4, seqLo);
+    PutBe32(q + 8, 0);
+    PutBe32(q + 12, seqLo);
     uint8_t nonce[12];
     memcpy(nonce, sa.salt, 4);
-    memcpy(nonce + 4, esp + 8, 8);
+    memcpy(nonce + 4, q + 8, 8);
     int outl = 0;
     bool ok = EVP_EncryptInit_ex(sa.ctx, nullptr, nullptr, nullptr, nonce) == 1 &&
-              EVP_EncryptUpdate(sa.ctx, nullptr, &outl, esp, 8) == 1 &&
+              EVP_EncryptUpdate(sa.ctx, nullptr, &outl, q, 8) == 1 &&
               EVP_EncryptUpdate(sa.ctx, p, &outl, p, static_cast<int>(ptLen)) == 1 &&
               EVP_EncryptFinal_ex(sa.ctx, p + outl, &outl) == 1 &&
               EVP_CIPHER_CTX_ctrl(sa.ctx, EVP_CTRL_GCM_GET_TAG, 16, p + ptLen) == 1;
@@ -245,29 +377,50 @@ class Express {
     st[kStBytesLeft] -= static_cast<double>(len);
     st[kStSaPackets] += 1;
     st[kStSaBytes] += static_cast<double>(len);
+    if (!ok) {
+      st[kStSendErrors] += 1;
+      return;
+    }
+    const int k = qn_++;
+    iovs_[k].iov_base = q;
+    iovs_[k].iov_len = kEspHeadroom + ptLen + 16;
+    memset(&msgs_[k], 0, sizeof(msgs_[k]));
+    msgs_[k].msg_hdr.msg_name = &sa.ep;
+    msgs_[k].msg_hdr.msg_namelen = sa.epLen;
+    msgs_[k].msg_hdr.msg_iov = &iovs_[k];
+    msgs_[k].msg_hdr.msg_iovlen = 1;
+    qSa_[k] = slot;
+    qInner_[k] = static_cast<uint32_t>(len);
+  }
+
+  void Settle(int k, bool sent) {
+    double* st = sas_[qSa_[k]].st;
+    if (sent) {
+      st[kStTxPackets] += 1;
+      st[kStTxBytes] += static_cast<double>(qInner_[k]);
+    } else {
+      st[kStSendErrors] += 1;
+    }
+  }
+
+  static void StampLast(double* st) {
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     st[kStLastMs] = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
-    size_t total = kEspHeadroom + ptLen + 16;
-    ssize_t n = -1;
-    if (ok) {
-      do {
-        n = sendto(sa.fd, esp, total, MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&sa.ep), sa.epLen);
-      } while (n < 0 && errno == EINTR);
-    }
-    if (n < 0) {
-      st[kStSendErrors] += 1;
-    } else {
-      st[kStTxPackets] += 1;
-      st[kStTxBytes] += static_cast<double>(len);
-    }
-    return true;
   }
 
- private:
   ExpressSa sas_[kExpressSas];
   ExpressFlow flows_v_[kExpressFlows];
   int flows_ = 0;
+  // The send queue: kQueueMax slots of kQueueSlot bytes (allocated on first use), one mmsghdr
+  // each, all for socket qfd_; qSa_/qInner_ say whose counters a packet settles.
+  std::unique_ptr<uint8_t[]> arena_;
+  mmsghdr msgs_[kQueueMax];
+  iovec iovs_[kQueueMax];
+  int qSa_[kQueueMax] = {0};
+  uint32_t qInner_[kQueueMax] = {0};
+  int qn_ = 0;
+  int qfd_ = -1;
 };
 
 }  // namespace espgate

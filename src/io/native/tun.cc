@@ -492,14 +492,17 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   }
 
   // ExpressPre runs before the JS callback on each readable event: while flows are known it
-  // reads packets into the express slot and sends those express.h takes, up to kExpressPerEvent.
-  // true: the fd is drained (EAGAIN), JS is not needed; false: call JS (a packet is stashed for
-  // readBatch, or more may wait, or the read failed and JS should see the error).
+  // reads packets into the express slot and queues those express.h takes (TCP super-packets as
+  // their segments), up to kExpressPerEvent reads, and sends the queue with one sendmmsg before
+  // it returns. true: the event is settled and JS is not needed (the fd is drained, or the read
+  // budget is spent: the poll is level-triggered, so the loop comes back after its other work);
+  // false: call JS (a packet is stashed for readBatch, or the read failed and JS should see it).
   static bool ExpressPre(void* arg) {
     TunQueue* q = static_cast<TunQueue*>(arg);
     if (!q->express_.Armed() || q->exSlot_ == nullptr || q->fd_ < 0 || q->stash_ >= 0) return false;
     uint8_t* body = q->exSlot_ + espgate::kEspHeadroom;
     size_t room = q->exCap_ - espgate::kEspHeadroom;
+    bool settled = true;
     for (int i = 0; i < kExpressPerEvent; i++) {
       ssize_t r;
       if (q->vnet_) {
@@ -510,15 +513,19 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       }
       if (r < 0) {
         if (errno == EINTR) continue;
-        return errno == EAGAIN;
+        settled = errno == EAGAIN;
+        break;
       }
       size_t len = static_cast<size_t>(r);
       if (q->vnet_) len = len < kVnetHdrLen ? 0 : len - kVnetHdrLen;
       if (q->express_.Try(q->exSlot_, espgate::kEspHeadroom, len, q->exCap_, q->vnet_ ? q->exHdr_ : nullptr)) continue;
       q->stash_ = static_cast<ssize_t>(len);
-      return false;
+      settled = false;
+      break;
     }
-    return false;
+    // What was queued leaves before JavaScript handles anything read after it.
+    q->express_.Flush();
+    return settled;
   }
 
   // poll(cb: (status: number) => void): start watching the fd for readability. cb runs on the main
@@ -572,7 +579,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   std::string name_;
   espgate::UvPoller poller_;
   // The express path: flows and SAs, the slot it reads into, a packet it left for readBatch.
-  static constexpr int kExpressPerEvent = 4;
+  static constexpr int kExpressPerEvent = 64;
   espgate::Express express_;
   Napi::Reference<Napi::Uint8Array> exBufRef_;
   Napi::Reference<Napi::Uint8Array> exHdrRef_;
