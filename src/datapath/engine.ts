@@ -237,13 +237,13 @@ export class Engine {
   /** #groPeers[i]: the peer of held packet i, for its counters when the write fails. */
   readonly #groPeers: (PeerRuntime | undefined)[];
   #running = false;
-  /** #express drives the TUN addon's path for lone outbound packets (datapath/express.ts); undefined when off. */
+  /** #express drives the TUN addon's outbound path for learned flows (datapath/express.ts); undefined when off. */
   readonly #express: ExpressOut | undefined;
   /** #exSrc/#exFake/#exReal: a lone packet's inner source and fake destination, kept to teach the express path. */
   readonly #exSrc = new Uint8Array(16);
   readonly #exFake = new Uint8Array(16);
   readonly #exReal = new Uint8Array(16);
-  /** #expressIn drives the NFQUEUE addon's path for lone inbound packets; undefined when off. */
+  /** #expressIn drives the NFQUEUE addon's inbound path for learned flows; undefined when off. */
   readonly #expressIn: ExpressIn | undefined;
   /** #inBatch counts the packets of the receive batch under way; #inWritten is tunWritten when it began. */
   #inBatch = 0;
@@ -259,8 +259,8 @@ export class Engine {
   udpGroRefused = false;
 
   /**
-   * opts.express (default: on unless ESPGATE_EXPRESS=0) lets lone outbound packets of learned
-   * flows go through the TUN addon's express path when the TUN and the sender offer it.
+   * opts.express (default: on unless ESPGATE_EXPRESS=0) lets packets of learned flows go through
+   * the addons' express paths when the TUN, the sender and the receiver offer them.
    */
   constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver, opts: { readonly express?: boolean } = {}) {
     this.#tables = tables;

@@ -1,6 +1,6 @@
 /**
- * datapath/express.ts: the engine's side of the addons' express paths for lone packets: outbound
- * in the TUN addon (src/io/native/express.h, whose comment says why they exist and what they
+ * datapath/express.ts: the engine's side of the addons' express paths (packets of flows the engine
+ * has already handled, carried without JavaScript): outbound in the TUN addon (src/io/native/express.h, whose comment says why they exist and what they
  * take), inbound in the NFQUEUE addon (express_in.h; ExpressIn below, the same scheme).
  *
  * The engine stays the owner of every decision; the addon only repeats one it has already made:
@@ -263,11 +263,11 @@ interface InEntry {
 }
 
 /**
- * ExpressIn drives the NFQUEUE addon's express path for lone inbound packets (express_in.h),
+ * ExpressIn drives the NFQUEUE addon's express path for inbound batches (express_in.h),
  * the twin of ExpressOut: the engine teaches it the (SA, inner source, inner destination) of a
  * packet it opened, checked and delivered itself from a batch of one; the addon then opens the
  * next ones of that flow, sharing the SA's replay window (the same typed arrays) and writing its
- * top to the same file before it writes the packet to the TUN.
+ * top to the same file before it writes the batch to the TUN.
  */
 export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
   readonly #nfq: ExpressNfq;

@@ -76,7 +76,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
   #onPacket: ((pkt: Buffer) => void) | undefined;
   #onBatchEnd: (() => void) | undefined;
   #delivered = 0;
-  /** express is the addon's path for lone inbound packets (datapath/express.ts drives it); inert before start(). */
+  /** express is the addon's path for inbound batches of learned flows (datapath/express.ts drives it); inert before start(). */
   readonly express: ExpressNfq = {
     sa: (slot, state, spi, key, salt, outer, words, top, window, replayFd, tunFd, vnet) => {
       if (this.#sock === undefined) throw new GatewayError('ERR_NFQUEUE', 'express path: the queue is not started');

@@ -77,7 +77,7 @@ class NativeTun implements TunDeviceExt {
   readonly writeVnet: ((hdr: Uint8Array, buf: Buffer, offset: number, length: number) => boolean) | undefined;
   readonly #q: NativeTunQueue;
   #closed = false;
-  /** express is the addon's path for lone outbound packets (datapath/express.ts drives it). */
+  /** express is the addon's path for outbound packets of learned flows (datapath/express.ts drives it). */
   readonly express: ExpressTun;
 
   constructor(q: NativeTunQueue, offloadFlags: number, gro: boolean) {

@@ -1,12 +1,14 @@
-// express_in.h: the express path for lone inbound ESP packets, inside the NFQUEUE addon.
+// express_in.h: the express path for inbound ESP, inside the NFQUEUE addon.
 //
 // The inbound twin of express.h (read its comment first). When the queue becomes readable the
-// addon reads the batch itself; when it holds exactly one packet of a flow the engine has
-// already opened and delivered (src/datapath/express.ts), the addon opens it, checks it and
-// writes the inner packet to the TUN without entering JavaScript. Anything else, and any packet
-// that fails a check, is left to JavaScript unchanged: the ESP is decrypted into a scratch
-// buffer, so the packet in the batch is still the ciphertext the engine's path expects, and the
-// engine counts the drop exactly as before.
+// addon reads the batch itself and takes it from the first packet on, for as long as each packet
+// belongs to a flow the engine has already opened and delivered (src/datapath/express.ts) and
+// passes every check: it opens it, checks it, maps it and hands it to a GRO batch (gro.h, the
+// twin of vnet.ts GroBatch) that writes the batch to the TUN as the engine would, without
+// entering JavaScript. The first packet it does not take, and every packet after it, is left to
+// JavaScript unchanged and in order: each ESP is decrypted into its own arena slot, so the packet
+// in the batch is still the ciphertext the engine's path expects, and the engine counts a drop
+// exactly as before.
 //
 // What it takes (the engine's esp/codec.ts openInternal and engine.ts #inboundEsp, success only):
 //   - outer IPv4 (no fragment) or IPv6 (ESP right after the fixed header), total length within
@@ -18,9 +20,9 @@
 //   - inner packet of a learned (SA, inner source, inner destination) flow: TCP, UDP or ICMP echo,
 //     not fragmented, no IPv6 extension headers. The flow carries the fake source; the rewrite
 //     folds the change into the IPv4 header and pseudo-header checksums (RFC 1624).
-// Then, in this order (engine.ts flushInbound's): the replay window accepts the number; its top,
-// when it advanced, is written to the SA's replay file (one pwrite of 8 bytes, as
-// esp/replay-store.ts save); the inner packet is written to the TUN. Budgets (packets and bytes
+// Then, in this order (engine.ts flushInbound's): the replay window accepts each number; each
+// SA's top, when it advanced in the batch, is written to the SA's replay file (one pwrite of 8
+// bytes per SA per batch, as esp/replay-store.ts save); the batch is written to the TUN. Budgets (packets and bytes
 // short of the SA's soft and hard limits) and counters live in the SA's Float64Array, folded by
 // the engine like the outbound path's.
 //
@@ -31,13 +33,16 @@
 
 #include <napi.h>
 #include <openssl/evp.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <memory>
 
+#include "gro.h"
 #include "packet_util.h"
 
 namespace espgate {
@@ -58,7 +63,6 @@ enum ExpressInSt : int {
 
 constexpr int kInSas = 32;
 constexpr int kInFlows = 128;
-constexpr size_t kInScratch = 65536;
 
 struct InSa {
   bool used = false;
@@ -78,6 +82,7 @@ struct InSa {
   EVP_CIPHER_CTX* ctx = nullptr;
   int replayFd = -1;
   int tunFd = -1;
+  bool dirty = false;  // its replay top moved in the batch under way
   bool vnet = false;
 };
 
@@ -94,13 +99,14 @@ struct InFlow {
 
 class ExpressIn {
  public:
-  ExpressIn() : scratch_(new uint8_t[kInScratch]) {}
+  // UDP is coalesced unless ESPGATE_UDP_GRO=0 (vnet.ts defaultUdpGro).
+  ExpressIn() {
+    const char* v = getenv("ESPGATE_UDP_GRO");
+    gro_.udp = v == nullptr || strcmp(v, "0") != 0;
+  }
   ExpressIn(const ExpressIn&) = delete;
   ExpressIn& operator=(const ExpressIn&) = delete;
-  ~ExpressIn() {
-    Clear();
-    delete[] scratch_;
-  }
+  ~ExpressIn() { Clear(); }
 
   bool Armed() const { return flows_ > 0; }
   int Flows() const { return flows_; }
@@ -180,10 +186,65 @@ class ExpressIn {
     return 1;
   }
 
-  // Try takes the queued packet pkt[0, len) (outer IP header first). true: consumed (written to
-  // the TUN, or counted as a TUN write error); false: JavaScript must take it, unchanged.
-  bool Try(const uint8_t* pkt, size_t len) {
-    if (len < 20) return false;
+  // Batch takes the packets of one receive batch (pkts[i][0, lens[i]), outer IP header first)
+  // from the first on, for as long as each passes every check: each is opened into its own slot
+  // of the arena (the queued packet stays as it was), mapped, and added to a GRO batch. Then, in
+  // engine.ts flushInbound's order, every SA's replay top that advanced is written to its file
+  // (one pwrite per SA per batch, as esp/replay-store.ts save) and the batch goes to the TUN,
+  // coalesced as GroBatch would. Returns how many packets it took: those after are JavaScript's,
+  // unchanged, in order.
+  int Batch(uint8_t* const* pkts, const int32_t* lens, int n, size_t slotCap) {
+    if (n > kGroMax) n = kGroMax;
+    if (n <= 0) return 0;
+    if (!arena_ || arenaSlots_ < n || arenaSlot_ != slotCap) {
+      // Virtual size only: a slot's pages are touched as far as its packet reaches.
+      arena_.reset(new uint8_t[static_cast<size_t>(n) * slotCap]);
+      arenaSlots_ = n;
+      arenaSlot_ = slotCap;
+    }
+    gro_.Reset();
+    int taken = 0;
+    int dirty = 0;
+    for (; taken < n; taken++) {
+      uint8_t* out = arena_.get() + static_cast<size_t>(taken) * arenaSlot_;
+      int slot = -1;
+      bool advanced = false;
+      size_t innerLen = Take(pkts[taken], static_cast<size_t>(lens[taken]), out, arenaSlot_, &slot, &advanced);
+      if (innerLen == 0) break;
+      pktSa_[taken] = slot;
+      if (advanced && !sas_[slot].dirty) {
+        sas_[slot].dirty = true;
+        dirtyList_[dirty++] = slot;
+      }
+      gro_.Add(out, innerLen);
+    }
+    if (taken == 0) return 0;
+    // Persist before the packets are delivered: a restarted receiver must not accept them again.
+    for (int j = 0; j < dirty; j++) {
+      InSa& sa = sas_[dirtyList_[j]];
+      sa.dirty = false;
+      if (sa.replayFd < 0) continue;
+      uint32_t top = sa.top[1];
+      uint8_t rec[8] = {0, 0, 0, 0, static_cast<uint8_t>(top >> 24), static_cast<uint8_t>(top >> 16),
+                        static_cast<uint8_t>(top >> 8), static_cast<uint8_t>(top)};
+      ssize_t w;
+      int tries = 0;
+      do {
+        w = pwrite(sa.replayFd, rec, 8, 0);
+      } while (w < 0 && errno == EINTR && ++tries < 8);
+      if (w != 8) sa.st[kInPersistErrors] += 1;
+    }
+    WriteGro();
+    return taken;
+  }
+
+ private:
+  // Take runs every check on the queued ESP packet pkt[0, len) and, when all pass, opens it into
+  // out (cap bytes), accepts its sequence number, counts it and maps its source: returns the
+  // inner packet's length (its SA slot in *saSlot; *advanced when the replay top moved). 0: left
+  // to JavaScript, and nothing (replay window, counters, budgets) changed.
+  size_t Take(const uint8_t* pkt, size_t len, uint8_t* out, size_t cap, int* saSlot, bool* advanced) {
+    if (len < 20) return 0;
     int ov = pkt[0] >> 4;
     size_t espOff, espEnd;
     const uint8_t* osrc;
@@ -191,27 +252,27 @@ class ExpressIn {
     if (ov == 4) {
       size_t ihl = static_cast<size_t>(pkt[0] & 0x0f) * 4;
       size_t total = Be16(pkt + 2);
-      if (ihl < 20 || total < ihl || total > len || (Be16(pkt + 6) & 0x3fff) != 0 || pkt[9] != 50) return false;
+      if (ihl < 20 || total < ihl || total > len || (Be16(pkt + 6) & 0x3fff) != 0 || pkt[9] != 50) return 0;
       espOff = ihl;
       espEnd = total;
       osrc = pkt + 12;
       olen = 4;
     } else if (ov == 6) {
-      if (len < 40) return false;
+      if (len < 40) return 0;
       size_t payload = Be16(pkt + 4);
-      if (40 + payload > len || pkt[6] != 50) return false;
+      if (40 + payload > len || pkt[6] != 50) return 0;
       espOff = 40;
       espEnd = 40 + payload;
       osrc = pkt + 8;
       olen = 16;
     } else {
-      return false;
+      return 0;
     }
     const uint8_t* esp = pkt + espOff;
     size_t espLen = espEnd - espOff;
-    if (espLen < 8 + 8 + 4 + 16) return false;
+    if (espLen < 8 + 8 + 4 + 16) return 0;
     size_t ctLen = espLen - 8 - 8 - 16;
-    if (ctLen < 2 || ctLen % 4 != 0 || ctLen > kInScratch) return false;
+    if (ctLen < 2 || ctLen % 4 != 0 || ctLen > cap) return 0;
     uint32_t spi = Be32(esp);
     int slot = -1;
     for (int i = 0; i < kInSas; i++) {
@@ -220,22 +281,22 @@ class ExpressIn {
         break;
       }
     }
-    if (slot < 0) return false;
+    if (slot < 0) return 0;
     InSa& sa = sas_[slot];
-    if (sa.outerLen != 0 && (sa.outerLen != olen || memcmp(sa.outer, osrc, olen) != 0)) return false;
+    if (sa.outerLen != 0 && (sa.outerLen != olen || memcmp(sa.outer, osrc, olen) != 0)) return 0;
     double* st = sa.st;
-    if (!(st[kInPktsLeft] >= 1)) return false;
+    if (!(st[kInPktsLeft] >= 1)) return 0;
     // Replay check (replay.ts check, high half 0).
     uint32_t seq = Be32(esp + 4);
-    if (seq == 0 || sa.top[0] != 0) return false;
+    if (seq == 0 || sa.top[0] != 0) return 0;
     uint32_t topLo = sa.top[1];
     int64_t d = static_cast<int64_t>(seq) - static_cast<int64_t>(topLo);
     if (d <= 0) {
-      if (-d >= static_cast<int64_t>(sa.window)) return false;
+      if (-d >= static_cast<int64_t>(sa.window)) return 0;
       uint32_t idx = seq & sa.bitMask;
-      if ((sa.words[idx >> 5] & (1u << (idx & 31))) != 0) return false;
+      if ((sa.words[idx >> 5] & (1u << (idx & 31))) != 0) return 0;
     }
-    // Open into the scratch buffer: the queued packet stays as it was.
+    // Open into out: the queued packet stays as it was.
     uint8_t nonce[12];
     memcpy(nonce, sa.salt, 4);
     memcpy(nonce + 4, esp + 8, 8);
@@ -244,41 +305,37 @@ class ExpressIn {
     memcpy(tag, ct + ctLen, 16);
     int outl = 0;
     int finl = 0;
-    uint8_t* pt = scratch_;
+    uint8_t* pt = out;
     if (EVP_DecryptInit_ex(sa.ctx, nullptr, nullptr, nullptr, nonce) != 1 ||
         EVP_DecryptUpdate(sa.ctx, nullptr, &outl, esp, 8) != 1 ||
         EVP_DecryptUpdate(sa.ctx, pt, &outl, ct, static_cast<int>(ctLen)) != 1 ||
         EVP_CIPHER_CTX_ctrl(sa.ctx, EVP_CTRL_GCM_SET_TAG, 16, tag) != 1 ||
         EVP_DecryptFinal_ex(sa.ctx, pt + outl, &finl) != 1) {
-      return false;
+      return 0;
     }
     size_t padLen = pt[ctLen - 2];
     int nh = pt[ctLen - 1];
-    if (padLen + 2 > ctLen) return false;
+    if (padLen + 2 > ctLen) return 0;
     size_t innerLen = ctLen - 2 - padLen;
     for (size_t i = 0; i < padLen; i++) {
-      if (pt[innerLen + i] != i + 1) return false;
+      if (pt[innerLen + i] != i + 1) return 0;
     }
-    if (!(static_cast<double>(innerLen) <= st[kInBytesLeft])) return false;
+    if (!(static_cast<double>(innerLen) <= st[kInBytesLeft])) return 0;
     // The inner packet: version (as next header says) and length, then the simple shapes only.
     PlainIp ip;
-    if (!ParsePlainIp(pt, innerLen, &ip) || nh != (ip.family == 4 ? 4 : 41)) return false;
+    if (!ParsePlainIp(pt, innerLen, &ip) || nh != (ip.family == 4 ? 4 : 41)) return 0;
     const int iv = ip.family;
-    const size_t l4 = ip.l4;
-    const int proto = ip.proto;
-    uint8_t* src = ip.src;
-    const uint8_t* dst = ip.dst;
     const size_t alen = ip.alen;
-    int csumAt = SimpleShape(pt, innerLen, iv, l4, proto);
-    if (csumAt == -2) return false;
+    int csumAt = SimpleShape(pt, innerLen, iv, ip.l4, ip.proto);
+    if (csumAt == -2) return 0;
     const InFlow* flow = nullptr;
     for (const auto& f : flows_v_) {
-      if (f.used && f.sa == slot && f.family == iv && memcmp(f.src, src, alen) == 0 && memcmp(f.dst, dst, alen) == 0) {
+      if (f.used && f.sa == slot && f.family == iv && memcmp(f.src, ip.src, alen) == 0 && memcmp(f.dst, ip.dst, alen) == 0) {
         flow = &f;
         break;
       }
     }
-    if (flow == nullptr) return false;
+    if (flow == nullptr) return 0;
 
     // Committed. Replay accept (replay.ts accept, high half 0).
     if (d > 0) {
@@ -305,44 +362,88 @@ class ExpressIn {
     st[kInSaBytes] += static_cast<double>(innerLen);
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    double now = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
-    st[kInLastMs] = now;
-    // Persist the top before the packet is delivered (engine.ts flushInbound's order).
-    if (d > 0 && sa.replayFd >= 0) {
-      uint8_t rec[8] = {0, 0, 0, 0, static_cast<uint8_t>(seq >> 24), static_cast<uint8_t>(seq >> 16),
-                        static_cast<uint8_t>(seq >> 8), static_cast<uint8_t>(seq)};
-      ssize_t w;
-      do {
-        w = pwrite(sa.replayFd, rec, 8, 0);
-      } while (w < 0 && errno == EINTR);
-      if (w != 8) st[kInPersistErrors] += 1;
-    }
-    // Map the source real -> fake (rewrite.ts, inbound) and write to the TUN.
-    MapAddress(pt, iv, l4, proto, csumAt, src, flow->fake, alen, flow->oldSum, flow->newSum);
-    static const uint8_t kZeroHdr[10] = {0};
-    ssize_t r;
-    do {
-      if (sa.vnet) {
-        iovec iov[2] = {{const_cast<uint8_t*>(kZeroHdr), 10}, {pt, innerLen}};
-        r = writev(sa.tunFd, iov, 2);
-      } else {
-        r = write(sa.tunFd, pt, innerLen);
-      }
-    } while (r < 0 && errno == EINTR);
-    if (r < 0) {
-      st[kInTunErrors] += 1;
-    } else {
-      st[kInRxPackets] += 1;
-      st[kInRxBytes] += static_cast<double>(innerLen);
-    }
-    return true;
+    st[kInLastMs] = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
+    // Map the source real -> fake (rewrite.ts, inbound).
+    MapAddress(pt, iv, ip.l4, ip.proto, csumAt, ip.src, flow->fake, alen, flow->oldSum, flow->newSum);
+    *saSlot = slot;
+    *advanced = d > 0;
+    return innerLen;
   }
 
- private:
+  // WriteGro writes the GRO batch to the TUN, an item per write (engine.ts flushInbound), and
+  // settles each packet's counters: written, or refused ('tun-write' drops). A coalesced UDP
+  // write the kernel refuses (before Linux 6.2) is written datagram by datagram, and UDP is not
+  // coalesced here again.
+  void WriteGro() {
+    const InSa& first = sas_[pktSa_[0]];
+    const int fd = first.tunFd;
+    const bool vnet = first.vnet;
+    static const uint8_t kZeroHdr[10] = {0};
+    for (int k = 0; k < gro_.Items(); k++) {
+      const int count = gro_.Count(k);
+      const int f = gro_.First(k);
+      if (count == 1 || !vnet) {
+        for (int i = f; i >= 0; i = gro_.Next(i)) Settle(i, WriteOne(fd, vnet, kZeroHdr, gro_.Pkt(i), gro_.Len(i)));
+        continue;
+      }
+      uint8_t vh[10];
+      gro_.Header(k, hdr_, vh);
+      const size_t hdrLen = gro_.HdrLen(k);
+      iovec iov[2 + kGroMax];
+      iov[0] = {vh, 10};
+      iov[1] = {hdr_, hdrLen};
+      int m = 2;
+      for (int i = f; i >= 0; i = gro_.Next(i)) iov[m++] = {const_cast<uint8_t*>(gro_.Pkt(i)) + hdrLen, gro_.Len(i) - hdrLen};
+      ssize_t r;
+      int tries = 0;
+      do {
+        r = writev(fd, iov, m);
+      } while (r < 0 && errno == EINTR && ++tries < 8);
+      if (r < 0 && gro_.IsUdp(k)) {
+        gro_.udp = false;
+        for (int i = f; i >= 0; i = gro_.Next(i)) Settle(i, WriteOne(fd, vnet, kZeroHdr, gro_.Pkt(i), gro_.Len(i)));
+        continue;
+      }
+      for (int i = f; i >= 0; i = gro_.Next(i)) Settle(i, r >= 0);
+    }
+  }
+
+  static bool WriteOne(int fd, bool vnet, const uint8_t* hdr, const uint8_t* p, size_t len) {
+    ssize_t r;
+    int tries = 0;
+    do {
+      if (vnet) {
+        iovec iov[2] = {{const_cast<uint8_t*>(hdr), 10}, {const_cast<uint8_t*>(p), len}};
+        r = writev(fd, iov, 2);
+      } else {
+        r = write(fd, p, len);
+      }
+    } while (r < 0 && errno == EINTR && ++tries < 8);
+    return r >= 0;
+  }
+
+  void Settle(int i, bool written) {
+    double* st = sas_[pktSa_[i]].st;
+    if (written) {
+      st[kInRxPackets] += 1;
+      st[kInRxBytes] += static_cast<double>(gro_.Len(i));
+    } else {
+      st[kInTunErrors] += 1;
+    }
+  }
+
   InSa sas_[kInSas];
   InFlow flows_v_[kInFlows];
   int flows_ = 0;
-  uint8_t* scratch_;
+  // The batch: each taken packet's inner bytes in its arena slot, its SA, the SAs whose replay
+  // top moved, the GRO state and one super-packet's headers.
+  std::unique_ptr<uint8_t[]> arena_;
+  int arenaSlots_ = 0;
+  size_t arenaSlot_ = 0;
+  int pktSa_[kGroMax] = {0};
+  int dirtyList_[kInSas] = {0};
+  Gro gro_;
+  uint8_t hdr_[kGroHdrMax] = {0};
 };
 
 }  // namespace espgate

@@ -499,27 +499,36 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   }
 
   // ExpressPre runs before the JS callback on each readable event while flows are known: it
-  // reads a batch into the registered arrays; a batch of one packet the express path takes is
-  // settled here; anything else is left for readBatch (true: drained, JS not needed).
+  // reads a batch into the registered arrays and lets the express path take it from the first
+  // packet on (express_in.h Batch); the packets it leaves stay where readBatch would have put
+  // them, for JS. true: the event is settled (the queue is drained, or the round budget is
+  // spent: the poll is level-triggered, so the loop comes back after its other work).
   static bool ExpressPre(void* arg) {
     NfqSocket* q = static_cast<NfqSocket*>(arg);
     if (!q->express_.Armed() || q->exBase_ == nullptr || q->fd_ < 0 || q->stashPending_) return false;
     for (int round = 0; round < kExpressPerEvent; round++) {
       bool eagain = false;
       int placed = q->ReadCore(q->exBase_, q->exSlots_, q->exSlotLen_, q->exOffs_, q->exLens_, &eagain);
+      if (placed < 0) return false;  // JS sees the error
       if (placed == 0) {
         if (eagain) return true;
         continue;  // only cut packets (counted), ENOBUFS (counted) or EINTR: read again
       }
-      if (placed == 1 && q->express_.Try(q->exBase_ + q->exOffs_[0], static_cast<size_t>(q->exLens_[0]))) {
-        q->expressTaken_++;
-        continue;
+      uint8_t* pkts[kMaxBatch];
+      for (int i = 0; i < placed; i++) pkts[i] = q->exBase_ + q->exOffs_[i];
+      int taken = q->express_.Batch(pkts, q->exLens_, placed, q->exSlotLen_);
+      q->expressTaken_ += taken;
+      if (taken == placed) continue;
+      // The rest of the batch is JavaScript's: moved to the front of the arrays, in order.
+      for (int i = taken; i < placed; i++) {
+        q->exOffs_[i - taken] = q->exOffs_[i];
+        q->exLens_[i - taken] = q->exLens_[i];
       }
       q->stashPending_ = true;
-      q->stashCount_ = placed;
+      q->stashCount_ = placed - taken;
       return false;
     }
-    return false;
+    return true;
   }
 
   // stats(): { received, truncated, batches, enobufs, verdictErrors, lastVerdictErrno }
@@ -604,7 +613,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   int peerFd_ = -1;
   espgate::UvPoller poller_;
   // The express path: SAs and flows, the arrays it reads into, a batch it left for readBatch.
-  static constexpr int kExpressPerEvent = 4;
+  static constexpr int kExpressPerEvent = 16;
   espgate::ExpressIn express_;
   Napi::Reference<Napi::Uint8Array> exBufRef_;
   Napi::Reference<Napi::Int32Array> exOffsRef_;
