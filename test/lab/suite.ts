@@ -468,6 +468,9 @@ export function gatewaySuite(spec: SuiteSpec): void {
         assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp, express: s.dataPath?.express?.on },
           { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', express: true }, `${h}: status dataPath`);
         t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
+        // Every queued packet got its verdict (the express path sends it after its TUN write).
+        assert.equal(s.queue?.waiting, 0, `${h}: NFQUEUE: nothing waiting for a verdict`);
+        t.diagnostic(`${h}: NFQUEUE kernel drops: queue full ${s.queue.queueDropped}, socket buffer ${s.queue.userDropped}`);
         const expectedPeers = run.topology.peerings.filter((p) => p.a === h || p.b === h).length;
         assert.equal(s.peers.length, expectedPeers, `${h}: one status entry per peer`);
         for (const p of s.peers) {

@@ -225,6 +225,7 @@ export interface DaemonStatusDoc {
   readonly drops: Readonly<Record<string, number>>;
   readonly peers: readonly PeerStatusDoc[];
   readonly dataPath?: { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: string; readonly sendBatch: boolean; readonly warmUp: string; readonly express?: { readonly on: boolean; readonly flows: number } };
+  readonly queue?: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
 }
 
 /** startServer spawns a traffic-tool server in a host's namespace, logging to logs/<name>.log, and waits until it listens. */

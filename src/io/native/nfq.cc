@@ -318,8 +318,12 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
 
   // ReadCore is one recvmmsg of up to `slots` netlink datagrams into base (slotLen bytes each),
   // parsed, with one verdict batch: the number of whole packets placed (o[i], l[i] locate them),
-  // 0 with *eagain when nothing was queued, or -errno.
-  int ReadCore(uint8_t* base, size_t slots, size_t slotLen, int32_t* o, int32_t* l, bool* eagain) {
+  // 0 with *eagain when nothing was queued, or -errno. With `defer`, the verdict is not sent
+  // but left for SendDeferredVerdict (the express path sends it after its TUN write: the
+  // verdict is the queue's bookkeeping, not on the packet's way, and the packet was already
+  // copied out; a daemon that dies before sending it loses the queue, and the kernel drops
+  // what was in it).
+  int ReadCore(uint8_t* base, size_t slots, size_t slotLen, int32_t* o, int32_t* l, bool* eagain, bool defer = false) {
     mmsghdr msgs[kMaxBatch];
     iovec iovs[kMaxBatch];
     for (size_t i = 0; i < slots; i++) {
@@ -396,13 +400,22 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       }
     }
     if (haveId) {
-      int err = SendVerdictBatch(maxId);
-      if (err != 0) {
-        verdictErrors_++;
-        lastVerdictErrno_ = err;
-      }
+      deferredId_ = maxId;
+      deferred_ = true;
+      if (!defer) SendDeferredVerdict();
     }
     return placed;
+  }
+
+  // SendDeferredVerdict sends the verdict ReadCore left, if any.
+  void SendDeferredVerdict() {
+    if (!deferred_) return;
+    deferred_ = false;
+    int err = SendVerdictBatch(deferredId_);
+    if (err != 0) {
+      verdictErrors_++;
+      lastVerdictErrno_ = err;
+    }
   }
 
   // --- the express path (express_in.h) ------------------------------------------------------
@@ -508,7 +521,8 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     if (!q->express_.Armed() || q->exBase_ == nullptr || q->fd_ < 0 || q->stashPending_) return false;
     for (int round = 0; round < kExpressPerEvent; round++) {
       bool eagain = false;
-      int placed = q->ReadCore(q->exBase_, q->exSlots_, q->exSlotLen_, q->exOffs_, q->exLens_, &eagain);
+      int placed = q->ReadCore(q->exBase_, q->exSlots_, q->exSlotLen_, q->exOffs_, q->exLens_, &eagain, true);
+      if (placed <= 0) q->SendDeferredVerdict();  // cut packets only: still dropped at once
       if (placed < 0) return false;  // JS sees the error
       if (placed == 0) {
         if (eagain) return true;
@@ -517,6 +531,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       uint8_t* pkts[kMaxBatch];
       for (int i = 0; i < placed; i++) pkts[i] = q->exBase_ + q->exOffs_[i];
       int taken = q->express_.Batch(pkts, q->exLens_, placed, q->exSlotLen_);
+      q->SendDeferredVerdict();  // after the TUN write: off the packet's way
       q->expressTaken_ += taken;
       if (taken == placed) continue;
       // The rest of the batch is JavaScript's: moved to the front of the arrays, in order.
@@ -604,6 +619,8 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   uint16_t queue_ = 0;
   uint32_t seq_ = 0;
   bool bound_ = false;
+  bool deferred_ = false;  // a verdict ReadCore left for SendDeferredVerdict
+  uint32_t deferredId_ = 0;
   uint64_t received_ = 0;
   uint64_t truncated_ = 0;
   uint64_t batches_ = 0;
