@@ -5,6 +5,10 @@
 //   --lab      namespace tests only (root)
 // Namespace tests live in dist/test/{lab,io,netfilter}/; they create their own namespaces and
 // skip themselves with a reason when not root. Everything else is a unit test.
+// Namespace test files run two at a time (each in its own process, so each has its own run id,
+// namespaces, run dir and charon sockets; most of their time is bounded waits: rekey lifetimes,
+// DPD, restarts), except the EXCLUSIVE ones, which load both cores on purpose (floods, kill
+// loops, the soak, eight clients) and run alone afterwards.
 import { readdirSync, statSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +16,7 @@ import { spawnSync } from 'node:child_process';
 const root = new URL('..', import.meta.url).pathname;
 const dist = join(root, 'dist');
 const ROOT_DIRS = ['test/lab', 'test/io', 'test/netfilter'];
+const EXCLUSIVE = /\/test\/lab\/(hostile|failclosed|stayup|hub)\.test\.js$/;
 
 function walk(dir, out = []) {
   let names;
@@ -52,8 +57,11 @@ if (wantUnit) {
 if (wantLab) {
   if (!amRoot) console.log('# namespace (lab) tests skipped: not root. Run `sudo npm test` to include them.');
   else {
-    console.log(`# namespace (lab) tests: ${lab.length} files, one at a time`);
-    run(lab, 1);
+    const shared = lab.filter((f) => !EXCLUSIVE.test(f));
+    const alone = lab.filter((f) => EXCLUSIVE.test(f));
+    console.log(`# namespace (lab) tests: ${shared.length} files two at a time, then ${alone.length} alone`);
+    run(shared, 2);
+    run(alone, 1);
   }
 }
 process.exitCode = failed ? 1 : 0;

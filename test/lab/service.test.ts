@@ -116,7 +116,9 @@ describe('espgate as a service: capabilities, readiness, watchdog', { skip: skip
   });
 
   test('2b: espgate trace follows a ping through every stage, both ways', async () => {
-    const ping = runIn(run, 'alice', ['ping', '-c', '6', '-i', '0.3', '-W', '2', '198.18.0.2']);
+    // The ping outlasts the trace: the trace CLI takes a second or more to start on a busy machine
+    // (two namespace test files run at once), and it stops by itself after 4 packets.
+    const ping = runIn(run, 'alice', ['ping', '-c', '24', '-i', '0.3', '-W', '2', '198.18.0.2']);
     const tr = await runIn(run, 'alice', ['node', cliPath(), 'trace', '-c', configPathOf(run, 'alice'), '--host', '198.18.0.2', '--count', '4', '--seconds', '8'], 20_000);
     await ping;
     assert.equal(tr.status, 0, `trace: ${tr.stdout}${tr.stderr}`);
