@@ -295,18 +295,23 @@ async function sendSuper(r: Rig, pkt: Buffer, hdr: Uint8Array): Promise<[Buffer[
   const before = r.jsBatches;
   const want = referenceSegments(r, pkt, hdr);
   assert.equal(r.io.feedTun(hdr, pkt, 0, pkt.length), true);
+  const got = await collect((b) => r.io.takeSent(b), 4096, want.length);
+  return [got, want, r.jsBatches !== before];
+}
+
+/** collect takes packets with take (one per call, -1: none yet) until it has `count`, turning the event loop between tries (bounded: 400 turns of 5 ms). */
+async function collect(take: (b: Buffer) => number, size: number, count: number): Promise<Buffer[]> {
   const got: Buffer[] = [];
-  // Bounded: 400 turns of 5 ms at most.
-  for (let i = 0; i < 400 && got.length < want.length; i++) {
+  for (let i = 0; i < 400 && got.length < count; i++) {
     await turn();
-    for (let j = 0; j < 64; j++) {
-      const b = Buffer.alloc(4096);
-      const n = r.io.takeSent(b);
+    for (let j = 0; j < 64 && got.length < count; j++) {
+      const b = Buffer.alloc(size);
+      const n = take(b);
       if (n < 0) break;
       got.push(b.subarray(0, n));
     }
   }
-  return [got, want, r.jsBatches !== before];
+  return got;
 }
 
 test('express path: TCP super-packets are cut and sealed exactly as the engine would, inside the budget', { skip }, async () => {
@@ -570,17 +575,7 @@ test('inbound express path: a whole receive batch, coalesced as the engine would
     const taken = r.rx.stats.expressTaken;
     for (const e of batch) writeSync(r.rx.peerFd, nfqMessage(r.nextId++, e));
     const want = groWrites(inners.map((b) => asBobSees(r, b)));
-    const got: Buffer[] = [];
-    // Bounded: 400 turns of 5 ms at most.
-    for (let i = 0; i < 400 && got.length < want.length; i++) {
-      await turn();
-      for (let j = 0; j < 16; j++) {
-        const b = Buffer.alloc(70_000);
-        const n = r.io.takeWritten(b);
-        if (n < 0) break;
-        got.push(b.subarray(0, n));
-      }
-    }
+    const got = await collect((b) => r.io.takeWritten(b), 70_000, want.length);
     assert.equal(want.length, 4, 'four writes: 5 segments, 3 datagrams, 1 datagram, 2 segments; the replay dropped');
     assert.equal(got.length, want.length, 'as many writes as the engine makes');
     for (let k = 0; k < want.length; k++) assert.deepEqual(got[k], want[k], `write ${k}: virtio_net_hdr and bytes`);
