@@ -48,9 +48,7 @@
 #include <openssl/evp.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 
-#include <cmath>
 #include <memory>
 
 #include "packet_util.h"
@@ -302,8 +300,6 @@ class Express {
     const uint32_t id = v4 ? Be16(p + 4) : 0;
     const uint32_t tcpSeq = Be32(p + l4 + 4);
     const uint8_t flags = p[l4 + 13];
-    // The pseudo-header's addresses, once: source and (real) destination.
-    const uint32_t addrSum = OnesSum(src, alen) + OnesSum(dst, alen);
     for (size_t k = 0; k < n; k++) {
       const size_t dataOff = hdrLen + k * mss;
       const size_t dataLen = len - dataOff < mss ? len - dataOff : mss;
@@ -312,14 +308,8 @@ class Express {
       uint8_t* s = q + kEspHeadroom;
       memcpy(s, p, hdrLen);
       memcpy(s + hdrLen, p + dataOff, dataLen);
-      if (v4) {
-        PutBe16(s + 2, static_cast<uint32_t>(segLen));
-        PutBe16(s + 4, (id + static_cast<uint32_t>(k)) & 0xffff);
-        PutBe16(s + 10, 0);
-        PutBe16(s + 10, ~OnesSum(s, l4) & 0xffff);
-      } else {
-        PutBe16(s + 4, static_cast<uint32_t>(segLen - 40));
-      }
+      if (v4) PutBe16(s + 4, (id + static_cast<uint32_t>(k)) & 0xffff);
+      SetIpLength(s, l4, v4, segLen);
       uint8_t* t = s + l4;
       PutBe32(t + 4, tcpSeq + static_cast<uint32_t>(k * mss));
       uint8_t f = flags;
@@ -328,9 +318,8 @@ class Express {
       t[13] = f;
       PutBe16(t + 16, 0);
       const size_t tcpLen = segLen - l4;
-      uint64_t sum = static_cast<uint64_t>(addrSum) + 6 + (tcpLen >> 16) + (tcpLen & 0xffff) + OnesSum(t, tcpLen);
-      while (sum > 0xffff) sum = (sum & 0xffff) + (sum >> 16);
-      PutBe16(t + 16, ~static_cast<uint32_t>(sum) & 0xffff);
+      const uint32_t sum = Fold(static_cast<uint64_t>(PseudoSum(s + (src - p), alen, 6, static_cast<uint32_t>(tcpLen))) + OnesSum(t, tcpLen));
+      PutBe16(t + 16, ~sum & 0xffff);
       SealAndQueue(flow->sa, q, segLen, family, first + static_cast<double>(k));
     }
     StampLast(st);
@@ -403,11 +392,7 @@ class Express {
     }
   }
 
-  static void StampLast(double* st) {
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    st[kStLastMs] = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
-  }
+  static void StampLast(double* st) { st[kStLastMs] = NowMs(); }
 
   ExpressSa sas_[kExpressSas];
   ExpressFlow flows_v_[kExpressFlows];

@@ -36,10 +36,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <cmath>
 #include <memory>
 
 #include "gro.h"
@@ -203,6 +201,7 @@ class ExpressIn {
       arenaSlot_ = slotCap;
     }
     gro_.Reset();
+    nowMs_ = NowMs();  // one clock read per batch: the packets' "last used" stamp
     int taken = 0;
     int dirty = 0;
     for (; taken < n; taken++) {
@@ -360,9 +359,7 @@ class ExpressIn {
     st[kInBytesLeft] -= static_cast<double>(innerLen);
     st[kInSaPackets] += 1;
     st[kInSaBytes] += static_cast<double>(innerLen);
-    timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    st[kInLastMs] = std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
+    st[kInLastMs] = nowMs_;
     // Map the source real -> fake (rewrite.ts, inbound).
     MapAddress(pt, iv, ip.l4, ip.proto, csumAt, ip.src, flow->fake, alen, flow->oldSum, flow->newSum);
     *saSlot = slot;
@@ -442,6 +439,7 @@ class ExpressIn {
   size_t arenaSlot_ = 0;
   int pktSa_[kGroMax] = {0};
   int dirtyList_[kInSas] = {0};
+  double nowMs_ = 0;
   Gro gro_;
   uint8_t hdr_[kGroHdrMax] = {0};
 };

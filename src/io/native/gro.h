@@ -98,27 +98,17 @@ class Gro {
     uint8_t lastFlags = 0;
     if (!isUdp) lastFlags = ptr_[last_[k]][l4 + 13];
     const bool v4 = l4 == 20;
-    if (v4) {
-      PutBe16(out + 2, static_cast<uint32_t>(total));
-      PutBe16(out + 10, 0);
-      PutBe16(out + 10, ~OnesSum(out, 20) & 0xffff);
-    } else {
-      PutBe16(out + 4, static_cast<uint32_t>(total - 40));
-    }
+    SetIpLength(out, static_cast<size_t>(l4), v4, total);
     uint8_t* t = out + l4;
     const uint32_t l4Len = static_cast<uint32_t>(total) - static_cast<uint32_t>(l4);
-    const int proto = isUdp ? 17 : 6;
-    const size_t alen = v4 ? 4 : 16;
-    const uint8_t* src = out + (v4 ? 12 : 8);
-    uint64_t ph = static_cast<uint64_t>(proto) + (l4Len >> 16) + (l4Len & 0xffff) + OnesSum(src, alen) + OnesSum(src + alen, alen);
-    while (ph > 0xffff) ph = (ph & 0xffff) + (ph >> 16);
+    const uint32_t ph = PseudoSum(out + (v4 ? 12 : 8), v4 ? 4 : 16, isUdp ? 17 : 6, l4Len);
     const int csumOffset = isUdp ? 6 : 16;
     if (isUdp) {
       PutBe16(t + 4, l4Len);
     } else {
       t[13] = static_cast<uint8_t>(t[13] | (lastFlags & 0x08));
     }
-    PutBe16(t + csumOffset, static_cast<uint32_t>(ph));
+    PutBe16(t + csumOffset, ph);
     vh[0] = 1;  // VIRTIO_NET_HDR_F_NEEDS_CSUM
     vh[1] = isUdp ? 5 : v4 ? 1 : 4;
     vh[2] = static_cast<uint8_t>(hdrLen);

@@ -9,6 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
+
+#include <cmath>
 
 namespace espgate {
 
@@ -35,6 +38,37 @@ inline uint32_t OnesSum(const uint8_t* p, size_t len) {
   if (i < len) s += static_cast<uint32_t>(p[i]) << 8;
   while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
   return static_cast<uint32_t>(s);
+}
+
+// Fold folds a ones' complement sum to 16 bits.
+inline uint32_t Fold(uint64_t s) {
+  while (s > 0xffff) s = (s & 0xffff) + (s >> 16);
+  return static_cast<uint32_t>(s);
+}
+
+// PseudoSum is checksum.ts pseudoHeaderSum, folded: the addresses at addrs (source, then the
+// destination right after it, as in both IP headers), the protocol and the transport length.
+inline uint32_t PseudoSum(const uint8_t* addrs, size_t alen, int proto, uint32_t l4Len) {
+  return Fold(static_cast<uint64_t>(proto) + (l4Len >> 16) + (l4Len & 0xffff) + OnesSum(addrs, 2 * alen));
+}
+
+// SetIpLength is vnet.ts setIpLength: IPv4 total length and a fresh header checksum over the l4
+// header bytes, or the IPv6 payload length.
+inline void SetIpLength(uint8_t* p, size_t l4, bool v4, size_t total) {
+  if (!v4) {
+    PutBe16(p + 4, static_cast<uint32_t>(total - 40));
+    return;
+  }
+  PutBe16(p + 2, static_cast<uint32_t>(total));
+  PutBe16(p + 10, 0);
+  PutBe16(p + 10, ~OnesSum(p, l4) & 0xffff);
+}
+
+// NowMs is Date.now(): wall-clock milliseconds, as the engine stamps "last used".
+inline double NowMs() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return std::floor(static_cast<double>(ts.tv_sec) * 1000.0 + static_cast<double>(ts.tv_nsec) / 1e6);
 }
 
 // UpdateField is checksumUpdateField: HC' = ~(~HC + ~m + m') (RFC 1624 eqn. 3).
