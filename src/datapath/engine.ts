@@ -287,7 +287,7 @@ export class Engine {
     const ex = tun.express;
     const fd = sender.expressFd?.bind(sender);
     this.#express = (opts.express ?? defaultExpress()) && ex !== undefined && fd !== undefined
-      ? new ExpressOut(ex, fd, this.#bufs[0], this.#vnet ? this.#hdrs.subarray(0, VNET_HDR_LEN) : null)
+      ? new ExpressOut(ex, fd, this.#bufs, this.#vnet ? this.#hdrs : null)
       : undefined;
     const nfq = receiver.express;
     this.#expressIn = (opts.express ?? defaultExpress()) && ex !== undefined && nfq !== undefined && gro

@@ -151,11 +151,11 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
   readonly #tun: ExpressTun;
   readonly #fd: (family: Family) => number;
 
-  constructor(tun: ExpressTun, fd: (family: Family) => number, slot: Buffer, hdr: Uint8Array | null) {
+  constructor(tun: ExpressTun, fd: (family: Family) => number, slots: readonly Buffer[], hdrs: Uint8Array | null) {
     super();
     this.#tun = tun;
     this.#fd = fd;
-    tun.slot(slot, hdr);
+    tun.slot(slots, hdrs);
   }
 
   /** eligible says whether the addon reproduces what sealEsp + send do for this SA. */

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { loadAddon } from './native-addon.js';
@@ -57,5 +58,66 @@ test('stand-in TUN and sender frame packets as the kernel edges do, and close bo
     }
     assert.equal(io.feedTun(undefined, Buffer.alloc(20), 0, 20), false, `case ${i + 1}: nothing fed after close`);
     assert.equal(io.takeSent(Buffer.alloc(10)), -1, `case ${i + 1}: nothing taken after close`);
+  }
+});
+
+test('stand-in TUN: a burst is read whole and in order, many packets per system call or one per read(2)', { skip }, () => {
+  // io_uring may be refused by the machine (kernel.io_uring_disabled, seccomp): then readv.
+  let allowed = true;
+  try { allowed = readFileSync('/proc/sys/kernel/io_uring_disabled', 'utf8').trim() !== '2'; } catch { /* older kernel: no knob */ }
+  const saved = process.env['ESPGATE_TUN_URING'];
+  try {
+    for (const uring of ['1', '0']) {
+      for (const vnet of [true, false]) {
+        const what = `uring ${uring}, vnet ${vnet}`;
+        process.env['ESPGATE_TUN_URING'] = uring;
+        const tun = openStandInTun('burst', vnet, vnet);
+        const sink = openStandInTun('burst-esp', false, false);
+        assert.ok(tun !== undefined && sink !== undefined && raw !== undefined);
+        const io = openStandInIo({ tun, sender: new NativeEspSender(raw, sink.fd, sink.fd) });
+        assert.ok(io !== undefined);
+        try {
+          if (uring === '0' || !allowed) assert.equal(tun.batchedReads, false, `${what}: readv`);
+          else assert.equal(tun.batchedReads, true, `${what}: io_uring`);
+          // 150 packets of different lengths, each marked with its index; header byte 1 too.
+          const count = 150;
+          for (let i = 0; i < count; i++) {
+            const pkt = Buffer.alloc(20 + (i % 37));
+            pkt.writeUInt16BE(i, 0);
+            const hdr = new Uint8Array(VNET_HDR_LEN);
+            hdr[1] = i & 0xff;
+            assert.equal(io.feedTun(vnet ? hdr : undefined, pkt, 0, pkt.length), true, `${what}: fed ${i}`);
+          }
+          const bufs = Array.from({ length: 64 }, () => Buffer.alloc(200));
+          const sizes = new Int32Array(64);
+          const hdrs = new Uint8Array(64 * VNET_HDR_LEN);
+          const got: number[] = [];
+          const counts: number[] = [];
+          // Bounded: 150 packets take 3 calls of up to 64; a fourth finds nothing.
+          for (let call = 0; call < 10; call++) {
+            const n = io.tun.readBatch(bufs, sizes, 16, hdrs);
+            counts.push(n);
+            if (n <= 0) break;
+            for (let k = 0; k < n; k++) {
+              const b = bufs[k];
+              assert.ok(b !== undefined);
+              const i = b.readUInt16BE(16);
+              assert.equal(sizes[k], 20 + (i % 37), `${what}: packet ${i}'s length`);
+              if (vnet) assert.equal(hdrs[k * VNET_HDR_LEN + 1], i & 0xff, `${what}: packet ${i}'s header`);
+              got.push(i);
+            }
+          }
+          assert.deepEqual(got, Array.from({ length: count }, (_, i) => i), `${what}: every packet, in order`);
+          assert.deepEqual(counts, [64, 64, 22, 0], `${what}: full batches, then the rest, then nothing`);
+        } finally {
+          io.close();
+          tun.close();
+          sink.close();
+        }
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env['ESPGATE_TUN_URING'];
+    else process.env['ESPGATE_TUN_URING'] = saved;
   }
 });

@@ -65,6 +65,8 @@ export interface TunDeviceExt extends TunDevice {
   readonly impl: TunImpl;
   /** fd is the file descriptor (-1 once closed). */
   readonly fd: number;
+  /** batchedReads says whether readBatch reads many packets per system call (io_uring), or one per read(2). */
+  readonly batchedReads: boolean;
   /**
    * writeBatch writes packet i from bufs[i] at offset, sizes[i] bytes, for i < count, and
    * returns how many the kernel took; the rest are 'tun-write' drops. Throws when the device

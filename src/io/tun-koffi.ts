@@ -140,6 +140,11 @@ class KoffiTun implements TunDeviceExt {
     return this.#fd;
   }
 
+  /** batchedReads: never here (one read(2) per packet through koffi). */
+  get batchedReads(): boolean {
+    return false;
+  }
+
   readBatch(bufs: Buffer[], sizes: Int32Array, offset: number): number {
     if (this.#fd < 0) throw tunGoneError(this.name, 9);
     const limit = Math.min(bufs.length, sizes.length);

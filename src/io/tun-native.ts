@@ -27,6 +27,7 @@ interface NativeTunQueue {
   /** peerFd is a stand-in queue's other socket end (-1 for a real queue). */
   readonly peerFd: number;
   readonly vnetHdr: boolean;
+  readonly batchedReads: boolean;
   readBatch(bufs: Buffer[], sizes: Int32Array, offset: number, hdrs?: Uint8Array): number;
   setOffload(flags: number): number;
   write(buf: Buffer, offset: number, length: number): number;
@@ -36,7 +37,7 @@ interface NativeTunQueue {
   poll(cb: (status: number) => void): void;
   unpoll(): void;
   close(): void;
-  expressSlot(buf: Buffer, hdr: Uint8Array | null): void;
+  expressSlot(bufs: readonly Buffer[], hdrs: Uint8Array | null): void;
   expressSa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, fd: number, family: number, endpoint: Uint8Array): void;
   expressFlow(family: number, src: Uint8Array, fake: Uint8Array, real: Uint8Array, slot: number): number;
   expressClear(): void;
@@ -87,7 +88,7 @@ class NativeTun implements TunDeviceExt {
     this.offloadFlags = offloadFlags;
     this.writeVnet = gro && q.vnetHdr ? (hdr, buf, offset, length) => this.#writeVnet(hdr, buf, offset, length) : undefined;
     this.express = {
-      slot: (buf, hdr) => q.expressSlot(buf, hdr),
+      slot: (bufs, hdrs) => q.expressSlot(bufs, hdrs),
       sa: (slot, state, spi, key, salt, fd, family, endpoint) => q.expressSa(slot, state, spi, key, salt, fd, family, endpoint),
       flow: (family, src, fake, real, slot) => (this.#closed ? 0 : q.expressFlow(family, src, fake, real, slot)),
       clear: () => q.expressClear(),
@@ -103,6 +104,10 @@ class NativeTun implements TunDeviceExt {
 
   get fd(): number {
     return this.#closed ? -1 : this.#q.fd;
+  }
+
+  get batchedReads(): boolean {
+    return !this.#closed && this.#q.batchedReads;
   }
 
   /** peerFd is a stand-in's other socket end (openStandInTun), -1 for a real device or once closed. */

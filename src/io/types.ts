@@ -52,8 +52,8 @@ export interface TunDevice {
  * without entering JavaScript; anything else is left for the next readBatch, unchanged.
  */
 export interface ExpressTun {
-  /** slot gives the buffer the path reads into (readBatch's bufs[0]) and hdrs' first header. */
-  slot(buf: Buffer, hdr: Uint8Array | null): void;
+  /** slot gives the buffers the path reads into (readBatch's bufs, up to 64) and their headers (readBatch's hdrs). */
+  slot(bufs: readonly Buffer[], hdrs: Uint8Array | null): void;
   /** sa registers an outbound SA in slot (0..31) with its state array (express.ts ST_*). Throws on bad arguments. */
   sa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, fd: number, family: Family, endpoint: Uint8Array): void;
   /** flow learns (family, src, fake destination) -> real destination, SA slot: 1 learned, 0 known or full. */

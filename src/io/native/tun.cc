@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "express.h"
+#include "uring_read.h"
 #include "uv_poller.h"
 
 #include <errno.h>
@@ -102,6 +103,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
             InstanceAccessor<&TunQueue::GetFd>("fd"),
             InstanceAccessor<&TunQueue::GetPeerFd>("peerFd"),
             InstanceAccessor<&TunQueue::GetVnetHdr>("vnetHdr"),
+            InstanceAccessor<&TunQueue::GetBatchedReads>("batchedReads"),
             InstanceMethod<&TunQueue::SetOffload>("setOffload"),
             InstanceMethod<&TunQueue::ReadBatch>("readBatch"),
             InstanceMethod<&TunQueue::Write>("write"),
@@ -189,6 +191,14 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
 
   // vnetHdr is true when the queue was opened with IFF_VNET_HDR.
   Napi::Value GetVnetHdr(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), vnet_); }
+  // batchedReads: whether reads go through io_uring (uring_read.h), tried now if not yet.
+  Napi::Value GetBatchedReads(const Napi::CallbackInfo& info) {
+    if (!uringTried_ && fd_ >= 0) {
+      uringTried_ = true;
+      uring_.Open(fd_);
+    }
+    return Napi::Boolean::New(info.Env(), uring_.Ok());
+  }
 
   // setOffload(flags: number): number — ioctl(TUNSETOFFLOAD, TUN_F_* bits): 0, or -errno
   // (EINVAL: a bit this kernel does not know). Offloads other than 0 need IFF_VNET_HDR.
@@ -242,48 +252,133 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     }
 
     uint32_t n = 0;
-    if (stash_ >= 0 && limit > 0) {
-      // The express path read this packet and left it to us: it is packet 0 of the batch.
-      uint8_t* data;
-      size_t len;
-      if (!BufferView(bufs.Get(static_cast<uint32_t>(0)), &data, &len) || len <= offset) {
-        Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset").ThrowAsJavaScriptException();
-        return env.Undefined();
+    if (stashN_ > 0 && limit > 0) {
+      // The express path read these packets and left them to us, in order: they come first.
+      uint32_t take = stashN_ < limit ? stashN_ : limit;
+      for (uint32_t j = 0; j < take; j++) {
+        uint8_t* data;
+        size_t len;
+        if (!BufferView(bufs.Get(j), &data, &len) || len <= offset) {
+          Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset").ThrowAsJavaScriptException();
+          return env.Undefined();
+        }
+        uint32_t p = stashAt_ + j;
+        size_t keep = static_cast<size_t>(exSizes_[p]);
+        if (keep > len - offset) keep = len - offset;  // as read(2) would have truncated it
+        // Slots are taken in increasing order and j <= p: a move never overwrites a packet
+        // still to be moved (the engine passes the same buffers, so usually j == p or below).
+        if (data + offset != exDatas_[p]) memmove(data + offset, exDatas_[p], keep);
+        if (vnet_ && hdrs + kVnetHdrLen * j != exHdrs_ + kVnetHdrLen * p) memmove(hdrs + kVnetHdrLen * j, exHdrs_ + kVnetHdrLen * p, kVnetHdrLen);
+        sizes[j] = static_cast<int32_t>(keep);
       }
-      size_t keep = static_cast<size_t>(stash_);
-      if (keep > len - offset) keep = len - offset;  // as read(2) would have truncated it
-      if (data + offset != exSlot_ + espgate::kEspHeadroom) memmove(data + offset, exSlot_ + espgate::kEspHeadroom, keep);
-      if (vnet_ && hdrs != exHdr_) memcpy(hdrs, exHdr_, kVnetHdrLen);
-      sizes[0] = static_cast<int32_t>(keep);
-      stash_ = -1;
-      n = 1;
+      stashAt_ += take;
+      stashN_ -= take;
+      n = take;
+      if (stashN_ > 0) return Napi::Number::New(env, n);
     }
+    uint8_t* datas[espgate::kUringMaxReads];
+    size_t caps[espgate::kUringMaxReads];
     while (n < limit) {
-      uint8_t* data;
-      size_t len;
-      if (!BufferView(bufs.Get(n), &data, &len) || len <= offset) {
-        Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset")
-            .ThrowAsJavaScriptException();
-        return env.Undefined();
+      uint32_t k = limit - n;
+      if (k > want_) k = want_;
+      for (uint32_t i = 0; i < k; i++) {
+        uint8_t* data;
+        size_t len;
+        if (!BufferView(bufs.Get(n + i), &data, &len) || len <= offset) {
+          Napi::RangeError::New(env, "bufs[i] must be a Buffer longer than offset")
+              .ThrowAsJavaScriptException();
+          return env.Undefined();
+        }
+        datas[i] = data + offset;
+        caps[i] = len - offset;
       }
-      ssize_t r;
-      if (vnet_) {
-        iovec iov[2] = {{hdrs + kVnetHdrLen * n, kVnetHdrLen}, {data + offset, len - offset}};
-        r = readv(fd_, iov, 2);
-      } else {
-        r = read(fd_, data + offset, len - offset);
-      }
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) break;
-        if (n == 0) return Napi::Number::New(env, -errno);
+      bool drained = false;
+      int err = 0;
+      uint32_t m = ReadInto(datas, caps, vnet_ ? hdrs + kVnetHdrLen * n : nullptr, k, sizes + n, &drained, &err);
+      n += m;
+      if (err != 0) {
+        if (n == 0) return Napi::Number::New(env, -err);
         break;  // report what we have; the next call sees the error again
       }
-      if (vnet_) r = r < static_cast<ssize_t>(kVnetHdrLen) ? 0 : r - static_cast<ssize_t>(kVnetHdrLen);
-      sizes[n] = static_cast<int32_t>(r);
-      n++;
+      if (drained) break;
     }
     return Napi::Number::New(env, n);
+  }
+
+  // ReadInto reads up to k packets: packet i into datas[i] (caps[i] bytes), its virtio_net_hdr
+  // (with IFF_VNET_HDR) at hdrs + 10 * i. The packets read are compacted to the front in the
+  // order they were read; sizes[i] is packet i's length without the header. Returns how many.
+  // *drained: the fd ran out (EAGAIN); *err: an errno other than EAGAIN stopped the reading (the
+  // next read sees it again). One io_uring_enter for the whole batch when io_uring is up (see
+  // uring_read.h), else one readv(2) per packet as before.
+  uint32_t ReadInto(uint8_t* const* datas, const size_t* caps, uint8_t* hdrs, uint32_t k, int32_t* sizes, bool* drained, int* err) {
+    if (!uringTried_ && fd_ >= 0) {
+      uringTried_ = true;
+      uring_.Open(fd_);
+    }
+    uint32_t m = 0;
+    int32_t* res = res_;
+    bool batched = false;
+    if (k >= 2 && uring_.Ok()) {
+      for (uint32_t i = 0; i < k; i++) {
+        if (hdrs != nullptr) {
+          iovs_[2 * i] = {hdrs + kVnetHdrLen * i, kVnetHdrLen};
+          iovs_[2 * i + 1] = {datas[i], caps[i]};
+        } else {
+          iovs_[i] = {datas[i], caps[i]};
+        }
+      }
+      batched = uring_.ReadMany(iovs_, hdrs != nullptr ? 2 : 1, k, res);
+    }
+    if (!batched) {
+      // readv(2), one packet at a time, until the first that fails (the rest: not attempted).
+      uint32_t i = 0;
+      while (i < k) {
+        ssize_t r;
+        if (hdrs != nullptr) {
+          iovec iov[2] = {{hdrs + kVnetHdrLen * i, kVnetHdrLen}, {datas[i], caps[i]}};
+          r = readv(fd_, iov, 2);
+        } else {
+          r = read(fd_, datas[i], caps[i]);
+        }
+        if (r < 0 && errno == EINTR) continue;
+        res[i] = r < 0 ? -errno : static_cast<int32_t>(r);
+        i++;
+        if (r < 0) break;
+      }
+      for (; i < k; i++) res[i] = -EAGAIN;
+    }
+    *drained = false;
+    *err = 0;
+    for (uint32_t i = 0; i < k; i++) {
+      int32_t r = res[i];
+      if (r < 0) {
+        if (r == -EAGAIN) {
+          *drained = true;
+        } else if (*err == 0) {
+          *err = -r;
+        }
+        continue;
+      }
+      size_t len = static_cast<size_t>(r);
+      if (hdrs != nullptr) len = len < kVnetHdrLen ? 0 : len - kVnetHdrLen;
+      if (m != i) {
+        if (len > caps[m]) len = caps[m];
+        // A read after one that found nothing got a packet that arrived meanwhile: it follows
+        // the packets before it.
+        memmove(datas[m], datas[i], len);
+        if (hdrs != nullptr) memmove(hdrs + kVnetHdrLen * m, hdrs + kVnetHdrLen * i, kVnetHdrLen);
+      }
+      sizes[m++] = static_cast<int32_t>(len);
+    }
+    // The next batch: double while the fd keeps the batch full, else what came plus one (the
+    // one that finds the fd empty). At least 2, so a lone packet costs one call, not two.
+    if (!*drained && *err == 0 && m == k) {
+      want_ = want_ * 2 > espgate::kUringMaxReads ? espgate::kUringMaxReads : want_ * 2;
+    } else {
+      want_ = m + 1 < 2 ? 2 : m + 1 > espgate::kUringMaxReads ? espgate::kUringMaxReads : m + 1;
+    }
+    return m;
   }
 
   // WriteOne writes one packet: 1 = sent, 0 = refused (queue full or malformed), -errno = gone.
@@ -418,25 +513,43 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   }
 
   // --- the express path (express.h) ---------------------------------------------------------
-  // expressSlot(buf: Uint8Array, hdr: Uint8Array | null): the buffer the express path reads into
-  // (the engine passes its TUN slot 0 and the first 10 bytes of its header array, so a packet
-  // left to JavaScript is already where readBatch would have put it). Packets are read at
-  // buf[16] (the ESP headroom). Installs the pre-read hook on the poller.
+  // expressSlot(bufs: Uint8Array[], hdrs: Uint8Array | null): the buffers the express path reads
+  // into (the engine passes its TUN slots and its header array, so packets left to JavaScript
+  // are already where readBatch would have put them). Packets are read at bufs[i][16] (the ESP
+  // headroom), header i at hdrs[10 * i]. Installs the pre-read hook on the poller.
   Napi::Value ExpressSlot(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    uint8_t *buf = nullptr, *hdr = nullptr;
-    size_t bufLen = 0, hdrLen = 0;
-    if (info.Length() < 2 || !BufferView(info[0], &buf, &bufLen) ||
-        (vnet_ && (!BufferView(info[1], &hdr, &hdrLen) || hdrLen < kVnetHdrLen)) ||
-        bufLen <= espgate::kEspHeadroom + espgate::kEspTailroom + 40) {
-      Napi::TypeError::New(env, "expressSlot(buf: Uint8Array, hdr: Uint8Array | null)").ThrowAsJavaScriptException();
+    uint8_t* hdr = nullptr;
+    size_t hdrLen = 0;
+    if (info.Length() < 2 || !info[0].IsArray() || (vnet_ && (!BufferView(info[1], &hdr, &hdrLen)))) {
+      Napi::TypeError::New(env, "expressSlot(bufs: Uint8Array[], hdrs: Uint8Array | null)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
-    exBufRef_ = Napi::Persistent(info[0].As<Napi::Uint8Array>());
+    Napi::Array bufs = info[0].As<Napi::Array>();
+    uint32_t count = bufs.Length();
+    if (count > espgate::kUringMaxReads) count = espgate::kUringMaxReads;
+    if (vnet_ && hdrLen / kVnetHdrLen < count) count = static_cast<uint32_t>(hdrLen / kVnetHdrLen);
+    if (count == 0) {
+      Napi::RangeError::New(env, "expressSlot: no buffers").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    for (uint32_t i = 0; i < count; i++) {
+      uint8_t* buf = nullptr;
+      size_t bufLen = 0;
+      if (!BufferView(bufs.Get(i), &buf, &bufLen) || bufLen <= espgate::kEspHeadroom + espgate::kEspTailroom + 40) {
+        Napi::TypeError::New(env, "expressSlot: bufs[i] must be a Uint8Array with room for a packet").ThrowAsJavaScriptException();
+        return env.Undefined();
+      }
+      exSlots_[i] = buf;
+      exCaps_[i] = bufLen;
+      exDatas_[i] = buf + espgate::kEspHeadroom;
+      exRooms_[i] = bufLen - espgate::kEspHeadroom;
+    }
+    exBufsRef_ = Napi::Persistent(bufs);
     if (vnet_) exHdrRef_ = Napi::Persistent(info[1].As<Napi::Uint8Array>());
-    exSlot_ = buf;
-    exCap_ = bufLen;
-    exHdr_ = hdr;
+    exHdrs_ = hdr;
+    exCount_ = count;
+    stashN_ = 0;
     poller_.SetPre(&TunQueue::ExpressPre, this);
     return env.Undefined();
   }
@@ -492,36 +605,42 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   }
 
   // ExpressPre runs before the JS callback on each readable event: while flows are known it
-  // reads packets into the express slot and queues those express.h takes (TCP super-packets as
-  // their segments), up to kExpressPerEvent reads, and sends the queue with one sendmmsg before
-  // it returns. true: the event is settled and JS is not needed (the fd is drained, or the read
-  // budget is spent: the poll is level-triggered, so the loop comes back after its other work);
-  // false: call JS (a packet is stashed for readBatch, or the read failed and JS should see it).
+  // reads packets into the express slots (a batch per system call, ReadInto) and queues those
+  // express.h takes (TCP super-packets as their segments), up to kExpressPerEvent packets, and
+  // sends the queue with one sendmmsg before it returns. true: the event is settled and JS is
+  // not needed (the fd is drained, or the read budget is spent: the poll is level-triggered, so
+  // the loop comes back after its other work); false: call JS (packets are stashed for
+  // readBatch: the first one the express path left and every one read after it, in order; or a
+  // read failed and JS should see it).
   static bool ExpressPre(void* arg) {
     TunQueue* q = static_cast<TunQueue*>(arg);
-    if (!q->express_.Armed() || q->exSlot_ == nullptr || q->fd_ < 0 || q->stash_ >= 0) return false;
-    uint8_t* body = q->exSlot_ + espgate::kEspHeadroom;
-    size_t room = q->exCap_ - espgate::kEspHeadroom;
+    if (!q->express_.Armed() || q->exCount_ == 0 || q->fd_ < 0 || q->stashN_ > 0) return false;
     bool settled = true;
-    for (int i = 0; i < kExpressPerEvent; i++) {
-      ssize_t r;
-      if (q->vnet_) {
-        iovec iov[2] = {{q->exHdr_, kVnetHdrLen}, {body, room}};
-        r = readv(q->fd_, iov, 2);
-      } else {
-        r = read(q->fd_, body, room);
+    uint32_t total = 0;
+    while (total < kExpressPerEvent) {
+      uint32_t k = q->want_;
+      if (k > q->exCount_) k = q->exCount_;
+      if (k > kExpressPerEvent - total) k = kExpressPerEvent - total;
+      bool drained = false;
+      int err = 0;
+      uint32_t m = q->ReadInto(q->exDatas_, q->exRooms_, q->vnet_ ? q->exHdrs_ : nullptr, k, q->exSizes_, &drained, &err);
+      total += m;
+      uint32_t i = 0;
+      while (i < m && q->express_.Try(q->exSlots_[i], espgate::kEspHeadroom, static_cast<size_t>(q->exSizes_[i]), q->exCaps_[i],
+                                      q->vnet_ ? q->exHdrs_ + kVnetHdrLen * i : nullptr)) {
+        i++;
       }
-      if (r < 0) {
-        if (errno == EINTR) continue;
-        settled = errno == EAGAIN;
+      if (i < m) {
+        q->stashAt_ = i;
+        q->stashN_ = m - i;
+        settled = false;
         break;
       }
-      size_t len = static_cast<size_t>(r);
-      if (q->vnet_) len = len < kVnetHdrLen ? 0 : len - kVnetHdrLen;
-      if (q->express_.Try(q->exSlot_, espgate::kEspHeadroom, len, q->exCap_, q->vnet_ ? q->exHdr_ : nullptr)) continue;
-      q->stash_ = static_cast<ssize_t>(len);
-      settled = false;
-      break;
+      if (err != 0) {
+        settled = false;  // JavaScript reads again and sees it
+        break;
+      }
+      if (drained || m == 0) break;
     }
     // What was queued leaves before JavaScript handles anything read after it.
     q->express_.Flush();
@@ -562,7 +681,8 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   void CloseFd() {
     poller_.Close();
     express_.Clear();
-    stash_ = -1;
+    stashN_ = 0;
+    uring_.Close();
     if (fd_ >= 0) {
       close(fd_);
       fd_ = -1;
@@ -581,12 +701,24 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   // The express path: flows and SAs, the slot it reads into, a packet it left for readBatch.
   static constexpr int kExpressPerEvent = 64;
   espgate::Express express_;
-  Napi::Reference<Napi::Uint8Array> exBufRef_;
+  Napi::Reference<Napi::Array> exBufsRef_;
   Napi::Reference<Napi::Uint8Array> exHdrRef_;
-  uint8_t* exSlot_ = nullptr;
-  size_t exCap_ = 0;
-  uint8_t* exHdr_ = nullptr;
-  ssize_t stash_ = -1;
+  uint8_t* exSlots_[espgate::kUringMaxReads] = {};  // slot i (the ESP headroom in front)
+  size_t exCaps_[espgate::kUringMaxReads] = {};
+  uint8_t* exDatas_[espgate::kUringMaxReads] = {};  // where packet i is read: slot i + 16
+  size_t exRooms_[espgate::kUringMaxReads] = {};
+  int32_t exSizes_[espgate::kUringMaxReads] = {};
+  uint8_t* exHdrs_ = nullptr;
+  uint32_t exCount_ = 0;
+  // Packets the express path read and left to readBatch: slots [stashAt_, stashAt_ + stashN_).
+  uint32_t stashAt_ = 0;
+  uint32_t stashN_ = 0;
+  // Batched reads (uring_read.h): the ring, tried once per fd; the next batch's size.
+  espgate::UringReader uring_;
+  bool uringTried_ = false;
+  uint32_t want_ = 2;
+  iovec iovs_[2 * espgate::kUringMaxReads];
+  int32_t res_[espgate::kUringMaxReads];
 };
 
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
