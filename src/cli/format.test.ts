@@ -19,7 +19,7 @@ function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatu
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
     tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
     drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0,
-    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', express: { on: true, flows: 1 } }, ...over,
+    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1 } }, ...over,
   };
 }
 
@@ -129,6 +129,8 @@ test('formatStatus: a data-path line only when a fast path is refused or the war
     [2, doc([peer()], { dataPath: { ...base.dataPath, udpCoalescing: 'refused' } }), 'data path: the kernel refused a coalesced UDP write (Linux < 6.2?): UDP goes datagram by datagram (slower; nothing lost)'],
     [3, doc([peer()], { dataPath: { ...base.dataPath, warmUp: 'running' } }), 'data path: warming up (the first packets may be slower for a second)'],
     [4, doc([peer()], { dataPath: { ...base.dataPath, udpCoalescing: 'off', warmUp: 'off' } }), undefined],
+    [5, doc([peer()], { dataPath: { ...base.dataPath, batchedReads: false } }), 'data path: TUN reads one packet per system call (io_uring refused here: kernel.io_uring_disabled or a seccomp filter?): slower for small packets, nothing lost'],
+    [6, doc([peer()], { dataPath: { ...base.dataPath, batchedReads: false, tunOffload: false } }), undefined],
   ];
   for (const [n, st, want] of cases) {
     const lines = formatStatus(st, NOW).split('\n').filter((l) => l.startsWith('data path:'));

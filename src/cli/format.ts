@@ -121,6 +121,7 @@ export function formatStatus(st: DaemonStatus, nowMs: number = Date.now()): stri
   // The data path's fast paths are worth a line only when one is not what it should be.
   const dp = (st as { dataPath?: DaemonStatus['dataPath'] }).dataPath;
   if (dp?.udpCoalescing === 'refused') out.push('data path: the kernel refused a coalesced UDP write (Linux < 6.2?): UDP goes datagram by datagram (slower; nothing lost)');
+  if (dp?.batchedReads === false && dp.tunOffload) out.push('data path: TUN reads one packet per system call (io_uring refused here: kernel.io_uring_disabled or a seccomp filter?): slower for small packets, nothing lost');
   if (dp?.warmUp === 'running') out.push('data path: warming up (the first packets may be slower for a second)');
   return out.join('\n');
 }

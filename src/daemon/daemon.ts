@@ -293,7 +293,7 @@ export class Daemon {
       this.#gateTimer.unref();
       if (process.env.ESPGATE_WARMUP !== '0') this.#warmUpInSlices(algs);
       else this.warmUp = 'off';
-      this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
+      this.#log.info({ tun: cfg.tun.name, mtu: this.tunMtu, tunReads: this.#tun.batchedReads === true ? 'io_uring' : 'read(2)', peers: cfg.peers.length, mode: cfg.mode }, 'espgate up');
     } catch (e) {
       await this.#teardown();
       this.state = 'closed';

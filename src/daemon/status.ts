@@ -93,6 +93,8 @@ export interface DaemonStatus {
   readonly dataPath: {
     readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused';
     readonly sendBatch: boolean; readonly warmUp: 'running' | 'done' | 'codec-only' | 'off';
+    /** batchedReads: TUN reads go many packets per system call (io_uring); false: one read(2) per packet. */
+    readonly batchedReads: boolean;
     /** express: the TUN addon's path for lone outbound packets; flows it has learned since the tables last changed. */
     readonly express: { readonly on: boolean; readonly flows: number };
   };
@@ -180,7 +182,7 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     reloads: d.reloads,
     dataPath: {
       tunOffload: fast?.tunOffload ?? false, tcpCoalescing: fast?.tcpCoalescing ?? false, udpCoalescing: fast?.udpCoalescing ?? 'off',
-      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp, express: e?.express ?? { on: false, flows: 0 },
+      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp, batchedReads: fast?.batchedReads ?? false, express: e?.express ?? { on: false, flows: 0 },
     },
   };
 }

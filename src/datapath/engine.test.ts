@@ -687,7 +687,7 @@ describe('engine: coalescing on TUN write (GRO)', () => {
     send(3, 10);
     assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w'], 'case 2: refused: the three datagrams written one by one');
     assert.equal(g.B.udpGroRefused, true, 'case 2: noted');
-    assert.deepEqual(g.B.fastPaths, { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'refused', sendBatch: false }, 'case 2: and reported');
+    assert.deepEqual(g.B.fastPaths, { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'refused', sendBatch: false, batchedReads: false }, 'case 2: and reported');
     g.tunB.failVnet = false;
     send(2, 20);
     assert.deepEqual(g.tunB.order, ['v', 'w', 'w', 'w', 'w', 'w'], 'case 3: no UDP coalescing any more');

@@ -511,12 +511,13 @@ export class Engine {
   /**
    * fastPaths says which batching and offload paths are in use: TUN offloads (TSO super-packets
    * on reads), coalescing of TCP and of UDP on TUN writes ('refused': the kernel refused a
-   * coalesced UDP write, so UDP goes datagram by datagram), batched sends.
+   * coalesced UDP write, so UDP goes datagram by datagram), batched sends, batched TUN reads
+   * (io_uring: many packets per system call).
    */
-  get fastPaths(): { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused'; readonly sendBatch: boolean } {
+  get fastPaths(): { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: 'on' | 'off' | 'refused'; readonly sendBatch: boolean; readonly batchedReads: boolean } {
     const g = this.#gro;
     const udp = this.udpGroRefused ? 'refused' : g?.udp === true ? 'on' : 'off';
-    return { tunOffload: this.#vnet, tcpCoalescing: g !== undefined, udpCoalescing: udp, sendBatch: this.batchedSend };
+    return { tunOffload: this.#vnet, tcpCoalescing: g !== undefined, udpCoalescing: udp, sendBatch: this.batchedSend, batchedReads: this.#tun.batchedReads === true };
   }
 
   /** drainTun reads and processes batches until the TUN is empty (bounded per event). */

@@ -17,6 +17,8 @@ export interface TunDevice {
    * plain packets of at most the MTU.
    */
   readonly vnetHdr?: boolean;
+  /** batchedReads, when true, says readBatch reads many packets per system call (io_uring); absent or false: one read(2) each. */
+  readonly batchedReads?: boolean;
   /**
    * readBatch reads up to bufs.length packets without blocking. Packet i lands in bufs[i]
    * starting at `offset` (headroom for the ESP header + IV), and its length is put in sizes[i].
