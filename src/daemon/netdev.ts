@@ -15,6 +15,7 @@
  *                                                fake destinations go nowhere, never out a NIC)
  */
 import { GatewayError } from '../errors.js';
+import { parseCidr } from '../netfilter/cidr.js';
 import type { Runner, RunResult } from '../netfilter/runner.js';
 
 /** IP_TIMEOUT_MS bounds every ip(8) call. */
@@ -92,6 +93,49 @@ export async function hasBlackholes(runner: Runner, fakePrefixes: readonly strin
   }
   return true;
 }
+
+/**
+ * blackholesInProc is hasBlackholes without a program: it reads the routing tables the kernel
+ * prints in /proc/net/route (IPv4, main table: a blackhole has no device, "*") and
+ * /proc/net/ipv6_route (RTF_REJECT set), texts given. true: every fake prefix has its blackhole
+ * with our metric; false: one is missing; undefined: a text needed is missing (no /proc: ask
+ * ip(8)). Both texts are those of the caller's network namespace.
+ */
+export function blackholesInProc(fakePrefixes: readonly string[], route4: string | undefined, route6: string | undefined): boolean | undefined {
+  for (const p of fakePrefixes) {
+    const c = parseCidr(p);
+    if (!c.ok) return false;
+    const { family, addr, prefixLen } = c.cidr;
+    if (family === 'v4') {
+      if (route4 === undefined) return undefined;
+      // Destination and Mask are the 32-bit words as the host (little endian) prints them.
+      const le = (b: Uint8Array): string => Buffer.from(b).reverse().toString('hex').toUpperCase();
+      const mask = new Uint8Array(4);
+      for (let i = 0; i < prefixLen; i++) mask[i >> 3] = (mask[i >> 3] ?? 0) | (0x80 >> (i & 7));
+      const dst = le(addr);
+      const m = le(mask);
+      const found = route4.split('\n').some((line) => {
+        const f = line.trim().split(/\s+/);
+        return f[0] === '*' && f[1]?.toUpperCase() === dst && f[6] === String(BLACKHOLE_METRIC) && f[7]?.toUpperCase() === m;
+      });
+      if (!found) return false;
+    } else {
+      if (route6 === undefined) return undefined;
+      const dst = Buffer.from(addr).toString('hex');
+      const plen = prefixLen.toString(16).padStart(2, '0');
+      const metric = BLACKHOLE_METRIC.toString(16).padStart(8, '0');
+      const found = route6.split('\n').some((line) => {
+        const f = line.trim().split(/\s+/);
+        return f[0] === dst && f[1] === plen && f[5] === metric && (Number.parseInt(f[8] ?? '0', 16) & RTF_REJECT) !== 0;
+      });
+      if (!found) return false;
+    }
+  }
+  return true;
+}
+
+/** RTF_REJECT is linux/route.h's flag of reject routes (blackhole, unreachable, prohibit) in /proc/net/ipv6_route. */
+const RTF_REJECT = 0x0200;
 
 /** linkMtuTowards returns the MTU of the interface the kernel uses to reach `addr` (default 1500 if unknown). */
 export async function linkMtuTowards(runner: Runner, addr: string): Promise<number> {

@@ -19,7 +19,9 @@ import { nftTableName } from '../netfilter/nft-render.js';
 import type { Logger } from '../log.js';
 import { vforkRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
-import { configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
+import { blackholesInProc, configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
+import { GateWatch } from './gate-watch.js';
+import { loadAddon } from '../io/native-addon.js';
 import { markGateOwner } from './daemon.js';
 import { lockNetns } from './control.js';
 import { readFileSync } from 'node:fs';
@@ -61,6 +63,21 @@ export function checkPrivileges(statusText?: string): void {
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
 
+/** readProc reads a /proc file of our network namespace; undefined when it is not there. */
+function readProc(path: string): string | undefined {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** nftGeneration is the nf_tables generation id of our network namespace (-1: unknown). */
+function nftGeneration(): number {
+  const g = loadAddon<{ nftGeneration(): number }>('espgate_sys').addon?.nftGeneration();
+  return typeof g === 'number' && g >= 0 ? g : -1;
+}
+
 /** TOOL_LOOKUP_TIMEOUT_MS bounds the `iptables-restore --version` look-up of the backend choice. */
 const TOOL_LOOKUP_TIMEOUT_MS = 5_000;
 
@@ -101,6 +118,17 @@ export function gateOps(runner: Runner = vforkRunner()) {
     }
     return notes;
   };
+  let watched: { cfg: Config; watch: GateWatch } | undefined;
+  /** rulesInNfTables: the nft backend, or iptables whose tools say "(nf_tables)" for both families. */
+  const rulesInNfTables = async (cfg: Config): Promise<boolean> => {
+    if ((await choice(cfg)).backend === 'nftables') return true;
+    for (const tool of ['iptables', 'ip6tables']) {
+      const r = await runner.run(tool, ['--version'], undefined, TOOL_LOOKUP_TIMEOUT_MS);
+      if (r.missing) continue; // no tool: no rules of that family
+      if (r.code !== 0 || !`${r.stdout}${r.stderr}`.includes('nf_tables')) return false;
+    }
+    return true;
+  };
   return {
     /** backend returns the backend the config selects here, and why. */
     backend: choice,
@@ -111,6 +139,23 @@ export function gateOps(runner: Runner = vforkRunner()) {
         ? (await nftStatus(spec, { ...opts(cfg), nativeQueue: c.nativeQueue })).installed
         : (await status(spec.tag, { ...opts(cfg), spec })).installed;
       return ok && (await hasBlackholes(runner, fakes(cfg)));
+    },
+    /**
+     * watch returns the daemon's periodic check for cfg (daemon/gate-watch.ts): the full
+     * listing only when the nf_tables generation moved, else the blackhole routes from /proc.
+     * One per config (a reload installs the rules again and gets a new one).
+     */
+    watch(cfg: Config): GateWatch {
+      if (watched?.cfg === cfg) return watched.watch;
+      let nf: Promise<boolean> | undefined;
+      const watch = new GateWatch({
+        generation: () => nftGeneration(),
+        inNfTables: () => (nf ??= rulesInNfTables(cfg)),
+        full: () => this.installed(cfg),
+        routes: async () => blackholesInProc(fakes(cfg), readProc('/proc/net/route'), readProc('/proc/net/ipv6_route')) ?? hasBlackholes(runner, fakes(cfg)),
+      });
+      watched = { cfg, watch };
+      return watch;
     },
     /** installRules installs rules and blackhole routes for the daemon (which owns the gate then). */
     async installGate(cfg: Config): Promise<readonly string[]> {
@@ -172,7 +217,7 @@ export function linuxSystem(runner: Runner = vforkRunner(), log?: Pick<Logger, '
     openSender: () => openEspSender(),
     openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
     openStandIn: (tun, sender) => openStandInIo({ tun, sender }),
-    gateInstalled: (cfg) => gate.installed(cfg),
+    gateInstalled: (cfg) => gate.watch(cfg).check(),
     installGate: async (cfg) => {
       const [line, ...notes] = await gate.installGate(cfg);
       log?.info({ notes }, line ?? 'rules installed');

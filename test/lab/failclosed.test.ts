@@ -580,6 +580,31 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
     assert.deepEqual(reused, [], 'frames alice\'s daemon sent later reuse no earlier (SPI, seq) pair');
   });
 
+  step('6b. bob\'s periodic gate check (the full listing only when nf_tables changed, routes from /proc) sees a rule and a blackhole route go, and come back', async (t) => {
+    const run = runOf();
+    // Two check periods (GATE_CHECK_MS, 10 s) at most for each change to show in status.
+    const waitGate = async (want: boolean, what: string): Promise<void> => {
+      const t0 = Date.now();
+      const ok = await pollUntil(async () => (await statusOf(run, 'bob'))?.gate?.installed === want, 50, 500);
+      assert.ok(ok, `${what}: bob's status says the gate is ${want ? '' : 'not '}installed within 25 s\n${tail(daemon('bob').log)}`);
+      t.diagnostic(`${what}: seen after ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+    };
+    await waitGate(true, 'before');
+    const pre = (await runIn(run, 'bob', ['iptables', '-t', 'raw', '-S', 'PREROUTING'])).stdout.split('\n').map((l) => / -j (\S+-PRE)$/.exec(l)?.[1]).find((c) => c !== undefined);
+    assert.ok(pre !== undefined, 'the gate jumps from raw PREROUTING to its chain');
+    assert.equal((await runIn(run, 'bob', ['iptables', '-t', 'raw', '-D', 'PREROUTING', '-j', pre])).status, 0);
+    await waitGate(false, `raw PREROUTING -j ${pre} deleted`);
+    assert.equal((await runIn(run, 'bob', ['iptables', '-t', 'raw', '-I', 'PREROUTING', '-j', pre])).status, 0);
+    await waitGate(true, 'the jump restored');
+    const bh = (await runIn(run, 'bob', ['ip', '-4', 'route', 'show', 'type', 'blackhole'])).stdout.trim().split(/\s+/);
+    assert.equal(bh[0], 'blackhole', `bob has an IPv4 blackhole route: ${bh.join(' ')}`);
+    const route = bh.slice(1); // prefix, "metric", n
+    assert.equal((await runIn(run, 'bob', ['ip', '-4', 'route', 'del', 'blackhole', ...route])).status, 0);
+    await waitGate(false, `blackhole ${route.join(' ')} deleted`);
+    assert.equal((await runIn(run, 'bob', ['ip', '-4', 'route', 'add', 'blackhole', ...route])).status, 0);
+    await waitGate(true, 'the blackhole restored');
+  });
+
   step('7. SIGTERM: both daemons exit 0 and the gate stays closed; `rules remove` on both leaves rules, routes and links as before the install', async (t) => {
     const run = runOf();
     for (const h of ['alice', 'bob']) {

@@ -15,12 +15,22 @@
 //   waitpid(pid) -> exit code (0..255) | 256 + signal | -1 still running | -2 no such child
 //       waitpid(2) with WNOHANG, for the children spawn started (libuv reaps only its own).
 //
+//   nftGeneration() -> generation id (0..2^32-1) | -errno
+//       the nf_tables ruleset generation of the caller's network namespace (NFT_MSG_GETGEN over
+//       NETLINK_NETFILTER): the kernel bumps it on every committed change of any nf_tables
+//       table, which is every change iptables-nft, ip6tables-nft or nft make. The daemon's gate
+//       check runs the listing tools (nine programs) only when it moved (src/daemon/system.ts).
+//
 // Threading: any thread; no state.
 
 #include <napi.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/netfilter/nf_tables.h>
+#include <linux/netfilter/nfnetlink.h>
+#include <linux/netlink.h>
+#include <poll.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <string.h>
@@ -132,6 +142,65 @@ Napi::Value Spawn(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// NftGenerationOf asks the kernel for the nf_tables generation id: >= 0, or -errno.
+long NftGenerationOf() {
+  int fd = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_NETFILTER);
+  if (fd < 0) return -errno;
+  struct {
+    nlmsghdr nh;
+    nfgenmsg nf;
+  } req;
+  memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = sizeof req;
+  req.nh.nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN;
+  req.nh.nlmsg_flags = NLM_F_REQUEST;
+  req.nh.nlmsg_seq = 1;
+  req.nf.nfgen_family = AF_UNSPEC;
+  req.nf.version = NFNETLINK_V0;
+  sockaddr_nl kernel;
+  memset(&kernel, 0, sizeof kernel);
+  kernel.nl_family = AF_NETLINK;
+  if (sendto(fd, &req, sizeof req, 0, reinterpret_cast<sockaddr*>(&kernel), sizeof kernel) < 0) {
+    int e = errno;
+    close(fd);
+    return -e;
+  }
+  // The answer is immediate; bounded by a 1 s poll all the same.
+  pollfd p = {fd, POLLIN, 0};
+  if (poll(&p, 1, 1000) <= 0) {
+    close(fd);
+    return -ETIMEDOUT;
+  }
+  alignas(nlmsghdr) char buf[512];
+  ssize_t n = recv(fd, buf, sizeof buf, 0);
+  int e = errno;
+  close(fd);
+  if (n < 0) return -e;
+  const nlmsghdr* nh = reinterpret_cast<const nlmsghdr*>(buf);
+  if (!NLMSG_OK(nh, static_cast<unsigned>(n))) return -EPROTO;
+  if (nh->nlmsg_type == NLMSG_ERROR) {
+    const nlmsgerr* err = static_cast<const nlmsgerr*>(NLMSG_DATA(nh));
+    return err->error < 0 ? err->error : -EPROTO;
+  }
+  if (nh->nlmsg_type != ((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN)) return -EPROTO;
+  // Attributes follow the nfgenmsg: NFTA_GEN_ID is a big-endian u32.
+  size_t at = NLMSG_ALIGN(sizeof(nlmsghdr)) + NLMSG_ALIGN(sizeof(nfgenmsg));
+  while (at + sizeof(nlattr) <= nh->nlmsg_len) {
+    const nlattr* a = reinterpret_cast<const nlattr*>(buf + at);
+    if (a->nla_len < sizeof(nlattr) || at + a->nla_len > nh->nlmsg_len) break;
+    if ((a->nla_type & NLA_TYPE_MASK) == NFTA_GEN_ID && a->nla_len >= sizeof(nlattr) + 4) {
+      const uint8_t* v = reinterpret_cast<const uint8_t*>(a) + NLA_HDRLEN;
+      return (static_cast<long>(v[0]) << 24) | (static_cast<long>(v[1]) << 16) | (static_cast<long>(v[2]) << 8) | v[3];
+    }
+    at += NLA_ALIGN(a->nla_len);
+  }
+  return -EPROTO;
+}
+
+Napi::Value NftGeneration(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(NftGenerationOf()));
+}
+
 Napi::Value WaitPid(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (info.Length() < 1 || !info[0].IsNumber()) {
@@ -158,6 +227,7 @@ Napi::Object InitSys(Napi::Env env, Napi::Object exports) {
   exports.Set("sdNotify", Napi::Function::New(env, SdNotify, "sdNotify"));
   exports.Set("spawn", Napi::Function::New(env, Spawn, "spawn"));
   exports.Set("waitpid", Napi::Function::New(env, WaitPid, "waitpid"));
+  exports.Set("nftGeneration", Napi::Function::New(env, NftGeneration, "nftGeneration"));
   return exports;
 }
 
