@@ -698,7 +698,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   bool vnet_ = false;
   std::string name_;
   espgate::UvPoller poller_;
-  // The express path: flows and SAs, the slot it reads into, a packet it left for readBatch.
+  // The express path: flows and SAs, the slots it reads into, the packets it left for readBatch.
   static constexpr int kExpressPerEvent = 64;
   espgate::Express express_;
   Napi::Reference<Napi::Array> exBufsRef_;

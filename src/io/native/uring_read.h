@@ -1,7 +1,7 @@
 // uring_read.h: many reads of one non-blocking fd for one system call, through io_uring.
 //
 // Why: a TUN fd hands over one packet per read(2), and on the machines this project is measured
-// on a system call costs ~1 us by itself (a paravirtualised guest: /tmp/sc in
+// on a system call costs ~1 us by itself (a paravirtualised guest: a loop of getppid(2),
 // docs/performance.md, "System calls"). At 64-byte packets the sending daemon spent one read per
 // packet; here one io_uring_enter(2) carries up to kUringMaxReads readv requests, each executed
 // at once (RWF_NOWAIT: a read with nothing to read completes with -EAGAIN instead of waiting),
