@@ -21,6 +21,7 @@ import { vforkRunner, type Runner } from '../netfilter/runner.js';
 import { rulesInputOf } from './rules-input.js';
 import { blackholesInProc, configureTun, installBlackholes, removeBlackholes, hasBlackholes, linkMtuTowards, localAddresses } from './netdev.js';
 import { GateWatch } from './gate-watch.js';
+import { flushUnsteered } from './conntrack.js';
 import { loadAddon } from '../io/native-addon.js';
 import { markGateOwner } from './daemon.js';
 import { lockNetns } from './control.js';
@@ -62,6 +63,7 @@ export function checkPrivileges(statusText?: string): void {
 }
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
+const peerPrefixes = (cfg: Config): string[] => cfg.peers.flatMap((p) => p.protect);
 
 /** readProc reads a /proc file of our network namespace; undefined when it is not there. */
 function readProc(path: string): string | undefined {
@@ -160,13 +162,15 @@ export function gateOps(runner: Runner = vforkRunner()) {
     /** installRules installs rules and blackhole routes for the daemon (which owns the gate then). */
     async installGate(cfg: Config): Promise<readonly string[]> {
       await installBlackholes(runner, fakes(cfg));
-      return installRules(cfg);
+      const notes = await installRules(cfg);
+      return [...notes, ...(await flushUnsteered(runner, peerPrefixes(cfg)))];
     },
     /** install is the operator's `rules install`: the gate then belongs to the operator. */
     async install(cfg: Config): Promise<readonly string[]> {
       markGateOwner(cfg.stateDir, false);
       await installBlackholes(runner, fakes(cfg));
-      return installRules(cfg);
+      const notes = await installRules(cfg);
+      return [...notes, ...(await flushUnsteered(runner, peerPrefixes(cfg)))];
     },
     /** remove removes what either backend installed of ours, and the blackhole routes. */
     async remove(cfg: Config): Promise<boolean> {

@@ -605,6 +605,31 @@ describe(`failclosed: gate first, kill -9 ×${KILLS} under traffic, no (SPI, seq
     await waitGate(true, 'the blackhole restored');
   });
 
+  step('6c. a flow to bob that began with alice\'s gate removed (conntrack tracking it un-steered) is steered after `rules install` (its entry deleted), not blocked until it expires', async (t) => {
+    const run = runOf();
+    const bob = addressOf(run.topology, 'bob', 4);
+    // Keep conntrack tracking in alice's namespace whatever espgate removes (a host's own firewall would).
+    assert.equal((await runIn(run, 'alice', ['sh', '-c', "nft add table ip egtestct && nft add chain ip egtestct c '{ type filter hook output priority 0; }' && nft add rule ip egtestct c ct state new counter"])).status, 0, 'a conntrack user in alice');
+    try {
+      await rules('alice', 'remove');
+      const send = ['python3', '-c', `import socket; s=socket.socket(2,2); s.setsockopt(1,2,1); s.bind(('',45123)); s.connect(('${bob}',9)); s.send(b'x')`];
+      assert.equal((await runIn(run, 'alice', send)).status, 0, 'a datagram in the clear while the gate is removed');
+      const entries = async (): Promise<string> => (await runIn(run, 'alice', ['conntrack', '-L', '-p', 'udp', '--sport', '45123'])).stdout;
+      assert.match(await entries(), new RegExp(`dst=${bob.replace(/\./g, '\\.')} .*src=${bob.replace(/\./g, '\\.')} `), 'its conntrack entry has no steering binding');
+      const r = await runIn(run, 'alice', ['node', cliPath(), 'rules', 'install', '-c', configPathOf(run, 'alice')], 60_000);
+      assert.equal(r.status, 0, describeResult(r));
+      assert.match(r.stdout + r.stderr, /began before the gate were not steered: their conntrack entries were deleted/, 'rules install says so');
+      assert.doesNotMatch(await entries(), /dport=9 /, 'the un-steered entry is gone');
+      const again = await runIn(run, 'alice', send);
+      assert.equal(again.status, 0, `the same flow sends again without EPERM: ${describeResult(again)}`);
+      const now = await entries();
+      assert.doesNotMatch(now, new RegExp(`src=${bob.replace(/\./g, '\\.')} dst=`), `and is steered now (the reply comes from the fake address): ${now}`);
+      t.diagnostic(now.trim());
+    } finally {
+      await runIn(run, 'alice', ['nft', 'delete', 'table', 'ip', 'egtestct']);
+    }
+  });
+
   step('7. SIGTERM: both daemons exit 0 and the gate stays closed; `rules remove` on both leaves rules, routes and links as before the install', async (t) => {
     const run = runOf();
     for (const h of ['alice', 'bob']) {
