@@ -8,7 +8,7 @@
  * own TUN batches, so each case also checks which path took the packet.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, truncateSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -560,6 +560,7 @@ test('inbound express path: the same TUN bytes, replay window, replay file and c
     // The replay file holds the top the express path wrote (12), before any fold.
     const file = readFileSync(join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
     assert.deepEqual([file.readUInt32BE(0), file.readUInt32BE(4)], [0, 12], 'replay top on disk');
+    assert.equal(r.rx.stats.replayMapped, 1, 'written through the shared mapping of the file');
     assert.equal(r.sa.replay.topLo, 12, 'the window the engine sees moved too');
     r.engine.syncExpress();
     const fed = cases.length + 3 + 3;
@@ -601,6 +602,51 @@ function groWrites(pkts: readonly Buffer[]): Buffer[] {
   }
   return out;
 }
+
+test('inbound express path: with ESPGATE_REPLAY_MMAP=0 the replay top is written with pwrite, to the same file, with the same value', { skip }, async () => {
+  const saved = process.env['ESPGATE_REPLAY_MMAP'];
+  process.env['ESPGATE_REPLAY_MMAP'] = '0';
+  let r: InRig | undefined;
+  try {
+    r = inRig();
+  } finally {
+    if (saved === undefined) delete process.env['ESPGATE_REPLAY_MMAP'];
+    else process.env['ESPGATE_REPLAY_MMAP'] = saved;
+  }
+  try {
+    const rig = r;
+    const echo = (seq: number): Buffer => icmpEcho(A4, B4, 0, seq);
+    for (let seq = 1; seq <= 4; seq++) assert.deepEqual(await deliver(rig, espFrom(rig, echo(seq)), true), asBobSees(rig, echo(seq)), `reply ${seq}`);
+    assert.equal(rig.rx.stats.expressTaken, 3, 'replies 2-4 by the express path');
+    assert.equal(rig.rx.stats.replayMapped, 0, 'no mapping');
+    const file = readFileSync(join(rig.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
+    assert.deepEqual([file.readUInt32BE(0), file.readUInt32BE(4)], [0, 4], 'replay top on disk');
+  } finally {
+    r.close();
+  }
+});
+
+test('inbound express path: a replay file truncated under the mapping (SIGBUS on the store) is caught: the SA goes back to pwrite, the top is on disk, nothing crashes', { skip }, async () => {
+  const r = inRig();
+  try {
+    const echo = (seq: number): Buffer => icmpEcho(A4, B4, 0, seq);
+    for (let seq = 1; seq <= 3; seq++) assert.deepEqual(await deliver(r, espFrom(r, echo(seq)), true), asBobSees(r, echo(seq)), `reply ${seq}`);
+    assert.equal(r.rx.stats.replayMapped, 1, 'mapped');
+    const path = join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`);
+    truncateSync(path, 0);
+    assert.deepEqual(await deliver(r, espFrom(r, echo(4)), true), asBobSees(r, echo(4)), 'reply 4 after the truncation: delivered');
+    assert.equal(r.rx.stats.expressTaken, 3, 'replies 2-4 by the express path');
+    assert.equal(r.rx.stats.replayMapped, 0, 'the SA writes with pwrite now');
+    const file = readFileSync(path);
+    assert.deepEqual([file.length, file.readUInt32BE(0), file.readUInt32BE(4)], [8, 0, 4], 'the top written by pwrite');
+    assert.deepEqual(await deliver(r, espFrom(r, echo(5)), true), asBobSees(r, echo(5)), 'reply 5');
+    assert.equal(readFileSync(path).readUInt32BE(4), 5, 'and the next one');
+    r.engine.syncExpress();
+    assert.equal(r.sa.replay.topLo, 5);
+  } finally {
+    r.close();
+  }
+});
 
 test('inbound express path: a whole receive batch, coalesced as the engine would, up to the first packet it leaves', { skip }, async () => {
   const r = inRig();

@@ -28,7 +28,7 @@ interface NativeNfqSocket {
   readonly fd: number;
   readonly peerFd: number;
   readBatch(buf: Buffer, offsets: Int32Array, lengths: Int32Array): number;
-  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number; expressTaken: number };
+  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number; expressTaken: number; replayMapped: number };
   poll(cb: (status: number) => void): void;
   unpoll(): void;
   close(): void;
@@ -59,6 +59,8 @@ export interface NativeNfqStats extends NfqueueStats {
   verdictErrors: number;
   /** expressTaken: packets the addon's express path opened and delivered itself (not in `delivered`). */
   expressTaken: number;
+  /** replayMapped: express SAs whose replay top goes through a shared mapping of its file (the rest: pwrite). */
+  replayMapped: number;
 }
 
 /** NativeNfqueueReceiver delivers inbound ESP from one NFQUEUE in batches. Main thread only. */
@@ -115,6 +117,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
       batches: s?.batches ?? 0,
       verdictErrors: s?.verdictErrors ?? 0,
       expressTaken: s?.expressTaken ?? 0,
+      replayMapped: s?.replayMapped ?? 0,
     };
   }
 

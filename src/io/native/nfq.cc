@@ -334,6 +334,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       msgs[i].msg_hdr.msg_iovlen = 1;
     }
     int got = recvmmsg(fd_, msgs, static_cast<unsigned>(slots), MSG_DONTWAIT, nullptr);
+    lastShort_ = got >= 0 && static_cast<size_t>(got) < slots;
     if (got < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         *eagain = errno == EAGAIN;
@@ -533,7 +534,12 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       int taken = q->express_.Batch(pkts, q->exLens_, placed, q->exSlotLen_);
       q->SendDeferredVerdict();  // after the TUN write: off the packet's way
       q->expressTaken_ += taken;
-      if (taken == placed) continue;
+      // A short batch drained the queue (recvmmsg stops at the first EAGAIN): settled without
+      // a read that would only say EAGAIN. What arrived since makes the poll fire again.
+      if (taken == placed) {
+        if (q->lastShort_) return true;
+        continue;
+      }
       // The rest of the batch is JavaScript's: moved to the front of the arrays, in order.
       for (int i = taken; i < placed; i++) {
         q->exOffs_[i - taken] = q->exOffs_[i];
@@ -557,6 +563,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     o.Set("verdictErrors", Napi::Number::New(env, static_cast<double>(verdictErrors_)));
     o.Set("lastVerdictErrno", Napi::Number::New(env, lastVerdictErrno_));
     o.Set("expressTaken", Napi::Number::New(env, expressTaken_));
+    o.Set("replayMapped", Napi::Number::New(env, express_.MappedTops()));
     return o;
   }
 
@@ -620,6 +627,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   uint32_t seq_ = 0;
   bool bound_ = false;
   bool deferred_ = false;  // a verdict ReadCore left for SendDeferredVerdict
+  bool lastShort_ = false;  // ReadCore's recvmmsg filled fewer slots than it offered
   uint32_t deferredId_ = 0;
   uint64_t received_ = 0;
   uint64_t truncated_ = 0;

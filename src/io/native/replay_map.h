@@ -1,0 +1,105 @@
+// replay_map.h: shared mappings of replay files (express_in.h), and the SIGBUS guard they need.
+//
+// The inbound express path stores each SA's replay top into the first page of its replay file,
+// mapped MAP_SHARED, instead of a pwrite per batch. A store into a mapping is a SIGBUS when the
+// page no longer has file behind it: someone truncated the file under the daemon, or the file
+// system refused to make the page writable again after a writeback (read-only after an error).
+// A pwrite would have failed with an errno that the engine counts; the daemon must not die
+// instead. So:
+//
+//   Map(fd, &slot)       maps the first page of a regular file of at least 8 bytes (nullptr
+//                        when it cannot, or when the registry is full) and registers the page.
+//   Unmap(p, slot)       unregisters and unmaps it.
+//   Store(p, slot, rec)  writes the 8-byte record; false when the page faulted (the guard replaced
+//                        it with anonymous memory, so the store completed harmlessly there): the
+//                        caller unmaps it and falls back to pwrite, which reports the real error.
+//
+// The guard is a process-wide SIGBUS handler, installed on the first Map. For an address in a
+// registered page it maps an anonymous page over it (mmap is async-signal-safe as a system
+// call) and marks the slot faulted; the faulting store is then restarted and lands there. Any
+// other SIGBUS goes to the handler that was installed before ours, or takes the default action.
+#ifndef ESPGATE_REPLAY_MAP_H_
+#define ESPGATE_REPLAY_MAP_H_
+
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+
+namespace espgate {
+namespace replay_map {
+
+constexpr int kSlots = 256;
+constexpr uintptr_t kFaulted = 1;  // low bit of a slot: the page faulted and is anonymous now
+
+inline std::atomic<uintptr_t> gSlots[kSlots];
+inline std::atomic<bool> gInstalled{false};
+inline struct sigaction gPrevious;
+
+inline void OnBus(int sig, siginfo_t* si, void* uc) {
+  uintptr_t page = reinterpret_cast<uintptr_t>(si->si_addr) & ~static_cast<uintptr_t>(4095);
+  for (int i = 0; i < kSlots; i++) {
+    uintptr_t v = gSlots[i].load(std::memory_order_acquire);
+    if (v != 0 && (v & ~kFaulted) == page) {
+      mmap(reinterpret_cast<void*>(page), 4096, PROT_READ | PROT_WRITE, MAP_FIXED | MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      gSlots[i].store(page | kFaulted, std::memory_order_release);
+      return;  // the store is restarted and completes in the anonymous page
+    }
+  }
+  if ((gPrevious.sa_flags & SA_SIGINFO) != 0 && gPrevious.sa_sigaction != nullptr) {
+    gPrevious.sa_sigaction(sig, si, uc);
+  } else if (gPrevious.sa_handler != SIG_DFL && gPrevious.sa_handler != SIG_IGN && gPrevious.sa_handler != nullptr) {
+    gPrevious.sa_handler(sig);
+  } else {
+    signal(SIGBUS, SIG_DFL);  // not ours: returning re-runs the access, which now kills as before
+  }
+}
+
+inline bool Install() {
+  if (gInstalled.load()) return true;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof(sa));
+  sa.sa_sigaction = OnBus;
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGBUS, &sa, &gPrevious) != 0) return false;
+  gInstalled.store(true);
+  return true;
+}
+
+inline uint8_t* Map(int fd, int* slotOut) {
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) return nullptr;
+  if (sysconf(_SC_PAGESIZE) != 4096 || !Install()) return nullptr;
+  int slot = -1;
+  for (int i = 0; i < kSlots && slot < 0; i++) {
+    if (gSlots[i].load(std::memory_order_relaxed) == 0) slot = i;
+  }
+  if (slot < 0) return nullptr;
+  void* m = mmap(nullptr, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) return nullptr;
+  gSlots[slot].store(reinterpret_cast<uintptr_t>(m), std::memory_order_release);
+  *slotOut = slot;
+  return static_cast<uint8_t*>(m);
+}
+
+inline void Unmap(uint8_t* p, int slot) {
+  if (p == nullptr) return;
+  munmap(p, 8);
+  if (slot >= 0 && slot < kSlots) gSlots[slot].store(0, std::memory_order_release);
+}
+
+// Store writes rec[0, 8) at p; false when the page faulted during (or before) the store.
+inline bool Store(uint8_t* p, int slot, const uint8_t* rec) {
+  memcpy(p, rec, 8);
+  return (gSlots[slot].load(std::memory_order_acquire) & kFaulted) == 0;
+}
+
+}  // namespace replay_map
+}  // namespace espgate
+
+#endif  // ESPGATE_REPLAY_MAP_H_
