@@ -14,9 +14,9 @@ const NO_NFT: NftProbe = { version: undefined, rest: { result: 'refused', error:
 /** NFT_NO_QUEUE: this lab kernel: nft works, the queue statement does not. */
 const NFT_NO_QUEUE: NftProbe = { version: '1.0.6', rest: { result: 'ok' }, queue: { result: 'refused', error: 'Could not process rule: No such file or directory' }, iptables: true };
 
-function probes(o: Partial<{ files: string[]; tools: string[]; route: RouteInfo | undefined; covering: CoveringRoute[]; caps: string[]; nft: NftProbe }> = {}): DoctorProbes {
+function probes(o: Partial<{ noConntrack: boolean; files: string[]; tools: string[]; route: RouteInfo | undefined; covering: CoveringRoute[]; caps: string[]; nft: NftProbe }> = {}): DoctorProbes {
   const files = o.files ?? ['/dev/net/tun', '/proc/net/netfilter/nfnetlink_queue'];
-  const tools = o.tools ?? ['ip', 'ipset', 'iptables', 'iptables-restore', 'iptables-save', 'ip6tables', 'ip6tables-restore', 'ip6tables-save'];
+  const tools = [...(o.tools ?? ['ip', 'ipset', 'iptables', 'iptables-restore', 'iptables-save', 'ip6tables', 'ip6tables-restore', 'ip6tables-save']), ...(o.noConntrack === true ? [] : ['conntrack'])];
   return {
     exists: (p) => files.includes(p),
     hasTool: (t) => tools.includes(t),
@@ -36,6 +36,7 @@ test('doctor: each common mistake is reported with its level (numbered cases)', 
     ['nfnetlink_queue not loaded', probes({ files: ['/dev/net/tun'] }), [/^warn: nfnetlink_queue is not loaded/]],
     ['ipset missing', probes({ tools: ['ip', 'iptables', 'iptables-restore', 'iptables-save', 'ip6tables', 'ip6tables-restore', 'ip6tables-save'] }), [/^fail: missing tools: ipset$/]],
     ['no privileges', probes({ caps: ['CAP_NET_ADMIN'] }), [/^warn: this process lacks CAP_NET_ADMIN/]],
+    ['conntrack(8) missing', probes({ noConntrack: true }), [/^warn: conntrack\(8\) is not installed: a flow to a peer that began before the gate stays blocked/]],
     ['fake prefix used by a real network', probes({ covering: [{ dst: 'default', type: 'unicast' }, { dst: '198.19.0.0/16', dev: 'eth1', type: 'unicast' }] }),
       [/^fail: fake prefix 198\.19\.0\.0\/24 is already routed: 198\.19\.0\.0\/16 dev eth1/, /^fail: fake prefix 2001:db8:0:ff01::\/64 is already routed/]],
     ['our own TUN route and blackhole are fine', probes({ covering: [{ dst: '198.19.0.0/24', dev: 'eg0', type: 'unicast' }, { dst: '198.19.0.0/24', type: 'blackhole' }] }), []],

@@ -122,6 +122,10 @@ export async function runDoctor(cfg: Config, p: DoctorProbes): Promise<CheckResu
     ? { level: 'ok', what: `tools present: ${tools.join(' ')}` }
     : { level: 'fail', what: `missing tools: ${missing.join(' ')}`, fix: nft ? 'apt install iproute2 nftables iptables (Debian/Ubuntu); dnf install iproute nftables iptables-nft (Fedora/RHEL)' : 'apt install iproute2 iptables ipset (Debian/Ubuntu); dnf install iproute iptables-nft ipset (Fedora/RHEL)' });
 
+  out.push(p.hasTool('conntrack')
+    ? { level: 'ok', what: 'conntrack(8) present: the install moves flows that began before the gate into the tunnel' }
+    : { level: 'warn', what: 'conntrack(8) is not installed: a flow to a peer that began before the gate stays blocked until its conntrack entry expires', fix: 'apt install conntrack (Debian/Ubuntu); dnf install conntrack-tools (Fedora/RHEL)' });
+
   const caps = p.missingCapabilities();
   out.push(caps.length === 0
     ? { level: 'ok', what: 'this process has CAP_NET_ADMIN and CAP_NET_RAW' }
