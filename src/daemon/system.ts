@@ -63,7 +63,6 @@ export function checkPrivileges(statusText?: string): void {
 }
 
 const fakes = (cfg: Config): string[] => cfg.prefixes.map((p) => p.fake);
-const peerPrefixes = (cfg: Config): string[] => cfg.peers.flatMap((p) => p.protect);
 
 /** readProc reads a /proc file of our network namespace; undefined when it is not there. */
 function readProc(path: string): string | undefined {
@@ -163,14 +162,14 @@ export function gateOps(runner: Runner = vforkRunner()) {
     async installGate(cfg: Config): Promise<readonly string[]> {
       await installBlackholes(runner, fakes(cfg));
       const notes = await installRules(cfg);
-      return [...notes, ...(await flushUnsteered(runner, peerPrefixes(cfg)))];
+      return [...notes, ...(await flushUnsteered(runner, buildRulesSpec(rulesInputOf(cfg))))];
     },
     /** install is the operator's `rules install`: the gate then belongs to the operator. */
     async install(cfg: Config): Promise<readonly string[]> {
       markGateOwner(cfg.stateDir, false);
       await installBlackholes(runner, fakes(cfg));
       const notes = await installRules(cfg);
-      return [...notes, ...(await flushUnsteered(runner, peerPrefixes(cfg)))];
+      return [...notes, ...(await flushUnsteered(runner, buildRulesSpec(rulesInputOf(cfg))))];
     },
     /** remove removes what either backend installed of ours, and the blackhole routes. */
     async remove(cfg: Config): Promise<boolean> {
