@@ -14,15 +14,16 @@
  * no delete; when another un-steered UDP flow goes to the same address, that address's un-NATed
  * IKE entries go too, and conntrack makes them again on their next packet (nothing rewrote them).
  */
-import type { Cidr } from '../netfilter/cidr.js';
-import { cidrContains, parseCidr } from '../netfilter/cidr.js';
+import { PrefixTable } from '../datapath/prefix-table.js';
+import { parseCidr } from '../netfilter/cidr.js';
 import type { RulesSpec } from '../netfilter/model.js';
+import { IKE_LOCAL_PORTS } from '../netfilter/render.js';
 import type { Runner } from '../netfilter/runner.js';
 
 /** CONNTRACK_TIMEOUT_MS bounds each conntrack(8) call. */
 const CONNTRACK_TIMEOUT_MS = 10_000;
-/** IKE_PORTS are our UDP ports of IKE and NAT-T (render.ts IKE_LOCAL_PORTS). */
-const IKE_PORTS = new Set(['500', '4500']);
+/** IKE_PORTS are our UDP ports of IKE and NAT-T, as conntrack -L prints them. */
+const IKE_PORTS = new Set(IKE_LOCAL_PORTS.map(String));
 
 /** Unsteered is a peer address and an IP protocol number (conntrack -L's second column) with un-steered flows. */
 export interface Unsteered {
@@ -62,17 +63,19 @@ export function unsteeredPeerAddresses(listing: string, isPeer: (addr: string) =
   return [...out.values()];
 }
 
-/** matcherOf says whether an address lies in one of the given prefixes (or is one of the addresses). */
+/**
+ * matcherOf says whether an address lies in one of the given prefixes (or is one of the
+ * addresses): the data path's longest-prefix tables, so a listing of many entries against
+ * thousands of peers costs one lookup per entry.
+ */
 function matcherOf(list: readonly string[]): (addr: string) => boolean {
-  const cidrs: Cidr[] = [];
+  const t4 = new PrefixTable<true>(4);
+  const t6 = new PrefixTable<true>(6);
   for (const p of list) {
     const c = parseCidr(p);
-    if (c.ok) cidrs.push(c.cidr);
+    if (c.ok) (c.cidr.family === 'v4' ? t4 : t6).insert(c.cidr.addr, c.cidr.prefixLen, true);
   }
-  return (addr: string): boolean => {
-    const c = parseCidr(addr);
-    return c.ok && cidrs.some((p) => cidrContains(p, c.cidr));
-  };
+  return (addr: string): boolean => (addr.includes(':') ? t6 : t4).lookupText(addr) === true;
 }
 
 /**
@@ -82,17 +85,12 @@ function matcherOf(list: readonly string[]): (addr: string) => boolean {
  * conntrack(8): such flows stay blocked until they expire).
  */
 export async function flushUnsteered(runner: Runner, spec: RulesSpec): Promise<string[]> {
-  const peerAddrs = spec.families.flatMap((f) => f.peerAddrs);
-  const prefixes: Cidr[] = [];
-  for (const p of peerAddrs) {
-    const c = parseCidr(p);
-    if (c.ok) prefixes.push(c.cidr);
-  }
-  const isPeer = matcherOf(peerAddrs);
+  const isPeer = matcherOf(spec.families.flatMap((f) => f.peerAddrs));
   const isEndpoint = spec.ike ? matcherOf(spec.families.flatMap((f) => f.endpoints)) : undefined;
   const moved = new Set<string>();
-  for (const family of ['ipv4', 'ipv6'] as const) {
-    if (!prefixes.some((p) => p.family === (family === 'ipv4' ? 'v4' : 'v6'))) continue;
+  for (const f of spec.families) {
+    if (f.peerAddrs.length === 0) continue;
+    const family = f.family === 'v4' ? 'ipv4' : 'ipv6';
     const l = await runner.run('conntrack', ['-L', '-f', family], undefined, CONNTRACK_TIMEOUT_MS);
     if (l.missing) return ['conntrack(8) is not installed (Debian package "conntrack"): flows to peers that began before the gate stay blocked until their conntrack entries expire'];
     // Exit 1 with "0 flow entries": nothing tracked (or no conntrack in this namespace yet).

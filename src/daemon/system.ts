@@ -119,6 +119,15 @@ export function gateOps(runner: Runner = vforkRunner()) {
     }
     return notes;
   };
+  /**
+   * gateIn installs the blackhole routes and the rules, then moves flows that began before the
+   * gate into the tunnel (daemon/conntrack.ts): the daemon's install and the operator's alike.
+   */
+  const gateIn = async (cfg: Config): Promise<readonly string[]> => {
+    await installBlackholes(runner, fakes(cfg));
+    const notes = await installRules(cfg);
+    return [...notes, ...(await flushUnsteered(runner, buildRulesSpec(rulesInputOf(cfg))))];
+  };
   let watched: { cfg: Config; watch: GateWatch } | undefined;
   /** rulesInNfTables: the nft backend, or iptables whose tools say "(nf_tables)" for both families. */
   const rulesInNfTables = async (cfg: Config): Promise<boolean> => {
@@ -159,17 +168,13 @@ export function gateOps(runner: Runner = vforkRunner()) {
       return watch;
     },
     /** installRules installs rules and blackhole routes for the daemon (which owns the gate then). */
-    async installGate(cfg: Config): Promise<readonly string[]> {
-      await installBlackholes(runner, fakes(cfg));
-      const notes = await installRules(cfg);
-      return [...notes, ...(await flushUnsteered(runner, buildRulesSpec(rulesInputOf(cfg))))];
+    installGate(cfg: Config): Promise<readonly string[]> {
+      return gateIn(cfg);
     },
     /** install is the operator's `rules install`: the gate then belongs to the operator. */
-    async install(cfg: Config): Promise<readonly string[]> {
+    install(cfg: Config): Promise<readonly string[]> {
       markGateOwner(cfg.stateDir, false);
-      await installBlackholes(runner, fakes(cfg));
-      const notes = await installRules(cfg);
-      return [...notes, ...(await flushUnsteered(runner, buildRulesSpec(rulesInputOf(cfg))))];
+      return gateIn(cfg);
     },
     /** remove removes what either backend installed of ours, and the blackhole routes. */
     async remove(cfg: Config): Promise<boolean> {
