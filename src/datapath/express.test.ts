@@ -437,7 +437,8 @@ interface InRig {
   readonly sa: InboundSa;
   readonly peerSa: OutboundSa;
   readonly tables: EngineTables;
-  readonly dir: string;
+  /** replayPath is the SA's replay file (FileReplayStore.pathOf). */
+  readonly replayPath: string;
   nextId: number;
   close(): void;
 }
@@ -467,7 +468,7 @@ function inRig(lifetime?: SaLifetime): InRig {
   const engine = new Engine(tables, io.tun, io.sender, rx, { express: true });
   engine.start();
   return {
-    engine, io, rx, sa, tables, dir, nextId: 1,
+    engine, io, rx, sa, tables, replayPath: store.pathOf(SPI), nextId: 1,
     peerSa: new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY }),
     close() {
       engine.stop();
@@ -558,7 +559,7 @@ test('inbound express path: the same TUN bytes, replay window, replay file and c
     delivered += 2;
     assert.equal(await deliver(r, e11, false), undefined, 'and 11 again is a replay');
     // The replay file holds the top the express path wrote (12), before any fold.
-    const file = readFileSync(join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
+    const file = readFileSync(r.replayPath);
     assert.deepEqual([file.readUInt32BE(0), file.readUInt32BE(4)], [0, 12], 'replay top on disk');
     assert.equal(r.rx.stats.replayMapped, 1, 'written through the shared mapping of the file');
     assert.equal(r.sa.replay.topLo, 12, 'the window the engine sees moved too');
@@ -619,7 +620,7 @@ test('inbound express path: with ESPGATE_REPLAY_MMAP=0 the replay top is written
     for (let seq = 1; seq <= 4; seq++) assert.deepEqual(await deliver(rig, espFrom(rig, echo(seq)), true), asBobSees(rig, echo(seq)), `reply ${seq}`);
     assert.equal(rig.rx.stats.expressTaken, 3, 'replies 2-4 by the express path');
     assert.equal(rig.rx.stats.replayMapped, 0, 'no mapping');
-    const file = readFileSync(join(rig.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
+    const file = readFileSync(rig.replayPath);
     assert.deepEqual([file.readUInt32BE(0), file.readUInt32BE(4)], [0, 4], 'replay top on disk');
   } finally {
     r.close();
@@ -632,7 +633,7 @@ test('inbound express path: a replay file truncated under the mapping (SIGBUS on
     const echo = (seq: number): Buffer => icmpEcho(A4, B4, 0, seq);
     for (let seq = 1; seq <= 3; seq++) assert.deepEqual(await deliver(r, espFrom(r, echo(seq)), true), asBobSees(r, echo(seq)), `reply ${seq}`);
     assert.equal(r.rx.stats.replayMapped, 1, 'mapped');
-    const path = join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`);
+    const path = r.replayPath;
     truncateSync(path, 0);
     assert.deepEqual(await deliver(r, espFrom(r, echo(4)), true), asBobSees(r, echo(4)), 'reply 4 after the truncation: delivered');
     assert.equal(r.rx.stats.expressTaken, 3, 'replies 2-4 by the express path');
@@ -680,7 +681,7 @@ test('inbound express path: a whole receive batch, coalesced as the engine would
     assert.equal(r.sa.stats.packets, 1 + inners.length, 'SA packets');
     assert.equal(r.tables.peers.get('alice')?.stats.rxPackets, 1 + inners.length, 'peer rx');
     assert.equal(r.sa.replay.topLo, 1 + inners.length, 'replay top');
-    const file = readFileSync(join(r.dir, `replay-${SPI.toString(16).padStart(8, '0')}.top`));
+    const file = readFileSync(r.replayPath);
     assert.equal(file.readUInt32BE(4), 1 + inners.length, 'replay top on disk');
   } finally {
     r.close();

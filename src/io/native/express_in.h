@@ -36,8 +36,6 @@
 #include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -278,14 +276,9 @@ class ExpressIn {
   // file later is caught by replay_map.h's SIGBUS guard and the SA goes back to pwrite.
   void MapTop(InSa& sa) {
     if (sa.replayFd < 0 || sa.replayMap != nullptr || !mapAllowed_) return;
-    struct stat st;
-    if (fstat(sa.replayFd, &st) != 0 || !S_ISREG(st.st_mode)) {
-      sa.mapTried = true;
-      return;
-    }
-    if (st.st_size < 8) return;
-    sa.mapTried = true;
-    sa.replayMap = replay_map::Map(sa.replayFd, &sa.replaySlot);
+    bool later = false;
+    sa.replayMap = replay_map::Map(sa.replayFd, &sa.replaySlot, &later);
+    sa.mapTried = !later;
   }
 
   static void Unmap(InSa& sa) {

@@ -7,8 +7,9 @@
 // A pwrite would have failed with an errno that the engine counts; the daemon must not die
 // instead. So:
 //
-//   Map(fd, &slot)       maps the first page of a regular file of at least 8 bytes (nullptr
-//                        when it cannot, or when the registry is full) and registers the page.
+//   Map(fd, &slot, &later)  maps the first page of a regular file of at least 8 bytes and
+//                        registers the page; nullptr when it cannot (*later: only because the
+//                        file is still shorter than a record, so a later try may succeed).
 //   Unmap(p, slot)       unregisters and unmaps it.
 //   Store(p, slot, rec)  writes the 8-byte record; false when the page faulted (the guard replaced
 //                        it with anonymous memory, so the store completed harmlessly there): the
@@ -92,9 +93,14 @@ inline bool Install() {
   return installed;
 }
 
-inline uint8_t* Map(int fd, int* slotOut) {
+inline uint8_t* Map(int fd, int* slotOut, bool* later) {
+  *later = false;
   struct stat st;
-  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 8) return nullptr;
+  if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) return nullptr;
+  if (st.st_size < 8) {  // a store past the end of a file would be SIGBUS
+    *later = true;
+    return nullptr;
+  }
   if (sysconf(_SC_PAGESIZE) != 4096 || !Install()) return nullptr;
   void* m = mmap(nullptr, 8, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (m == MAP_FAILED) return nullptr;

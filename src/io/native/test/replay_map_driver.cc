@@ -24,7 +24,8 @@ int main(int argc, char** argv) {
   int fd = OpenEight(dir + "/ours");
   if (fd < 0) return 65;
   int slot = -1;
-  uint8_t* p = espgate::replay_map::Map(fd, &slot);
+  bool later = false;
+  uint8_t* p = espgate::replay_map::Map(fd, &slot, &later);
   if (p == nullptr) return 66;
   uint8_t rec[8] = {0, 0, 0, 0, 0, 0, 0, 42};
   if (!espgate::replay_map::Store(p, slot, rec)) return 67;  // a whole file: no fault
