@@ -230,7 +230,7 @@ test('daemon: the data-path warm-up runs both ways after up, on SA files of its 
     assert.equal(existsSync(join(cfg.stateDir, WARMUP_DIR)), false, '7: its state dir is gone');
     assert.equal(d.engine?.totals.espSent, 0, '8: the real engine sent nothing');
     // The fake system's TUN and sender have no offloads and no batching: status reports that.
-    assert.deepEqual(d.status().dataPath, { tunOffload: false, tcpCoalescing: false, udpCoalescing: 'off', sendBatch: false, warmUp: 'done', batchedReads: false, express: { on: false, flows: 0 } }, '9: status.dataPath');
+    assert.deepEqual(d.status().dataPath, { tunOffload: false, tcpCoalescing: false, udpCoalescing: 'off', sendBatch: false, warmUp: 'done', batchedReads: false, express: { on: false, flows: 0, thread: 'off' } }, '9: status.dataPath');
   } finally {
     await d.stop();
     s.close();

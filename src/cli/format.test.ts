@@ -19,7 +19,7 @@ function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatu
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
     tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
     drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0,
-    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1 } }, ...over,
+    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1, thread: 'on' } }, ...over,
   };
 }
 

@@ -19,7 +19,7 @@ function fakeStatus(): DaemonStatus {
     }],
     queue: { num: 0, waiting: 2, queueDropped: 5, userDropped: 1 },
     reloads: 1,
-    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1 } },
+    dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1, thread: 'on' } },
   };
 }
 

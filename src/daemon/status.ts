@@ -95,8 +95,11 @@ export interface DaemonStatus {
     readonly sendBatch: boolean; readonly warmUp: 'running' | 'done' | 'codec-only' | 'off';
     /** batchedReads: TUN reads go many packets per system call (io_uring); false: one read(2) per packet. */
     readonly batchedReads: boolean;
-    /** express: the TUN addon's path for lone outbound packets; flows it has learned since the tables last changed. */
-    readonly express: { readonly on: boolean; readonly flows: number };
+    /**
+     * express: the addons' paths for packets of learned flows; flows they have learned since the
+     * tables last changed; thread: 'on' when they run on their own thread, 'off', or why it failed.
+     */
+    readonly express: { readonly on: boolean; readonly flows: number; readonly thread: string };
   };
 }
 
@@ -182,7 +185,7 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     reloads: d.reloads,
     dataPath: {
       tunOffload: fast?.tunOffload ?? false, tcpCoalescing: fast?.tcpCoalescing ?? false, udpCoalescing: fast?.udpCoalescing ?? 'off',
-      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp, batchedReads: fast?.batchedReads ?? false, express: e?.express ?? { on: false, flows: 0 },
+      sendBatch: fast?.sendBatch ?? false, warmUp: d.warmUp, batchedReads: fast?.batchedReads ?? false, express: e?.express ?? { on: false, flows: 0, thread: 'off' },
     },
   };
 }

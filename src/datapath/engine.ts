@@ -56,7 +56,7 @@ import { sealEsp, openEsp, parseEspHeader, ESP_HEADROOM, ESP_MAX_TAILROOM, NEXT_
 import type { Sadb } from '../esp/sadb.js';
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import type { Tracer } from './trace.js';
-import { ExpressIn, ExpressOut, defaultExpress } from './express.js';
+import { ExpressIn, ExpressOut, defaultExpress, defaultExpressThread } from './express.js';
 import { addr } from './trace.js';
 
 /** HEADROOM is reserved in front of each TUN read: ESP header + IV, so sealEsp works in place. */
@@ -258,11 +258,20 @@ export class Engine {
   /** udpGroRefused: the kernel refused a coalesced UDP write, so UDP is written datagram by datagram. */
   udpGroRefused = false;
 
+  /** #expressThread: start() hands the express paths to their own thread (express_loop.h). */
+  readonly #expressThread: boolean;
+  /** #threadState says what start() did about the express thread (status). */
+  #threadState = 'off';
+
   /**
    * opts.express (default: on unless ESPGATE_EXPRESS=0) lets packets of learned flows go through
-   * the addons' express paths when the TUN, the sender and the receiver offer them.
+   * the addons' express paths when the TUN, the sender and the receiver offer them;
+   * opts.expressThread (default: on unless ESPGATE_EXPRESS_THREAD=0) runs those paths on a
+   * thread of their own, off the event loop.
    */
-  constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver, opts: { readonly express?: boolean } = {}) {
+  constructor(tables: EngineTables, tun: TunDevice, sender: EspSender, receiver: EspReceiver,
+    opts: { readonly express?: boolean; readonly expressThread?: boolean } = {}) {
+    this.#expressThread = opts.expressThread ?? defaultExpressThread();
     this.#tables = tables;
     this.#tun = tun;
     this.#sender = sender;
@@ -315,11 +324,15 @@ export class Engine {
     this.#expressIn?.fold(this.totals, this.#dropInN);
   }
 
-  /** express says whether the express paths are on and how many flows they have learned (both directions). */
-  get express(): { readonly on: boolean; readonly flows: number } {
+  /**
+   * express says whether the express paths are on, how many flows they have learned (both
+   * directions), and whether they run on their own thread ('on', 'off', or why it failed).
+   */
+  get express(): { readonly on: boolean; readonly flows: number; readonly thread: string } {
     return {
       on: this.#express !== undefined || this.#expressIn !== undefined,
       flows: (this.#express?.flows ?? 0) + (this.#expressIn?.flows ?? 0),
+      thread: this.#threadState,
     };
   }
 
@@ -404,6 +417,7 @@ export class Engine {
     this.#tun.onReadable(() => this.drainTun());
     if (this.#gro === undefined) {
       this.#receiver.start((pkt) => this.handleEsp(pkt));
+      this.#offload();
       return;
     }
     this.#receiver.start((pkt) => {
@@ -418,6 +432,26 @@ export class Engine {
       this.flushInbound();
       this.#inboundBatchEnd();
     });
+    this.#offload();
+  }
+
+  /**
+   * #offload hands the express paths to their own thread (src/io/native/express_loop.h): the TUN
+   * first, then the receiver joins it. From then on the engine's reads and writes of their state
+   * arrays go through the addons' lock (datapath/express.ts), and drainTun and the receive
+   * callbacks run only while the main loop owns the fd (the addons hand it back for them). A
+   * failure leaves the paths on the event loop, as before, and says why in `express.thread`.
+   */
+  #offload(): void {
+    if (!this.#expressThread || this.#express === undefined) return;
+    try {
+      const loop = this.#tun.express?.loop?.();
+      if (loop === undefined) return;
+      if (this.#expressIn !== undefined) this.#receiver.express?.offload?.(loop);
+      this.#threadState = 'on';
+    } catch (e) {
+      this.#threadState = `failed: ${e instanceof Error ? e.message : String(e)}`;
+    }
   }
 
   /**
@@ -763,7 +797,19 @@ export class Engine {
     this.totals.espUdpReceived++;
     const timing = this.onTiming;
     const t0 = timing === undefined ? 0 : performance.now();
-    const r = this.handleInboundUdp(pkt, off, len, src);
+    // The SA may be one the express thread opens ESP for too (the peer moved to UDP): its replay
+    // window is shared, so it is checked and moved under the addon's lock.
+    const ex = this.#expressIn;
+    let r: DropReason | 'ok';
+    if (ex === undefined) r = this.handleInboundUdp(pkt, off, len, src);
+    else {
+      ex.lock();
+      try {
+        r = this.handleInboundUdp(pkt, off, len, src);
+      } finally {
+        ex.unlock();
+      }
+    }
     if (r !== 'ok') this.#drop(r, 'in', pkt, off);
     timing?.('in', 1, (performance.now() - t0) / 1000);
     if (this.trace !== undefined) this.#traceIn(pkt, off, len, len, addr(src, 0, family), ` port ${srcPort} (UDP)`, r);

@@ -80,19 +80,22 @@ interface Rig {
   readonly ref: OutboundSa;
   readonly tables: EngineTables;
   jsBatches: number;
+  /** offloaded: the express thread reads the TUN now (express_loop.h). */
+  offloaded(): boolean;
   close(): void;
 }
 
-function rig(vnet: boolean, sa: OutboundSa, ref: OutboundSa): Rig {
+function rig(vnet: boolean, sa: OutboundSa, ref: OutboundSa, expressThread = true): Rig {
   const tun = openStandInTun('xp', vnet, vnet);
   const sink = openStandInTun('xp-esp', false, false);
   assert.ok(tun !== undefined && sink !== undefined && raw !== undefined);
   const io = openStandInIo({ tun, sender: new NativeEspSender(raw, sink.fd, sink.fd) });
   assert.ok(io !== undefined);
   const tables = tablesWith(sa);
-  const engine = new Engine(tables, io.tun, io.sender, idleReceiver, { express: true });
+  const engine = new Engine(tables, io.tun, io.sender, idleReceiver, { express: true, expressThread });
   const r: Rig = {
     io, engine, sa, ref, tables, jsBatches: 0,
+    offloaded: () => 'offloaded' in io.tun && io.tun.offloaded === true,
     close() {
       engine.stop();
       io.close();
@@ -126,6 +129,11 @@ async function sendOne(r: Rig, vnet: boolean, pkt: Buffer, hdr?: Uint8Array): Pr
     n = r.io.takeSent(got);
   }
   assert.ok(n > 0, 'something was sent');
+  return [got.subarray(0, n), refSeal(r, vnet, pkt, h), r.jsBatches !== before];
+}
+
+/** refSeal is what the engine's own path would send for pkt (behind h with vnet): the reference SA's next seal. */
+function refSeal(r: Rig, vnet: boolean, pkt: Buffer, h: Uint8Array): Buffer {
   const want = Buffer.alloc(2048);
   pkt.copy(want, HEADROOM);
   if (vnet && (h[0] & 1) !== 0) {
@@ -136,7 +144,12 @@ async function sendOne(r: Rig, vnet: boolean, pkt: Buffer, hdr?: Uint8Array): Pr
   assert.equal(rewriteOutbound(want, HEADROOM, pkt.length, r.tables.offsets), 'ok');
   const m = sealEsp(r.ref, want, HEADROOM, pkt.length, want, 0);
   assert.equal(typeof m, 'number');
-  return [got.subarray(0, n), want.subarray(0, m as number), r.jsBatches !== before];
+  return want.subarray(0, m as number);
+}
+
+/** blockMain holds the main thread for ms: no event loop, no JavaScript callback runs meanwhile. */
+function blockMain(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 test('express path: the same ESP bytes as the engine, for every packet kind it takes and those it leaves', { skip }, async () => {
@@ -182,7 +195,7 @@ test('express path: the same ESP bytes as the engine, for every packet kind it t
       assert.equal(sa.stats.bytes, ref.stats.bytes, `vnet ${vnet}: SA bytes`);
       assert.equal(sa.seqLo, sent, `vnet ${vnet}: the SA's sequence number`);
       assert.ok(peer !== undefined && peer.stats.lastTxMs > 0 && sa.stats.lastUsedMs > 0, `vnet ${vnet}: last use stamped`);
-      assert.deepEqual(r.engine.express, { on: true, flows: 2 }, `vnet ${vnet}: two flows (IPv4, IPv6)`);
+      assert.deepEqual(r.engine.express, { on: true, flows: 2, thread: 'on' }, `vnet ${vnet}: two flows (IPv4, IPv6), on the express thread`);
       // New tables, or a trace: every flow forgotten, the next packet goes through the engine.
       r.engine.setTables(r.tables);
       assert.equal(r.engine.express.flows, 0, `vnet ${vnet}: setTables forgets flows`);
@@ -194,6 +207,52 @@ test('express path: the same ESP bytes as the engine, for every packet kind it t
     } finally {
       r.close();
     }
+  }
+});
+
+test('express thread: a learned flow leaves while the main thread is blocked; without the thread it waits for the event loop', { skip }, async () => {
+  for (const thread of [true, false]) {
+    const sa = new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY });
+    const ref = new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY });
+    const r = rig(true, sa, ref, thread);
+    try {
+      assert.equal(r.offloaded(), false, `thread ${thread}: the event loop reads the TUN until a flow is known`);
+      const [g1, w1, e1] = await sendOne(r, true, icmpEcho(A4, B4_FAKE, 8, 1));
+      assert.deepEqual(g1, w1);
+      assert.equal(e1, true, 'the engine learns the flow');
+      assert.equal(r.offloaded(), thread, `thread ${thread}: the express thread takes the TUN once the flow is known`);
+      for (let seq = 2; seq < 6; seq++) {
+        const pkt = icmpEcho(A4, B4_FAKE, 8, seq);
+        const hdr = new Uint8Array(VNET_HDR_LEN);
+        assert.equal(r.io.feedTun(hdr, pkt, 0, pkt.length), true);
+        blockMain(40);
+        const got = Buffer.alloc(2048);
+        let n = r.io.takeSent(got);
+        if (thread) assert.ok(n > 0, `echo ${seq}: sealed and sent by the express thread while the main thread was blocked`);
+        else {
+          assert.equal(n, -1, `echo ${seq}: without the thread, nothing leaves until the event loop turns`);
+          for (let i = 0; i < 400 && n < 0; i++) {
+            await turn();
+            n = r.io.takeSent(got);
+          }
+        }
+        assert.deepEqual(got.subarray(0, n), refSeal(r, true, pkt, hdr), `thread ${thread}, echo ${seq}: the engine's bytes`);
+      }
+      assert.equal(r.jsBatches, 1, `thread ${thread}: the engine's own path ran for the first packet only`);
+      r.engine.syncExpress();
+      assert.equal(sa.seqLo, 5, `thread ${thread}: the SA's sequence number after the express thread's seals`);
+      assert.equal(r.engine.totals.espSent, 5);
+      assert.equal(r.engine.express.thread, thread ? 'on' : 'off');
+      // Forgetting the flows hands the TUN back: the next packet is the engine's again, in order.
+      r.engine.setTables(r.tables);
+      const [g2, w2, e2] = await sendOne(r, true, icmpEcho(A4, B4_FAKE, 8, 6));
+      assert.deepEqual(g2, w2);
+      assert.equal(e2, true, `thread ${thread}: the engine's path after the flows were forgotten`);
+      assert.equal(r.offloaded(), thread, `thread ${thread}: relearned, the thread takes the TUN again`);
+    } finally {
+      r.close();
+    }
+    assert.equal(r.offloaded(), false, 'closed: nothing offloaded');
   }
 });
 
@@ -440,10 +499,12 @@ interface InRig {
   /** replayPath is the SA's replay file (FileReplayStore.pathOf). */
   readonly replayPath: string;
   nextId: number;
+  /** offloaded: the express thread reads the queue now (express_loop.h). */
+  offloaded(): boolean;
   close(): void;
 }
 
-function inRig(lifetime?: SaLifetime): InRig {
+function inRig(lifetime?: SaLifetime, expressThread = true): InRig {
   const tun = openStandInTun('xpi', true, true);
   const sink = openStandInTun('xpi-esp', false, false);
   assert.ok(tun !== undefined && sink !== undefined && raw !== undefined);
@@ -465,10 +526,11 @@ function inRig(lifetime?: SaLifetime): InRig {
   sadb.addInbound(sa);
   const tables: EngineTables = { offsets, peerByDst4: new PrefixTable(4), peerByDst6: new PrefixTable(6), local4, local6, sadb, peers: new Map([['alice', peer]]) };
   const rx = new NativeNfqueueReceiver({ queueNum: 0, standIn: true });
-  const engine = new Engine(tables, io.tun, io.sender, rx, { express: true });
+  const engine = new Engine(tables, io.tun, io.sender, rx, { express: true, expressThread });
   engine.start();
   return {
     engine, io, rx, sa, tables, replayPath: store.pathOf(SPI), nextId: 1,
+    offloaded: () => rx.offloaded,
     peerSa: new OutboundSa({ spi: SPI, algorithm: 'aes128gcm16', keyMaterial: KEY }),
     close() {
       engine.stop();
@@ -650,7 +712,9 @@ test('inbound express path: a replay file truncated under the mapping (SIGBUS on
 });
 
 test('inbound express path: a whole receive batch, coalesced as the engine would, up to the first packet it leaves', { skip }, async () => {
-  const r = inRig();
+  // On the event loop: the messages below are written one by one, and the express thread would
+  // take them as they come, in batches of its own; the batch code is the same on either side.
+  const r = inRig(undefined, false);
   try {
     const tcp = (seq: number, flags: number, len = 1000): Buffer => buildIpPacket({ src: A4, dst: B4, protocol: 6,
       payload: tcpSegment({ srcPort: 5201, dstPort: 40000, seq, flags, payload: Buffer.alloc(len, seq & 0xff) }) });
@@ -685,6 +749,54 @@ test('inbound express path: a whole receive batch, coalesced as the engine would
     assert.equal(file.readUInt32BE(4), 1 + inners.length, 'replay top on disk');
   } finally {
     r.close();
+  }
+});
+
+test('inbound express thread: a learned flow is delivered while the main thread is blocked; without the thread it waits for the event loop', { skip }, async () => {
+  for (const thread of [true, false]) {
+    const r = inRig(undefined, thread);
+    try {
+      assert.equal(r.offloaded(), false, `thread ${thread}: the event loop reads the queue until a flow is known`);
+      const first = icmpEcho(A4, B4, 0, 1);
+      assert.deepEqual(await deliver(r, espFrom(r, first), true), asBobSees(r, first), 'the engine opens the first reply and learns the flow');
+      assert.equal(r.offloaded(), thread, `thread ${thread}: the express thread takes the queue once the flow is known`);
+      const sent: Buffer[] = [];
+      for (let seq = 2; seq < 6; seq++) {
+        const inner = icmpEcho(A4, B4, 0, seq);
+        const esp = espFrom(r, inner);
+        sent.push(esp);
+        writeSync(r.rx.peerFd, nfqMessage(r.nextId++, esp));
+        blockMain(40);
+        const got = Buffer.alloc(4096);
+        let n = r.io.takeWritten(got);
+        if (thread) assert.ok(n > 0, `reply ${seq}: opened and written by the express thread while the main thread was blocked`);
+        else {
+          assert.equal(n, -1, `reply ${seq}: without the thread, nothing is written until the event loop turns`);
+          for (let i = 0; i < 400 && n < 0; i++) {
+            await turn();
+            n = r.io.takeWritten(got);
+          }
+        }
+        assert.deepEqual(Buffer.from(got.subarray(VNET_HDR_LEN, n)), asBobSees(r, inner), `thread ${thread}, reply ${seq}: the engine's bytes`);
+      }
+      assert.equal(r.rx.stats.expressTaken, 4, `thread ${thread}: the express path took replies 2-5`);
+      r.engine.syncExpress();
+      assert.equal(r.engine.totals.tunWritten, 5);
+      assert.equal(r.sa.stats.packets, 5);
+      assert.equal(r.sa.replay.topLo, 5, `thread ${thread}: the replay window moved with the express thread`);
+      assert.equal(readFileSync(r.replayPath).readUInt32BE(4), 5, `thread ${thread}: the replay top on disk`);
+      // A replay of reply 3 while the thread owns the queue: handed to the engine, dropped and
+      // counted; the next reply is the express path's again.
+      assert.equal(await deliver(r, sent[1], false), undefined, 'the replay is not written');
+      r.engine.syncExpress();
+      assert.equal((r.engine.drops.counts as Record<string, number>)['replay'], 1, `thread ${thread}: the replay dropped and counted by the engine`);
+      const last = icmpEcho(A4, B4, 0, 6);
+      assert.deepEqual(await deliver(r, espFrom(r, last), true), asBobSees(r, last));
+      assert.equal(r.rx.stats.expressTaken, 5, `thread ${thread}: the reply after the replay went the express way`);
+    } finally {
+      r.close();
+    }
+    assert.equal(r.offloaded(), false, 'closed: nothing offloaded');
   }
 });
 

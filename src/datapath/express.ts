@@ -17,7 +17,11 @@
  *            counters (and 'send-error' drops) whenever the engine runs its own path, and before
  *            anyone reads the counters (Engine.syncExpress). Nothing is counted twice: the
  *            array's counters are zeroed as they are folded.
- * ESPGATE_EXPRESS=0 turns it off.
+ *   thread   the addons may run their paths on a thread of their own (src/io/native/express_loop.h):
+ *            then the engine's own path runs only while the main loop owns the fd (the addon
+ *            hands it back for that), and every read or write of a state array here, wherever
+ *            it is called from, happens under the addon's lock (ExpressTable.lock).
+ * ESPGATE_EXPRESS=0 turns it off; ESPGATE_EXPRESS_THREAD=0 keeps it on the event loop.
  */
 import type { DropReason } from '../drops.js';
 import type { InboundSa, OutboundSa, SaLifetime, SaStats } from '../esp/sa.js';
@@ -46,6 +50,14 @@ const SALT_LEN = 4;
 /** defaultExpress reads ESPGATE_EXPRESS (on unless '0'). */
 export function defaultExpress(): boolean {
   return process.env['ESPGATE_EXPRESS'] !== '0';
+}
+
+/**
+ * defaultExpressThread reads ESPGATE_EXPRESS_THREAD (on unless '0'): the express paths run on
+ * their own thread (src/io/native/express_loop.h) instead of the main event loop.
+ */
+export function defaultExpressThread(): boolean {
+  return process.env['ESPGATE_EXPRESS_THREAD'] !== '0';
 }
 
 /** ExpressTotals are the engine counters the fold adds to. */
@@ -120,7 +132,12 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
     if (e === undefined) return undefined;
     this.entries.push(e);
     this.#bySa.set(sa, slot);
-    this.arm(e);
+    this.lock();
+    try {
+      this.arm(e);
+    } finally {
+      this.unlock();
+    }
     return slot;
   }
 
@@ -133,10 +150,24 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
   /** rearm hands every SA a fresh budget (after the engine's own path used it). */
   rearm(): void {
     const entries = this.entries;
-    for (let i = 0; i < entries.length; i++) this.arm(entries[i]);
+    if (entries.length === 0) return;
+    this.lock();
+    try {
+      for (let i = 0; i < entries.length; i++) this.arm(entries[i]);
+    } finally {
+      this.unlock();
+    }
   }
 
   protected abstract arm(e: E): void;
+
+  /**
+   * lock and unlock are the addon's express lock: the express thread (src/io/native/express_loop.h)
+   * holds it while it seals or opens, so every read and write of the state arrays here happens
+   * under it. Recursive.
+   */
+  abstract lock(): void;
+  abstract unlock(): void;
 
   /** forget drops every slot and flow on this side (the addon's clear() is the caller's). */
   protected forget(): void {
@@ -146,7 +177,11 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
   }
 }
 
-/** ExpressOut drives one TUN's express path for one engine. Main thread only. */
+/**
+ * ExpressOut drives one TUN's express path for one engine. Called on the main thread; the state
+ * arrays are shared with the express thread when it runs (engine #offload), so they are read and
+ * written under the addon's lock.
+ */
 export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
   readonly #tun: ExpressTun;
   readonly #fd: (family: Family) => number;
@@ -189,6 +224,16 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
    */
   fold(totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
     const entries = this.entries;
+    if (entries.length === 0) return;
+    this.lock();
+    try {
+      this.#fold(entries, totals, drop);
+    } finally {
+      this.unlock();
+    }
+  }
+
+  #fold(entries: readonly Entry[], totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;
@@ -237,6 +282,14 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
   reset(): void {
     this.#tun.clear();
     this.forget();
+  }
+
+  lock(): void {
+    this.#tun.lock();
+  }
+
+  unlock(): void {
+    this.#tun.unlock();
   }
 }
 
@@ -306,6 +359,16 @@ export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
   /** fold adds what the addon counted to the SAs, peers, totals and drops, and saves each moved replay top again for the store's flush. */
   fold(totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
     const entries = this.entries;
+    if (entries.length === 0) return;
+    this.lock();
+    try {
+      this.#fold(entries, totals, drop);
+    } finally {
+      this.unlock();
+    }
+  }
+
+  #fold(entries: readonly InEntry[], totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;
@@ -348,5 +411,13 @@ export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
   reset(): void {
     this.#nfq.clear();
     this.forget();
+  }
+
+  lock(): void {
+    this.#nfq.lock();
+  }
+
+  unlock(): void {
+    this.#nfq.unlock();
   }
 }

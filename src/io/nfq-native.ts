@@ -36,6 +36,10 @@ interface NativeNfqSocket {
   expressSa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, outer: Uint8Array, words: Uint32Array, top: Uint32Array, window: number, replayFd: number, tunFd: number, vnet: boolean): void;
   expressFlow(slot: number, family: number, src: Uint8Array, dst: Uint8Array, fake: Uint8Array): number;
   expressClear(): void;
+  offload(loop: object): void;
+  lock(): void;
+  unlock(): void;
+  readonly offloaded: boolean;
 }
 interface NfqAddon {
   NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean) => NativeNfqSocket;
@@ -86,7 +90,18 @@ export class NativeNfqueueReceiver implements EspReceiver {
     },
     flow: (slot, family, src, dst, fake) => this.#sock?.expressFlow(slot, family, src, dst, fake) ?? 0,
     clear: () => { this.#sock?.expressClear(); },
+    lock: () => { this.#sock?.lock(); },
+    unlock: () => { this.#sock?.unlock(); },
+    offload: (loop) => {
+      if (this.#sock === undefined) throw new GatewayError('ERR_NFQUEUE', 'express path: the queue is not started');
+      this.#sock.offload(loop.token);
+    },
   };
+
+  /** offloaded says whether the express thread reads the queue right now (tests, status). */
+  get offloaded(): boolean {
+    return this.#sock?.offloaded ?? false;
+  }
   #callbackErrors = 0;
   #lastError = '';
 

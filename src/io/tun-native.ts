@@ -16,7 +16,7 @@ import {
   validateTunName,
 } from './tun-common.js';
 import type { TunDeviceExt, TunOptions } from './tun-common.js';
-import type { ExpressTun } from './types.js';
+import type { ExpressLoopHandle, ExpressTun } from './types.js';
 import { NATIVE_BUILD_DIR, loadAddon } from './native-addon.js';
 import { TUN_F_CSUM, TUN_OFFLOAD_TSO } from './vnet.js';
 
@@ -41,10 +41,21 @@ interface NativeTunQueue {
   expressSa(slot: number, state: Float64Array, spi: number, key: Uint8Array, salt: Uint8Array, fd: number, family: number, endpoint: Uint8Array): void;
   expressFlow(family: number, src: Uint8Array, fake: Uint8Array, real: Uint8Array, slot: number): number;
   expressClear(): void;
+  offload(loop: object): void;
+  lock(): void;
+  unlock(): void;
+  readonly offloaded: boolean;
+}
+
+/** The addon's ExpressLoop (express_loop.h): the express paths' thread; api is the token the queues attach with. */
+interface NativeExpressLoop {
+  readonly api: object;
+  close(): void;
 }
 
 interface NativeAddon {
   TunQueue: new (path: string, name: string, flags: number) => NativeTunQueue;
+  ExpressLoop: new () => NativeExpressLoop;
 }
 
 const OPEN_MULTI_QUEUE = 1;
@@ -78,6 +89,8 @@ class NativeTun implements TunDeviceExt {
   readonly writeVnet: ((hdr: Uint8Array, buf: Buffer, offset: number, length: number) => boolean) | undefined;
   readonly #q: NativeTunQueue;
   #closed = false;
+  /** #loop is the express thread this queue started (express.loop()), closed with the queue. */
+  #loop: NativeExpressLoop | undefined;
   /** express is the addon's path for outbound packets of learned flows (datapath/express.ts drives it). */
   readonly express: ExpressTun;
 
@@ -93,7 +106,32 @@ class NativeTun implements TunDeviceExt {
       flow: (family, src, fake, real, slot) => (this.#closed ? 0 : q.expressFlow(family, src, fake, real, slot)),
       clear: () => q.expressClear(),
       tunFd: () => this.fd,
+      lock: () => q.lock(),
+      unlock: () => q.unlock(),
+      loop: () => this.#expressLoop(),
     };
+  }
+
+  /** offloaded says whether the express thread reads the TUN right now (tests, status). */
+  get offloaded(): boolean {
+    return !this.#closed && this.#q.offloaded;
+  }
+
+  #expressLoop(): ExpressLoopHandle | undefined {
+    if (this.#closed) return undefined;
+    if (this.#loop === undefined) {
+      const mod = loadNativeAddon();
+      if (mod === undefined) return undefined;
+      const loop = new mod.ExpressLoop();
+      try {
+        this.#q.offload(loop.api);
+      } catch (e) {
+        loop.close();
+        throw e;
+      }
+      this.#loop = loop;
+    }
+    return { token: this.#loop.api };
   }
 
   #writeVnet(hdr: Uint8Array, buf: Buffer, offset: number, length: number): boolean {
@@ -150,6 +188,8 @@ class NativeTun implements TunDeviceExt {
     if (this.#closed) return;
     this.#closed = true;
     this.#q.close();
+    this.#loop?.close();
+    this.#loop = undefined;
   }
 
   /** #gone closes the device and throws: a fatal read/write error (style: it closes the device). */

@@ -64,6 +64,19 @@ export interface ExpressTun {
   clear(): void;
   /** tunFd is the TUN's descriptor (the NFQUEUE addon's express path writes inner packets to it), -1 once closed. */
   tunFd(): number;
+  /** lock and unlock bracket the engine's reads and writes of the SA state arrays (the express thread seals under the same lock). */
+  lock(): void;
+  unlock(): void;
+  /**
+   * loop starts the express paths' own thread (src/io/native/express_loop.h), once, and hands it
+   * this TUN; the handle lets the receiver join it. Undefined when there is none (closed, not built).
+   */
+  loop?(): ExpressLoopHandle | undefined;
+}
+
+/** ExpressLoopHandle is the express thread of a TUN, for ExpressNfq.offload: opaque. */
+export interface ExpressLoopHandle {
+  readonly token: object;
 }
 
 /**
@@ -77,6 +90,11 @@ export interface ExpressNfq {
   flow(slot: number, family: Family, src: Uint8Array, dst: Uint8Array, fake: Uint8Array): number;
   /** clear forgets every flow and SA. */
   clear(): void;
+  /** lock and unlock bracket the engine's reads and writes of the inbound state arrays and of the replay windows the express thread shares. */
+  lock(): void;
+  unlock(): void;
+  /** offload hands the queue's express path to the TUN's express thread (ExpressTun.loop). */
+  offload?(loop: ExpressLoopHandle): void;
 }
 
 /** AddressFamily of an outer (tunnel) address. */

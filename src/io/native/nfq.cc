@@ -123,6 +123,10 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
             InstanceMethod<&NfqSocket::ExpressSa>("expressSa"),
             InstanceMethod<&NfqSocket::ExpressFlow>("expressFlow"),
             InstanceMethod<&NfqSocket::ExpressClear>("expressClear"),
+            InstanceMethod<&NfqSocket::Offload>("offload"),
+            InstanceMethod<&NfqSocket::Lock>("lock"),
+            InstanceMethod<&NfqSocket::Unlock>("unlock"),
+            InstanceAccessor<&NfqSocket::GetOffloaded>("offloaded"),
             InstanceAccessor<&NfqSocket::Fd>("fd"),
             InstanceAccessor<&NfqSocket::PeerFd>("peerFd"),
         });
@@ -440,6 +444,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       Napi::RangeError::New(env, "expressSlots: buf too small for that many slots").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());  // the express thread reads into these
     exBufRef_ = Napi::Persistent(buf);
     exOffsRef_ = Napi::Persistent(offs);
     exLensRef_ = Napi::Persistent(lens);
@@ -476,6 +481,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       Napi::RangeError::New(env, "salt must be 4 bytes").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     const char* err = express_.AddSa(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>(),
                                      info[2].As<Napi::Number>().Uint32Value(), key.Data(), key.ByteLength(), salt.Data(),
                                      outer.Data(), outer.ByteLength(), info[6].As<Napi::Uint32Array>(), info[7].As<Napi::Uint32Array>(),
@@ -504,12 +510,46 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       Napi::RangeError::New(env, "expressFlow: addresses shorter than the family's").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     return Napi::Number::New(env, express_.AddFlow(info[0].As<Napi::Number>().Int32Value(), family, src.Data(), dst.Data(), fake.Data()));
   }
 
   Napi::Value ExpressClear(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     express_.Clear();
     return info.Env().Undefined();
+  }
+
+  // offload(loop: External from the TUN addon's ExpressLoop.api): the express path runs on that
+  // loop's thread whenever it can take what comes (express_loop.h). poll and expressSlots first.
+  Napi::Value Offload(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsExternal()) {
+      Napi::TypeError::New(env, "offload(loop: External)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    poller_.Offload(env, info[0].As<Napi::External<espgate::ExpressLoopApi>>().Data(), &NfqSocket::ExpressReady);
+    return env.Undefined();
+  }
+
+  // lock() / unlock(): the express lock, around JS reads and writes of the inbound SA state
+  // arrays and replay windows (datapath/express.ts): the loop thread holds it while it opens.
+  Napi::Value Lock(const Napi::CallbackInfo& info) {
+    poller_.Lock();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unlock(const Napi::CallbackInfo& info) {
+    poller_.Unlock();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), poller_.offloaded()); }
+
+  // ExpressReady: the loop thread may take the fd (flows known, slots set, nothing stashed).
+  static bool ExpressReady(void* arg) {
+    NfqSocket* q = static_cast<NfqSocket*>(arg);
+    return q->express_.Armed() && q->exBase_ != nullptr && q->fd_ >= 0 && !q->stashPending_;
   }
 
   // ExpressPre runs before the JS callback on each readable event while flows are known: it
@@ -556,6 +596,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   Napi::Value Stats(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     Napi::Object o = Napi::Object::New(env);
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());  // the loop thread counts too
     o.Set("received", Napi::Number::New(env, static_cast<double>(received_)));
     o.Set("truncated", Napi::Number::New(env, static_cast<double>(truncated_)));
     o.Set("batches", Napi::Number::New(env, static_cast<double>(batches_)));

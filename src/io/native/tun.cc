@@ -117,6 +117,10 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
             InstanceMethod<&TunQueue::ExpressSa>("expressSa"),
             InstanceMethod<&TunQueue::ExpressFlow>("expressFlow"),
             InstanceMethod<&TunQueue::ExpressClear>("expressClear"),
+            InstanceMethod<&TunQueue::Offload>("offload"),
+            InstanceMethod<&TunQueue::Lock>("lock"),
+            InstanceMethod<&TunQueue::Unlock>("unlock"),
+            InstanceAccessor<&TunQueue::GetOffloaded>("offloaded"),
         });
     exports.Set("TunQueue", ctor);
     return exports;
@@ -533,6 +537,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       Napi::RangeError::New(env, "expressSlot: no buffers").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());  // the express thread reads into these
     for (uint32_t i = 0; i < count; i++) {
       uint8_t* buf = nullptr;
       size_t bufLen = 0;
@@ -572,6 +577,7 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       Napi::RangeError::New(env, "endpoint must be 4 bytes (family 4) or 16 (family 6)").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     const char* err = express_.AddSa(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Float64Array>(),
                                      info[2].As<Napi::Number>().Uint32Value(), key, keyLen, salt,
                                      info[5].As<Napi::Number>().Int32Value(), family, ep);
@@ -595,13 +601,47 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
       Napi::RangeError::New(env, "expressFlow: addresses shorter than the family's").ThrowAsJavaScriptException();
       return env.Undefined();
     }
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     return Napi::Number::New(env, express_.AddFlow(family, src, fake, real, info[4].As<Napi::Number>().Int32Value()));
   }
 
   // expressClear(): forget every flow and SA (tables changed, a trace started, the SA rekeyed).
   Napi::Value ExpressClear(const Napi::CallbackInfo& info) {
+    std::lock_guard<std::recursive_timed_mutex> g(poller_.mu());
     express_.Clear();
     return info.Env().Undefined();
+  }
+
+  // offload(loop: External from ExpressLoop.api): from now on the express path runs on that
+  // loop's thread whenever it can take what comes (express_loop.h). poll and expressSlot first.
+  Napi::Value Offload(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsExternal()) {
+      Napi::TypeError::New(env, "offload(loop: External)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    poller_.Offload(env, info[0].As<Napi::External<espgate::ExpressLoopApi>>().Data(), &TunQueue::ExpressReady);
+    return env.Undefined();
+  }
+
+  // lock() / unlock(): the express lock, around JS reads and writes of the SA state arrays
+  // (datapath/express.ts): the loop thread holds it while it seals.
+  Napi::Value Lock(const Napi::CallbackInfo& info) {
+    poller_.Lock();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Unlock(const Napi::CallbackInfo& info) {
+    poller_.Unlock();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), poller_.offloaded()); }
+
+  // ExpressReady: the loop thread may take the fd (flows known, slots set, nothing stashed).
+  static bool ExpressReady(void* arg) {
+    TunQueue* q = static_cast<TunQueue*>(arg);
+    return q->express_.Armed() && q->exCount_ > 0 && q->fd_ >= 0 && q->stashN_ == 0;
   }
 
   // ExpressPre runs before the JS callback on each readable event: while flows are known it
@@ -721,8 +761,55 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
   int32_t res_[espgate::kUringMaxReads];
 };
 
+// ExpressLoop: the express paths' thread (express_loop.h), shared by this TUN's queue and the
+// NFQUEUE socket through `api`. close() drops the JS object's reference (idempotent); the thread
+// stops when the queues that use it have closed too.
+class ExpressLoopWrap : public Napi::ObjectWrap<ExpressLoopWrap> {
+ public:
+  static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+    Napi::Function ctor = DefineClass(env, "ExpressLoop",
+                                      {
+                                          InstanceAccessor<&ExpressLoopWrap::GetApi>("api"),
+                                          InstanceMethod<&ExpressLoopWrap::Close>("close"),
+                                      });
+    exports.Set("ExpressLoop", ctor);
+    return exports;
+  }
+
+  explicit ExpressLoopWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ExpressLoopWrap>(info) {
+    const char* err = nullptr;
+    loop_ = espgate::ExpressLoop::Create(&err);
+    if (loop_ == nullptr) Napi::Error::New(info.Env(), err != nullptr ? err : "express loop failed").ThrowAsJavaScriptException();
+  }
+
+  ~ExpressLoopWrap() override { Release(); }
+
+ private:
+  Napi::Value GetApi(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (loop_ == nullptr) {
+      Napi::Error::New(env, "express loop closed").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    return Napi::External<espgate::ExpressLoopApi>::New(env, loop_->api());
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    Release();
+    return info.Env().Undefined();
+  }
+
+  void Release() {
+    if (loop_ != nullptr) loop_->Unref();
+    loop_ = nullptr;
+  }
+
+  espgate::ExpressLoop* loop_ = nullptr;
+};
+
 Napi::Object InitAll(Napi::Env env, Napi::Object exports) {
   exports.Set("IFNAMSIZ", Napi::Number::New(env, IFNAMSIZ));
+  ExpressLoopWrap::Init(env, exports);
   return TunQueue::Init(env, exports);
 }
 
