@@ -354,9 +354,22 @@ export class Engine {
   }
 
   #expressReset(): void {
-    this.syncExpress();
-    this.#express?.reset();
-    this.#expressIn?.reset();
+    // Fold and forget under both locks, held throughout: between a fold and the clear, the
+    // express thread could seal with sequence numbers the fold did not see (and the engine would
+    // use them again: GCM nonce reuse), or count packets nobody folds. The locks are recursive,
+    // and the thread never holds one while it waits for the other.
+    const out = this.#express;
+    const inb = this.#expressIn;
+    out?.lock();
+    inb?.lock();
+    try {
+      this.syncExpress();
+      out?.reset();
+      inb?.reset();
+    } finally {
+      inb?.unlock();
+      out?.unlock();
+    }
     this.#inFamily = 0;
     this.#inSa = undefined;
     this.#inPeer = undefined;

@@ -278,7 +278,11 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
     st[ST_BYTES_LEFT] = bytesLeft(sa);
   }
 
-  /** reset forgets every flow and SA (fold first): the tables changed or a trace starts. */
+  /**
+   * reset forgets every flow and SA: the tables changed or a trace starts. Fold first, and hold
+   * lock() across the fold and the reset (Engine #expressReset), or the express thread may seal
+   * in between with sequence numbers the fold did not take.
+   */
   reset(): void {
     this.#tun.clear();
     this.forget();

@@ -43,7 +43,7 @@ export interface StandInIo {
 }
 
 /** readOne reads one datagram without blocking: its length, or -1 when none is queued. */
-function readOne(fd: number, buf: Buffer): number {
+export function readOne(fd: number, buf: Buffer): number {
   if (fd < 0) return -1;
   try {
     return readSync(fd, buf, 0, buf.length, null);

@@ -32,6 +32,7 @@
 #ifndef ESPGATE_EXPRESS_IN_H_
 #define ESPGATE_EXPRESS_IN_H_
 
+#include <fcntl.h>
 #include <napi.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -133,6 +134,7 @@ class ExpressIn {
       if (s.ctx != nullptr) EVP_CIPHER_CTX_free(s.ctx);
       s.ctx = nullptr;
       Unmap(s);
+      CloseFds(s);
       s.stRef.Reset();
       s.wordsRef.Reset();
       s.topRef.Reset();
@@ -173,12 +175,30 @@ class ExpressIn {
     s.outerLen = outerLen;
     memcpy(s.salt, salt, 4);
     Unmap(s);
-    s.replayFd = replayFd;
+    CloseFds(s);
+    // Our own descriptors: the engine's may be closed (the TUN gone, the SA's file closed) while
+    // the express thread still holds this SA, and a number reused by then must never receive a
+    // decrypted packet or a replay record. Clear closes them.
+    s.replayFd = replayFd >= 0 ? fcntl(replayFd, F_DUPFD_CLOEXEC, 0) : -1;
+    s.tunFd = fcntl(tunFd, F_DUPFD_CLOEXEC, 0);
+    if (s.tunFd < 0 || (replayFd >= 0 && s.replayFd < 0)) {
+      CloseFds(s);
+      EVP_CIPHER_CTX_free(s.ctx);
+      s.ctx = nullptr;
+      s.used = false;
+      return "cannot duplicate the TUN or replay file descriptor";
+    }
     MapTop(s);
-    s.tunFd = tunFd;
     s.vnet = vnet;
     s.used = true;
     return nullptr;
+  }
+
+  static void CloseFds(InSa& s) {
+    if (s.replayFd >= 0) close(s.replayFd);
+    if (s.tunFd >= 0) close(s.tunFd);
+    s.replayFd = -1;
+    s.tunFd = -1;
   }
 
   int AddFlow(int slot, int family, const uint8_t* src, const uint8_t* dst, const uint8_t* fake) {

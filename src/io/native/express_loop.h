@@ -27,6 +27,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -84,6 +85,21 @@ class ExpressLoop {
     sigdelset(&all, SIGFPE);
     sigdelset(&all, SIGILL);
     pthread_sigmask(SIG_SETMASK, &all, &old);
+    std::lock_guard<std::mutex> g(LiveMu());
+    int at = -1;
+    for (int i = 0; i < kLive; i++) {
+      if (Live()[i] == nullptr) {
+        at = i;
+        break;
+      }
+    }
+    if (at < 0) {
+      pthread_sigmask(SIG_SETMASK, &old, nullptr);
+      *err = "express loop: too many loops";
+      l->CloseFds();
+      delete l;
+      return nullptr;
+    }
     int rc = pthread_create(&l->thread_, nullptr, &ExpressLoop::Main, l);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (rc != 0) {
@@ -92,6 +108,12 @@ class ExpressLoop {
       delete l;
       return nullptr;
     }
+    Live()[at] = l;
+    // A process that exits without closing its queues (a fatal error, process.exit) must not
+    // leave the thread sealing while exit() runs OpenSSL's and the C++ runtime's cleanup: the
+    // first loop registers a handler that stops and joins every live loop first.
+    static bool registered = atexit(&ExpressLoop::StopAllAtExit) == 0;
+    (void)registered;
     return l;
   }
 
@@ -102,10 +124,13 @@ class ExpressLoop {
   // Unref drops a reference; the last one stops and joins the thread and frees the loop.
   void Unref() {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    uint64_t one = 1;
-    ssize_t w = write(evfd_, &one, sizeof(one));
-    (void)w;
-    pthread_join(thread_, nullptr);
+    {
+      std::lock_guard<std::mutex> g(LiveMu());
+      for (int i = 0; i < kLive; i++) {
+        if (Live()[i] == this) Live()[i] = nullptr;
+      }
+    }
+    StopAndJoin();
     CloseFds();
     delete this;
   }
@@ -116,7 +141,10 @@ class ExpressLoop {
       Slot& s = slots_[i];
       if (s.used) continue;
       epoll_event ev{};
-      ev.events = 0;  // registered, not watched until Arm
+      // Registered, not watched until Arm. EPOLLONESHOT: the kernel reports EPOLLERR/EPOLLHUP
+      // even when no event is asked for; once only, then nothing until Arm (no spin on a TUN
+      // that went away before any flow was learned).
+      ev.events = EPOLLONESHOT;
       ev.data.u64 = Key(i, s.gen + 1);
       if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) return -errno;
       s.used = true;
@@ -131,8 +159,9 @@ class ExpressLoop {
 
   int Arm(int slot) {
     if (slot < 0 || slot >= kSlots) return -EINVAL;
-    // used, fd and gen change only in Attach/Detach on the main thread, and Arm runs on the main
-    // thread or inside onEvent (under mu_): reading them here needs no lock.
+    // used, fd and gen change only in Attach/Detach on the main thread. Arm runs on the main
+    // thread, or on the loop thread inside onEvent under the source's lock, and a source takes
+    // that lock (Stop) before it detaches: reading them here needs no lock.
     const Slot& s = slots_[slot];
     if (!s.used) return -EBADF;
     epoll_event ev{};
@@ -176,6 +205,34 @@ class ExpressLoop {
     api_.attach = [](void* s, int fd, void (*cb)(void*), void* arg) { return static_cast<ExpressLoop*>(s)->Attach(fd, cb, arg); };
     api_.arm = [](void* s, int slot) { return static_cast<ExpressLoop*>(s)->Arm(slot); };
     api_.detach = [](void* s, int slot) { static_cast<ExpressLoop*>(s)->Detach(slot); };
+  }
+
+  static constexpr int kLive = 16;
+  static std::mutex& LiveMu() {
+    static std::mutex mu;
+    return mu;
+  }
+  static ExpressLoop** Live() {
+    static ExpressLoop* live[kLive] = {};
+    return live;
+  }
+
+  void StopAndJoin() {
+    if (joined_) return;
+    uint64_t one = 1;
+    ssize_t w = write(evfd_, &one, sizeof(one));
+    (void)w;
+    pthread_join(thread_, nullptr);
+    joined_ = true;
+  }
+
+  // StopAllAtExit: the atexit handler. Handlers run in reverse order of registration, so this
+  // one (registered long after Node's start-up) runs before OpenSSL's cleanup.
+  static void StopAllAtExit() {
+    std::lock_guard<std::mutex> g(LiveMu());
+    for (int i = 0; i < kLive; i++) {
+      if (Live()[i] != nullptr) Live()[i]->StopAndJoin();
+    }
   }
 
   static uint64_t Key(int slot, uint32_t gen) { return (static_cast<uint64_t>(gen) << 8) | static_cast<uint64_t>(slot); }
@@ -228,6 +285,7 @@ class ExpressLoop {
   int evfd_ = -1;
   pthread_t thread_{};
   std::atomic<int> refs_{1};
+  bool joined_ = false;  // the thread was stopped and joined (Unref, or the atexit handler)
   ExpressLoopApi api_{};
 };
 
