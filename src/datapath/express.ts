@@ -105,7 +105,7 @@ function bytesLeft(sa: Budgeted): number {
  * ExpressTable is what both directions keep per addon: SA slots (0..EXPRESS_SAS-1, each with its
  * state array), the count of learned flows, and the budget step.
  */
-abstract class ExpressTable<S extends object, E extends { readonly sa: S; readonly st: Float64Array }> {
+abstract class ExpressTable<S extends object, E extends { readonly sa: S; readonly st: Float64Array }, T> {
   protected entries: E[] = [];
   readonly #bySa = new Map<S, number>();
   /** flows is how many flows the addon has learned since the last reset. */
@@ -162,6 +162,25 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
   protected abstract arm(e: E): void;
 
   /**
+   * fold adds what the addon counted to the SAs, peers, totals and drops and zeroes the addon's
+   * counters, under the lock. Call it before the engine's own path touches an SA and before
+   * counters are read.
+   */
+  fold(totals: T, drop: (reason: DropReason, count: number) => void): void {
+    const entries = this.entries;
+    if (entries.length === 0) return;
+    this.lock();
+    try {
+      this.foldEntries(entries, totals, drop);
+    } finally {
+      this.unlock();
+    }
+  }
+
+  /** foldEntries is fold's work for one direction, with the lock held. */
+  protected abstract foldEntries(entries: readonly E[], totals: T, drop: (reason: DropReason, count: number) => void): void;
+
+  /**
    * lock and unlock are the addon's express lock: the express thread (src/io/native/express_loop.h)
    * holds it while it seals or opens, so every read and write of the state arrays here happens
    * under it. Recursive.
@@ -182,7 +201,7 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
  * arrays are shared with the express thread when it runs (engine #offload), so they are read and
  * written under the addon's lock.
  */
-export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
+export class ExpressOut extends ExpressTable<OutboundSa, Entry, ExpressTotals> {
   readonly #tun: ExpressTun;
   readonly #fd: (family: Family) => number;
 
@@ -217,23 +236,8 @@ export class ExpressOut extends ExpressTable<OutboundSa, Entry> {
     return slot !== undefined && this.counted(this.#tun.flow(family, src, fake, real, slot) === 1);
   }
 
-  /**
-   * fold adds what the addon counted to the SAs, peers and engine totals, takes the sequence
-   * numbers it used into the SAs, and zeroes its counters. Call it before the engine's own path
-   * touches an SA and before counters are read.
-   */
-  fold(totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
-    const entries = this.entries;
-    if (entries.length === 0) return;
-    this.lock();
-    try {
-      this.#fold(entries, totals, drop);
-    } finally {
-      this.unlock();
-    }
-  }
-
-  #fold(entries: readonly Entry[], totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
+  /** foldEntries: the SAs', peers' and engine's counters, and the sequence numbers the addon used, into the SAs. */
+  protected foldEntries(entries: readonly Entry[], totals: ExpressTotals, drop: (reason: DropReason, count: number) => void): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;
@@ -326,7 +330,7 @@ interface InEntry {
  * next ones of that flow, sharing the SA's replay window (the same typed arrays) and writing its
  * top to the same file before it writes the batch to the TUN.
  */
-export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
+export class ExpressIn extends ExpressTable<InboundSa, InEntry, ExpressInTotals> {
   readonly #nfq: ExpressNfq;
   readonly #tunFd: () => number;
   readonly #vnet: boolean;
@@ -360,19 +364,8 @@ export class ExpressIn extends ExpressTable<InboundSa, InEntry> {
     return slot !== undefined && this.counted(this.#nfq.flow(slot, family, src, dst, fake) === 1);
   }
 
-  /** fold adds what the addon counted to the SAs, peers, totals and drops, and saves each moved replay top again for the store's flush. */
-  fold(totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
-    const entries = this.entries;
-    if (entries.length === 0) return;
-    this.lock();
-    try {
-      this.#fold(entries, totals, drop);
-    } finally {
-      this.unlock();
-    }
-  }
-
-  #fold(entries: readonly InEntry[], totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
+  /** foldEntries: the counters, and each moved replay top saved again for the store's flush. */
+  protected foldEntries(entries: readonly InEntry[], totals: ExpressInTotals, drop: (reason: DropReason, count: number) => void): void {
     for (let i = 0; i < entries.length; i++) {
       const e = entries[i];
       const st = e.st;

@@ -520,31 +520,12 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     return info.Env().Undefined();
   }
 
-  // offload(loop: External from the TUN addon's ExpressLoop.api): the express path runs on that
-  // loop's thread whenever it can take what comes (express_loop.h). poll and expressSlots first.
-  Napi::Value Offload(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsExternal()) {
-      Napi::TypeError::New(env, "offload(loop: External)").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    poller_.Offload(env, info[0].As<Napi::External<espgate::ExpressLoopApi>>().Data(), &NfqSocket::ExpressReady);
-    return env.Undefined();
-  }
-
-  // lock() / unlock(): the express lock, around JS reads and writes of the inbound SA state
-  // arrays and replay windows (datapath/express.ts): the loop thread holds it while it opens.
-  Napi::Value Lock(const Napi::CallbackInfo& info) {
-    poller_.Lock();
-    return info.Env().Undefined();
-  }
-
-  Napi::Value Unlock(const Napi::CallbackInfo& info) {
-    poller_.Unlock();
-    return info.Env().Undefined();
-  }
-
-  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), poller_.offloaded()); }
+  // offload(loop), lock(), unlock(), offloaded: the express thread (express_loop.h, uv_poller.h).
+  // poll and expressSlots first.
+  Napi::Value Offload(const Napi::CallbackInfo& info) { return poller_.OffloadJs(info, &NfqSocket::ExpressReady); }
+  Napi::Value Lock(const Napi::CallbackInfo& info) { return poller_.LockJs(info); }
+  Napi::Value Unlock(const Napi::CallbackInfo& info) { return poller_.UnlockJs(info); }
+  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return poller_.OffloadedJs(info); }
 
   // ExpressReady: the loop thread may take the fd (flows known, slots set, nothing stashed).
   static bool ExpressReady(void* arg) {

@@ -612,31 +612,12 @@ class TunQueue : public Napi::ObjectWrap<TunQueue> {
     return info.Env().Undefined();
   }
 
-  // offload(loop: External from ExpressLoop.api): from now on the express path runs on that
-  // loop's thread whenever it can take what comes (express_loop.h). poll and expressSlot first.
-  Napi::Value Offload(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (info.Length() < 1 || !info[0].IsExternal()) {
-      Napi::TypeError::New(env, "offload(loop: External)").ThrowAsJavaScriptException();
-      return env.Undefined();
-    }
-    poller_.Offload(env, info[0].As<Napi::External<espgate::ExpressLoopApi>>().Data(), &TunQueue::ExpressReady);
-    return env.Undefined();
-  }
-
-  // lock() / unlock(): the express lock, around JS reads and writes of the SA state arrays
-  // (datapath/express.ts): the loop thread holds it while it seals.
-  Napi::Value Lock(const Napi::CallbackInfo& info) {
-    poller_.Lock();
-    return info.Env().Undefined();
-  }
-
-  Napi::Value Unlock(const Napi::CallbackInfo& info) {
-    poller_.Unlock();
-    return info.Env().Undefined();
-  }
-
-  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), poller_.offloaded()); }
+  // offload(loop), lock(), unlock(), offloaded: the express thread (express_loop.h, uv_poller.h).
+  // poll and expressSlot first.
+  Napi::Value Offload(const Napi::CallbackInfo& info) { return poller_.OffloadJs(info, &TunQueue::ExpressReady); }
+  Napi::Value Lock(const Napi::CallbackInfo& info) { return poller_.LockJs(info); }
+  Napi::Value Unlock(const Napi::CallbackInfo& info) { return poller_.UnlockJs(info); }
+  Napi::Value GetOffloaded(const Napi::CallbackInfo& info) { return poller_.OffloadedJs(info); }
 
   // ExpressReady: the loop thread may take the fd (flows known, slots set, nothing stashed).
   static bool ExpressReady(void* arg) {

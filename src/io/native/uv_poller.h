@@ -118,6 +118,29 @@ class UvPoller {
     return true;
   }
 
+  // The addons' JS methods offload(loop), lock(), unlock() and the offloaded accessor (tun.cc and
+  // nfq.cc forward theirs here). offload takes the External from the TUN addon's
+  // ExpressLoop.api; lock()/unlock() bracket JS reads and writes of the state the loop thread's
+  // pre writes too (datapath/express.ts).
+  Napi::Value OffloadJs(const Napi::CallbackInfo& info, bool (*ready)(void*)) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 1 || !info[0].IsExternal()) {
+      Napi::TypeError::New(env, "offload(loop: External)").ThrowAsJavaScriptException();
+      return env.Undefined();
+    }
+    Offload(env, info[0].As<Napi::External<ExpressLoopApi>>().Data(), ready);
+    return env.Undefined();
+  }
+  Napi::Value LockJs(const Napi::CallbackInfo& info) {
+    Lock();
+    return info.Env().Undefined();
+  }
+  Napi::Value UnlockJs(const Napi::CallbackInfo& info) {
+    Unlock();
+    return info.Env().Undefined();
+  }
+  Napi::Value OffloadedJs(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), offloaded()); }
+
   void Lock() { mu_.lock(); }
   void Unlock() { mu_.unlock(); }
   std::recursive_timed_mutex& mu() { return mu_; }
