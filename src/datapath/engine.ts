@@ -811,10 +811,11 @@ export class Engine {
     const timing = this.onTiming;
     const t0 = timing === undefined ? 0 : performance.now();
     // The SA may be one the express thread opens ESP for too (the peer moved to UDP): its replay
-    // window is shared, so it is checked and moved under the addon's lock.
+    // window is shared, so it is checked and moved under the addon's lock. With no SA on the
+    // inbound express path (UDP-encapsulated SAs are never on it) there is nothing to share.
     const ex = this.#expressIn;
     let r: DropReason | 'ok';
-    if (ex === undefined) r = this.handleInboundUdp(pkt, off, len, src);
+    if (ex === undefined || ex.empty) r = this.handleInboundUdp(pkt, off, len, src);
     else {
       ex.lock();
       try {

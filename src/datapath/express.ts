@@ -141,6 +141,14 @@ abstract class ExpressTable<S extends object, E extends { readonly sa: S; readon
     return slot;
   }
 
+  /**
+   * empty: no SA is registered with the addon, so its express path (on the thread or not) touches
+   * no state of ours. Only the main thread registers SAs, so the answer holds until it does.
+   */
+  get empty(): boolean {
+    return this.entries.length === 0;
+  }
+
   /** counted notes a flow the addon says it learned. */
   protected counted(added: boolean): boolean {
     if (added) this.flows++;
