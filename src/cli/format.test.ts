@@ -18,7 +18,7 @@ function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatu
   return {
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
     tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
-    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, reloads: 0,
+    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, udpEncap: null, reloads: 0,
     dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1, thread: 'on' } }, ...over,
   };
 }
@@ -70,7 +70,7 @@ test('formatStatus: a fixed document at a fixed clock gives exactly this text', 
     name: 'carol', endpoint: '198.18.0.3', txPackets: 1, txBytes: 84, lastTxMs: NOW - 7_200_000,
     sas: [{ direction: 'out', spi: '0x00001003', algorithm: 'aes256gcm16', createdMs: NOW - 90_000_000, ageMs: 90_000_000, lastPacketMs: 0, packets: 0, bytes: 0, dummyPackets: 0, drops: {} }],
   });
-  const st = doc([bob, carol], { drops: { ...noDrops, replay: 3, auth: 1, 'no-peer': 2 }, queue: { num: 3, waiting: 1, queueDropped: 5, userDropped: 2 }, reloads: 1 });
+  const st = doc([bob, carol], { drops: { ...noDrops, replay: 3, auth: 1, 'no-peer': 2 }, queue: { num: 3, waiting: 1, queueDropped: 5, userDropped: 2 }, udpEncap: { port: 4500, rcvbufBytes: 8_388_608, dropped: 4 }, reloads: 1 });
   assert.equal(formatStatus(st, NOW), [
     'espgate alice: up, pid 4242, up 1h 2m',
     '  tun: eg0 mtu 1440 up',
@@ -91,6 +91,7 @@ test('formatStatus: a fixed document at a fixed clock gives exactly this text', 
     '',
     'drops: replay=3 auth=1 no-peer=2',
     'queue 3: 1 waiting, kernel dropped 7 before espgate saw them (queue full 5, socket full 2)',
+    'udp 4500: receive buffer 8.00 MiB, kernel dropped 4 before espgate saw them (receive buffer full)',
     'reloads: 1',
   ].join('\n'));
 });
@@ -114,6 +115,17 @@ test('formatStatus: an IKE peer gets an ike line and one line per Child SA', () 
 test('formatStatus: no queue counters, no reloads, no name', () => {
   const text = formatStatus(doc([], { name: null, queue: null, state: 'down', uptimeMs: 500, tun: { name: 'eg0', mtu: 1440, up: null }, gate: { installed: null, installedBy: null, checkedMs: 0 } }), NOW);
   assert.equal(text, ['espgate: down, pid 4242, up 0s', '  tun: eg0 mtu 1440', '  gate: ?', '', 'drops: none'].join('\n'));
+});
+
+test('formatStatus: the NAT-T socket line: no drops, drops unknown, absent in an older daemon', () => {
+  const line = (u: DaemonStatus['udpEncap']): string | undefined => formatStatus(doc([], { udpEncap: u }), NOW).split('\n').find((l) => l.startsWith('udp '));
+  assert.equal(line({ port: 4500, rcvbufBytes: 425_984, dropped: 0 }), 'udp 4500: receive buffer 416.00 KiB, no kernel drops');
+  assert.equal(line({ port: 4500, rcvbufBytes: 212_992, dropped: null }), 'udp 4500: receive buffer 208.00 KiB, kernel drops unknown');
+  assert.equal(line(null), undefined);
+  const older: Partial<DaemonStatus> = { ...doc([]) };
+  Reflect.deleteProperty(older, 'udpEncap');
+  assert.ok(!('udpEncap' in older));
+  assert.equal(formatStatus(older as DaemonStatus, NOW).split('\n').find((l) => l.startsWith('udp ')), undefined);
 });
 
 test('formatStatus: a TUN that is down and a gate that vanished are said loudly', () => {

@@ -117,6 +117,12 @@ export function formatStatus(st: DaemonStatus, nowMs: number = Date.now()): stri
     const lost = q.queueDropped + q.userDropped;
     out.push(`queue ${q.num}: ${q.waiting} waiting, ${lost === 0 ? 'no kernel drops' : `kernel dropped ${lost} before espgate saw them (queue full ${q.queueDropped}, socket full ${q.userDropped})`}`);
   }
+  // A daemon older than the CLI has no udpEncap field.
+  const u = (st as { udpEncap?: DaemonStatus['udpEncap'] }).udpEncap;
+  if (u !== undefined && u !== null) {
+    const dropped = u.dropped === null ? 'kernel drops unknown' : u.dropped === 0 ? 'no kernel drops' : `kernel dropped ${u.dropped} before espgate saw them (receive buffer full)`;
+    out.push(`udp ${u.port}: receive buffer ${formatBytes(u.rcvbufBytes)}, ${dropped}`);
+  }
   if (st.reloads > 0) out.push(`reloads: ${st.reloads}`);
   // The data path's fast paths are worth a line only when one is not what it should be.
   const dp = (st as { dataPath?: DaemonStatus['dataPath'] }).dataPath;

@@ -39,7 +39,8 @@ import { IkeDriver } from './ike-driver.js';
 import type { IkeDriverPeer, IkePeerStatus, IkeSaSink, IkeTransport } from './ike-driver.js';
 import { espSaLine } from '../cli/keys.js';
 import { childSaConfig, openUdpTransport, sadbSink, wireUdpEncap } from './ike-edges.js';
-import { UDP_ENCAP_OVERHEAD } from '../io/udp-encap.js';
+import { UDP_ENCAP_OVERHEAD, type UdpEncapSocket } from '../io/udp-encap.js';
+import type { UdpPortStats } from '../io/proc-udp.js';
 import { ikePeersOf } from './ike-config.js';
 import { sourceTowards } from './source-address.js';
 
@@ -68,6 +69,8 @@ export interface System {
   removeGate(cfg: Config): Promise<void>;
   /** queueStats reads the kernel's counters of our NFQUEUE (packets it dropped before we saw them). */
   queueStats?(queue: number): QueueStats | undefined;
+  /** udpPortStats reads the kernel's counters of the UDP sockets on a local port (io/proc-udp.ts). */
+  udpPortStats?(port: number): UdpPortStats | undefined;
   /** linkUp says whether an interface is administratively up (IFF_UP); undefined if it is gone. */
   linkUp?(name: string): boolean | undefined;
   /**
@@ -180,6 +183,7 @@ export class Daemon {
   #ike: IkeDriver | undefined;
   #ikeTransport: IkeTransport | undefined;
   #unwireUdpEncap: (() => void) | undefined;
+  #udpEncap: UdpEncapSocket | undefined;
   /** #ikeKey fingerprints the IKE peers the driver runs with (reload keeps it when unchanged). */
   #ikeKey = '';
   /** #liveKeys holds the esp_sa lines of the Child SAs IKE installed (`espgate keys`). */
@@ -465,6 +469,7 @@ export class Daemon {
         // ESP in UDP 4500 (RFC 3948: NAT traversal, and strongSwan's kernel-libipsec always)
         // shares the NAT-T socket with IKE: the engine sends and takes it there.
         this.#unwireUdpEncap = wireUdpEncap(udp.encap, engine);
+        this.#udpEncap = udp.encap;
         transport = udp;
       }
     } catch (e) {
@@ -528,6 +533,7 @@ export class Daemon {
     this.#ike = undefined;
     this.#unwireUdpEncap?.();
     this.#unwireUdpEncap = undefined;
+    this.#udpEncap = undefined;
     this.#ikeTransport?.close();
     this.#ikeTransport = undefined;
     this.#liveKeys.clear();
@@ -565,6 +571,18 @@ export class Daemon {
   /** queueStats returns the kernel's counters of our NFQUEUE, when the System can read them. */
   queueStats(): QueueStats | undefined {
     return this.#sys.queueStats?.(this.#cfg.queue);
+  }
+
+  /**
+   * udpEncapStats describes our NAT-T socket (UDP 4500: IKE and ESP in UDP): the receive buffer
+   * the kernel gave us and the datagrams it dropped there before we read them (null when the
+   * System cannot read them). Undefined while no such socket is open (no IKE peers).
+   */
+  udpEncapStats(): { readonly port: number; readonly rcvbufBytes: number; readonly dropped: number | null } | undefined {
+    const u = this.#udpEncap;
+    if (u === undefined) return undefined;
+    const k = this.#sys.udpPortStats?.(u.port);
+    return { port: u.port, rcvbufBytes: u.rcvbufBytes, dropped: k === undefined || k.sockets === 0 ? null : k.dropped };
   }
 
   #handleControl(req: { cmd: string; [k: string]: unknown }): unknown {

@@ -18,6 +18,7 @@ function fakeStatus(): DaemonStatus {
       sas: [{ direction: 'out', spi: '0x00001002', algorithm: 'aes128gcm16', createdMs: 0, ageMs: 5, lastPacketMs: 0, packets: 11, bytes: 1100, dummyPackets: 0, drops: {} }],
     }],
     queue: { num: 0, waiting: 2, queueDropped: 5, userDropped: 1 },
+    udpEncap: { port: 4500, rcvbufBytes: 8_388_608, dropped: 9 },
     reloads: 1,
     dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1, thread: 'on' } },
   };
@@ -39,6 +40,7 @@ test('metrics: the text format carries the status counters (numbered lines)', as
     'espgate_nfqueue_kernel_drops_total{kind="queue_full"} 5',
     'espgate_nfqueue_kernel_drops_total{kind="socket_full"} 1',
     'espgate_nfqueue_waiting 2',
+    'espgate_udp_encap_kernel_drops_total 9',
     'espgate_reloads_total 1',
     'espgate_datapath_seconds_count{direction="out"} 1',
     'espgate_datapath_seconds_bucket{le="0.000025",direction="out"} 1',

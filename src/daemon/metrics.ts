@@ -90,6 +90,14 @@ export function buildRegistry(src: MetricsSource): { registry: Registry; timings
       this.inc({ kind: 'socket_full' }, q.userDropped);
     },
   });
+  new Counter({
+    name: 'espgate_udp_encap_kernel_drops_total', help: 'Datagrams on the NAT-T port (UDP 4500: ESP in UDP, IKE) the kernel dropped before espgate read them (receive buffer full)', registers: [registry],
+    collect: function collect(this: Counter) {
+      this.reset();
+      const u = src.status().udpEncap;
+      if (u !== null && u !== undefined && u.dropped !== null) this.inc(u.dropped);
+    },
+  });
   new Gauge({
     name: 'espgate_nfqueue_waiting', help: 'Inbound ESP packets queued in the kernel, not yet read (queue depth)', registers: [registry],
     collect: function collect(this: Gauge) { this.set(src.status().queue?.waiting ?? 0); },

@@ -100,6 +100,9 @@ const IKE_SAMPLE: Required<PeerIkeStatus> = {
   state: 'established', lastHeardMs: 1, spiI: '0123456789abcdef', spiR: 'fedcba9876543210', establishedMs: 4, natT: true, ikeRekeyAtMs: 2, lastDpdMs: 3, children: [CHILD_SAMPLE],
 };
 
+/** UDP_ENCAP_SAMPLE stands for the NAT-T socket of a daemon with IKE peers (the fake daemon has none: null). */
+const UDP_ENCAP_SAMPLE: NonNullable<DaemonStatus['udpEncap']> = { port: 4500, rcvbufBytes: 8_388_608, dropped: 0 };
+
 test('status: per-SA createdMs, ageMs and lastPacketMs follow the SA and the clock (numbered steps)', () => withDaemon((d, tun) => {
   const first = d.status();
   const out0 = first.peers[0]?.sas.find((s) => s.direction === 'out');
@@ -127,8 +130,10 @@ test('status: every field of the document is in docs/status.md and every field t
   const p0 = st.peers[0];
   assert.ok(p0 !== undefined && p0.sas.length >= 2, 'the fake daemon has a peer with both SAs');
   // What the CLI prints (JSON drops undefined fields), plus a peer with every IKE field the way
-  // the IKE driver will fill it, so that the '(IKE peers only)' rows are checked too.
-  const json: unknown = JSON.parse(JSON.stringify({ ...st, peers: [...st.peers, { ...p0, ike: IKE_SAMPLE }] }));
+  // the IKE driver will fill it, so that the '(IKE peers only)' rows are checked too, and the
+  // NAT-T socket an IKE daemon has.
+  assert.equal(st.udpEncap, null, 'no IKE peers: no NAT-T socket');
+  const json: unknown = JSON.parse(JSON.stringify({ ...st, udpEncap: UDP_ENCAP_SAMPLE, peers: [...st.peers, { ...p0, ike: IKE_SAMPLE }] }));
   const inDoc = fieldPaths(json, '', new Set());
 
   const md = readFileSync(join(projectRoot(), 'docs', 'status.md'), 'utf8');

@@ -87,6 +87,12 @@ export interface DaemonStatus {
    * before the daemon saw them (queue full, socket buffer full); null when unreadable.
    */
   readonly queue: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
+  /**
+   * udpEncap: our NAT-T socket (UDP 4500, IKE and ESP in UDP): the receive buffer the kernel
+   * gave us and the datagrams it dropped there before we read them (null when unreadable); null
+   * without IKE peers (no such socket).
+   */
+  readonly udpEncap: { readonly port: number; readonly rcvbufBytes: number; readonly dropped: number | null } | null;
   /** reloads: successful config reloads (SIGHUP) since start. */
   readonly reloads: number;
   /** dataPath: which fast paths are in use, and the JIT warm-up's state. */
@@ -182,6 +188,7 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     drops,
     peers,
     queue: q === undefined ? null : { num: d.config.queue, waiting: q.waiting, queueDropped: q.queueDropped, userDropped: q.userDropped },
+    udpEncap: d.udpEncapStats() ?? null,
     reloads: d.reloads,
     dataPath: {
       tunOffload: fast?.tunOffload ?? false, tcpCoalescing: fast?.tcpCoalescing ?? false, udpCoalescing: fast?.udpCoalescing ?? 'off',

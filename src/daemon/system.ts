@@ -9,6 +9,7 @@ import { defaultTunGro, defaultTunOffload, openTun } from '../io/tun.js';
 import { openStandInIo } from '../io/stand-in.js';
 import { openEspSender } from '../io/raw-native.js';
 import { readNfqueueProcStats } from '../io/nfqueue.js';
+import { udpPortStats } from '../io/proc-udp.js';
 import { openEspReceiver } from '../io/receiver.js';
 import { buildRulesSpec } from '../netfilter/model.js';
 import { install, uninstall, status, dryRunInstall } from '../netfilter/apply.js';
@@ -236,5 +237,6 @@ export function linuxSystem(runner: Runner = vforkRunner(), log?: Pick<Logger, '
       const st = readNfqueueProcStats(queue);
       return st === undefined ? undefined : { waiting: st.queueTotal, queueDropped: st.queueDropped, userDropped: st.userDropped };
     },
+    udpPortStats: (port) => udpPortStats(port),
   };
 }

@@ -4,10 +4,11 @@
  * fake clock; and one pass over real loopback sockets (port 0, no privileges).
  */
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import type { Family } from './types.js';
 import {
-  NAT_KEEPALIVE_INTERVAL_MS, RING_SLOTS, UDP_ENCAP_OVERHEAD, UDP_ENCAP_PORT, UdpEncapSocket,
+  NAT_KEEPALIVE_INTERVAL_MS, RING_SLOTS, UDP_ENCAP_OVERHEAD, UDP_ENCAP_PORT, UDP_ENCAP_RCVBUF, UdpEncapSocket,
   classifyUdpEncap, openUdpEncap,
 } from './udp-encap.js';
 import type { DatagramPort, KeepaliveTimers } from './udp-encap.js';
@@ -183,5 +184,26 @@ describe('udp-encap', () => {
       rx.close();
       tx.close();
     }
+  });
+
+  test('real sockets: the receive buffer is grown to UDP_ENCAP_RCVBUF, as far as net.core.rmem_max lets it', async () => {
+    let rmemMax = Number.NaN;
+    try {
+      rmemMax = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8').trim());
+    } catch {
+      // no /proc: only the lower bound below is checked
+    }
+    const u = await openUdpEncap(new Set([4]), { port: 0, bind: { v4: '127.0.0.1' } });
+    const small = await openUdpEncap(new Set([4]), { port: 0, bind: { v4: '127.0.0.1' }, rcvbufBytes: 4096 });
+    try {
+      // The kernel doubles the request (bookkeeping) and caps it at rmem_max first (root may exceed it only with SO_RCVBUFFORCE).
+      if (Number.isFinite(rmemMax)) assert.equal(u.rcvbufBytes, 2 * Math.min(UDP_ENCAP_RCVBUF, rmemMax));
+      assert.ok(u.rcvbufBytes > small.rcvbufBytes || rmemMax * 2 <= small.rcvbufBytes, `grown: ${u.rcvbufBytes} vs the default ${small.rcvbufBytes}`);
+      assert.ok(small.rcvbufBytes > 0, 'a smaller request leaves the default, never shrinks it');
+    } finally {
+      u.close();
+      small.close();
+    }
+    assert.equal(u.rcvbufBytes, 0, 'closed: unknown');
   });
 });

@@ -41,6 +41,16 @@ import type { Family } from './types.js';
 
 /** UDP_ENCAP_PORT is the NAT traversal port (RFC 3948 §2.1, RFC 7296 §2.23); equals ike-driver.ts NAT_T_PORT. */
 export const UDP_ENCAP_PORT = 4500;
+
+/**
+ * UDP_ENCAP_RCVBUF is the receive buffer we ask for on port 4500 (bytes; the kernel doubles it
+ * for bookkeeping and caps the request at net.core.rmem_max). The default (rmem_default,
+ * 208 KiB) holds about 90 full-size datagrams: a burst from the peer's TCP, or a few ms in
+ * which the event loop is busy (an IKE exchange, a GC pause), overflowed it in the lab, and the
+ * kernel dropped ESP before we saw it (test/lab/swan-rekey-soak.ts counted hundreds per 28 s
+ * under a paced TCP transfer). 4 MiB holds ~1,800 and costs memory only when used.
+ */
+export const UDP_ENCAP_RCVBUF = 4 * 1024 * 1024;
 /** UDP_HEADER_LEN is the size of a UDP header. */
 export const UDP_HEADER_LEN = 8;
 /**
@@ -101,6 +111,8 @@ export interface DatagramPort {
   queued(): number;
   /** localPort is the bound port. */
   localPort(): number;
+  /** rcvbufBytes is the socket's receive buffer as the kernel reports it (SO_RCVBUF; 0 = unknown). */
+  rcvbufBytes?(): number;
   close(): void;
 }
 
@@ -165,6 +177,16 @@ export class UdpEncapSocket implements EspUdpSender {
   get port(): number {
     const first = this.#rings.values().next().value;
     return first === undefined ? UDP_ENCAP_PORT : first.port.localPort();
+  }
+
+  /** rcvbufBytes is the smallest receive buffer of our sockets as the kernel reports it (0 = unknown). */
+  get rcvbufBytes(): number {
+    let min = 0;
+    for (const r of this.#rings.values()) {
+      const b = r.port.rcvbufBytes?.() ?? 0;
+      if (b > 0 && (min === 0 || b < min)) min = b;
+    }
+    return min;
   }
 
   /** receive demultiplexes one datagram that arrived from address:port (the socket's message event). */
@@ -324,8 +346,29 @@ function dgramPort(s: Socket): DatagramPort {
     send: (buf, offset, length, port, address) => { s.send(buf, offset, length, port, address); },
     queued: () => s.getSendQueueCount(),
     localPort: () => s.address().port,
+    rcvbufBytes: () => {
+      try {
+        return s.getRecvBufferSize();
+      } catch {
+        return 0; // closed
+      }
+    },
     close: () => { s.close(); },
   };
+}
+
+/**
+ * growReceiveBuffer asks for `bytes` of receive buffer on a bound socket. The kernel caps it at
+ * net.core.rmem_max without an error; dgram throws only on a closed socket or a refused
+ * setsockopt, and then the default stays: a smaller buffer is a risk of drops under bursts,
+ * not a reason to refuse to start (status shows the size we got: udpEncap.rcvbufBytes).
+ */
+function growReceiveBuffer(s: Socket, bytes: number): void {
+  try {
+    if (s.getRecvBufferSize() < bytes) s.setRecvBufferSize(bytes);
+  } catch {
+    // the default stays
+  }
 }
 
 /**
@@ -342,6 +385,8 @@ export interface UdpEncapOptions {
   readonly port?: number;
   /** bind addresses per family (default the wildcard). */
   readonly bind?: { readonly v4?: string; readonly v6?: string };
+  /** rcvbufBytes is the receive buffer to ask for (default UDP_ENCAP_RCVBUF). */
+  readonly rcvbufBytes?: number;
 }
 
 /**
@@ -364,6 +409,7 @@ export async function openUdpEncap(families: ReadonlySet<Family>, o: UdpEncapOpt
         s.once('error', reject);
         s.bind(o.port ?? UDP_ENCAP_PORT, fam === 6 ? (o.bind?.v6 ?? '::') : (o.bind?.v4 ?? '0.0.0.0'), () => { s.off('error', reject); resolve(); });
       });
+      growReceiveBuffer(s, o.rcvbufBytes ?? UDP_ENCAP_RCVBUF);
       ports.set(fam, dgramPort(s));
     }
   } catch (e) {
