@@ -28,10 +28,15 @@ export function trafficArgv(): string[] {
   return ['node', TRAFFIC_JS];
 }
 
-/** startTrafficServer starts the traffic tool's tcp-server in a host's namespace and waits (bounded) until it listens; resolves with its log. */
-export async function startTrafficServer(run: LabRun, host: string, port: number): Promise<string> {
+/**
+ * startTrafficServer starts the traffic tool's tcp-server in a host's namespace and waits
+ * (bounded) until it listens; resolves with its log. rate paces its bulk replies (bytes/s; 0 =
+ * as fast as TCP goes).
+ */
+export async function startTrafficServer(run: LabRun, host: string, port: number, rate = 0): Promise<string> {
   const log = logPathOf(run, `${host}-tcp-server-${port}`);
-  const child = track(labSpawn(run, host, [...trafficArgv(), 'tcp-server', '--port', String(port), '--lifetime', '900'], log));
+  const args = ['tcp-server', '--port', String(port), '--lifetime', '900', ...(rate > 0 ? ['--rate', String(rate)] : [])];
+  const child = track(labSpawn(run, host, [...trafficArgv(), ...args], log));
   const ok = await pollUntil(() => child.exitCode !== null || (existsSync(log) && readFileSync(log, 'utf8').includes('"listening"')), 150, 100);
   if (!ok || child.exitCode !== null) throw new Error(`${host}: tcp-server did not start: ${tail(log)}`);
   return log;
@@ -163,6 +168,26 @@ export async function queueDrops(run: LabRun, host: string): Promise<number> {
     if (f.length >= 7) sum += (f[5] ?? 0) + (f[6] ?? 0);
   }
   return sum;
+}
+
+/**
+ * udpRcvbufErrors reads the UDP receive-buffer drops of a host's namespace (/proc/net/snmp
+ * Udp RcvbufErrors plus Udp6RcvbufErrors): datagrams the kernel dropped because a socket's
+ * buffer was full (for charon, its port 4500 socket: ESP in UDP it never saw). -1 when unreadable.
+ */
+export async function udpRcvbufErrors(run: LabRun, host: string): Promise<number> {
+  const r = await runIn(run, host, ['cat', '/proc/net/snmp', '/proc/net/snmp6'], 10_000);
+  if (r.status !== 0) return -1;
+  let sum = 0;
+  const lines = r.stdout.split('\n');
+  for (let i = 0; i + 1 < lines.length; i++) {
+    const h = lines[i]?.trim().split(/\s+/) ?? [];
+    const v = lines[i + 1]?.trim().split(/\s+/) ?? [];
+    const j = h.indexOf('RcvbufErrors');
+    if (h[0] === 'Udp:' && v[0] === 'Udp:' && j > 0) sum += Number(v[j] ?? 0);
+  }
+  const m = /^Udp6RcvbufErrors\s+(\d+)/m.exec(r.stdout);
+  return sum + Number(m?.[1] ?? 0);
 }
 
 /**

@@ -32,8 +32,9 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { LabRun } from '../../lab/harness.js';
 import { labSpawn, projectRoot, stopProcess } from '../../lab/harness.js';
+import type { LabPsk } from '../../lab/gen-configs.js';
 import type { LabHost } from '../../lab/topology.js';
-import { findHost, interfaceOn, sharedSegment } from '../../lab/topology.js';
+import { addressOf, findHost, hostPrefix, interfaceOn, outerAddressOf, peeringOf, sharedSegment } from '../../lab/topology.js';
 import type { RunResult } from './support.js';
 import { pollUntil, runIn, track } from './support.js';
 
@@ -504,4 +505,29 @@ export async function waitEstablished(swan: Swan, tries = 60, intervalMs = 500):
     return installedChildren(last).length > 0;
   }, tries, intervalMs);
   return ok ? last : undefined;
+}
+
+/**
+ * swanConnFor builds one end's SwanConn from the lab's IKE keys for a pair: ids = the hosts' own
+ * addresses (as the espgate configs use), the peer reached at its outer address (the router's,
+ * behind a NAT), traffic selectors = the hosts' own addresses (IPv4 only, or both families).
+ */
+export function swanConnFor(run: LabRun, psk: LabPsk, host: string, extra: Partial<SwanConn> = {}, families: readonly (4 | 6)[] = [4]): SwanConn {
+  const selfIsA = psk.a === host;
+  const peer = selfIsA ? psk.b : psk.a;
+  const peering = peeringOf(run.topology, host, peer);
+  if (peering === undefined) throw new Error(`no peering ${host}-${peer}`);
+  const localId = selfIsA ? psk.idA : psk.idB;
+  const remoteId = selfIsA ? psk.idB : psk.idA;
+  return {
+    host,
+    localAddr: localId,
+    remoteAddr: outerAddressOf(run.topology, peering, peer, 4),
+    localId,
+    remoteId,
+    psk: psk.psk,
+    localTs: families.map((f) => hostPrefix(addressOf(run.topology, host, f))),
+    remoteTs: families.map((f) => hostPrefix(addressOf(run.topology, peer, f))),
+    ...extra,
+  };
 }

@@ -20,48 +20,22 @@ import type { TestContext } from 'node:test';
 import { after, before, describe, test } from 'node:test';
 import type { LabRun } from '../../lab/harness.js';
 import { labUnavailable, labUp, startCapture, stopProcess } from '../../lab/harness.js';
-import type { LabPsk } from '../../lab/gen-configs.js';
 import type { TopologyName } from '../../lab/topology.js';
-import { addressOf, hostPrefix, outerAddressOf, peeringOf } from '../../lab/topology.js';
+import { addressOf, outerAddressOf, peeringOf } from '../../lab/topology.js';
 import type { Daemon, Frame, LabTestState, ProtectedPair } from './support.js';
-import { decodeFrames, frameText, isLeak, pollUntil, protectOf, sleep, tail, tearDownLab } from './support.js';
+import { decodeFrames, frameText, isLeak, pollUntil, protectOf, sleep, statusOf, tail, tearDownLab } from './support.js';
 import {
   ikeStatusOf, outSpiOf, ping, pingUntilAnswered, queueDrops, queueOverflowExplains, startEspgate, startTrafficServer, summarizeWire, tcpTransfer,
-  waitIkeEstablished, waitUp, writeIkeConfigs,
+  udpRcvbufErrors, waitIkeEstablished, waitUp, writeIkeConfigs,
 } from './ike-support.js';
-import type { Swan, SwanConn } from './swan-support.js';
-import { initiate, installedChildren, killSwan, listSas, restartSwan, startSwan, stopSwan, swanLogTail, swanUnavailable, waitEstablished } from './swan-support.js';
+import type { Swan } from './swan-support.js';
+import { initiate, installedChildren, killSwan, listSas, restartSwan, startSwan, stopSwan, swanConnFor, swanLogTail, swanUnavailable, waitEstablished } from './swan-support.js';
 
 const HOOK_TIMEOUT_MS = 120_000;
 const STEP_TIMEOUT_MS = 150_000;
 
 /** CHARON_CHILD_REKEY_S is the Child SA rekey time of the charon <-> charon case (short, to see two rekeys in one ping run). */
 const CHARON_CHILD_REKEY_S = 8;
-
-/**
- * swanConnFor builds one end's SwanConn from the lab's IKE keys for a pair: ids = the hosts' own
- * addresses (as the espgate configs use), the peer reached at its outer address (the router's,
- * behind a NAT), traffic selectors = the hosts' own addresses (IPv4 only, or both families).
- */
-export function swanConnFor(run: LabRun, psk: LabPsk, host: string, extra: Partial<SwanConn> = {}, families: readonly (4 | 6)[] = [4]): SwanConn {
-  const selfIsA = psk.a === host;
-  const peer = selfIsA ? psk.b : psk.a;
-  const peering = peeringOf(run.topology, host, peer);
-  if (peering === undefined) throw new Error(`no peering ${host}-${peer}`);
-  const localId = selfIsA ? psk.idA : psk.idB;
-  const remoteId = selfIsA ? psk.idB : psk.idA;
-  return {
-    host,
-    localAddr: localId,
-    remoteAddr: outerAddressOf(run.topology, peering, peer, 4),
-    localId,
-    remoteId,
-    psk: psk.psk,
-    localTs: families.map((f) => hostPrefix(addressOf(run.topology, host, f))),
-    remoteTs: families.map((f) => hostPrefix(addressOf(run.topology, peer, f))),
-    ...extra,
-  };
-}
 
 const skip = labUnavailable() ?? swanUnavailable();
 
@@ -209,6 +183,16 @@ const ESPGATE_CHILD_LIFETIME_S = 12;
 const SWAN_CHILD_REKEY_S = 9;
 const INTEROP_DPD_S = 5;
 const INTEROP_TCP_PORT = 5021;
+/**
+ * INTEROP_PACED_PORT serves step 3's transfer with its reply paced too: unpaced, the reply
+ * (7.2 MB at once) filled charon's port 4500 socket buffer (208 KiB, and the lab cannot raise
+ * net.core.rmem_max inside a namespace), the kernel dropped hundreds of datagrams per run, and
+ * now and then a ping among them (test/lab/swan-rekey-soak.ts, docs/testing.md). Congestion
+ * loss is not what step 3 is about: both directions run at INTEROP_PACED_RATE.
+ */
+const INTEROP_PACED_PORT = 5022;
+const INTEROP_PACED_RATE = 300_000;
+const INTEROP_PACED_BYTES = 4_200_000;
 const INTEROP_TCP_BYTES = 4_000_000;
 
 interface InteropSpec {
@@ -298,6 +282,7 @@ function interopSuite(spec: InteropSpec): void {
         if (!(await waitUp(run, d))) throw new Error(`${e}: espgate did not come up:\n${tail(d.log)}`);
         if (!spec.espgateInitiates) await startCharon();
         await startTrafficServer(run, e, INTEROP_TCP_PORT);
+        await startTrafficServer(run, e, INTEROP_PACED_PORT, INTEROP_PACED_RATE);
       } catch (err) {
         st.failed = true;
         throw err;
@@ -342,9 +327,10 @@ function interopSuite(spec: InteropSpec): void {
       const run = runOf();
       const spis = new Set<string>();
       const dropsBefore = await queueDrops(run, e);
+      const udpBefore = [await udpRcvbufErrors(run, e), await udpRcvbufErrors(run, w)];
       const count = INTEROP_REKEY_RUN_S * 20;
       const pinging = ping(run, w, addr(e, 4), count, 0.05);
-      const transfer = tcpTransfer(run, w, addr(e, 4), INTEROP_TCP_PORT, 7_200_000, 300_000, (INTEROP_REKEY_RUN_S + 60) * 1000);
+      const transfer = tcpTransfer(run, w, addr(e, 4), INTEROP_PACED_PORT, INTEROP_PACED_BYTES, INTEROP_PACED_RATE, (INTEROP_REKEY_RUN_S + 60) * 1000);
       let done = false;
       void Promise.all([pinging, transfer]).then(() => {
         done = true;
@@ -358,9 +344,15 @@ function interopSuite(spec: InteropSpec): void {
       assert.ok(x.ok, x.detail);
       assert.ok(spis.size >= 3, `at least two rekeys (three inbound SPIs at charon), saw ${spis.size}`);
       const queueDropped = (await queueDrops(run, e)) - dropsBefore;
+      // Where a lost ping could have gone without anyone counting it as an IPsec drop: the
+      // kernel's UDP receive-buffer drops on each side (espgate's and charon's port 4500 sockets).
+      const sock = (await statusOf(run, e))?.udpEncap;
+      assert.ok(sock !== undefined && sock !== null && sock.dropped !== null, `espgate's status shows its port 4500 socket and the kernel's drops there: ${JSON.stringify(sock)}`);
+      const udpDropped = `UDP receive-buffer drops on ${e}: ${(await udpRcvbufErrors(run, e)) - (udpBefore[0] ?? 0)} (espgate's socket: ${sock.dropped} since it opened, buffer ${sock.rcvbufBytes} bytes), on ${w}: ${(await udpRcvbufErrors(run, w)) - (udpBefore[1] ?? 0)}`;
+      t.diagnostic(udpDropped);
       const excuse = queueOverflowExplains(p, queueDropped);
       if (excuse !== undefined) t.diagnostic(excuse);
-      assert.ok(p.received === p.sent || excuse !== undefined, `no ping lost across the rekeys: ${p.text}; NFQUEUE drops on ${e}: ${queueDropped}`);
+      assert.ok(p.received === p.sent || excuse !== undefined, `no ping lost across the rekeys: ${p.text}; NFQUEUE drops on ${e}: ${queueDropped}; ${udpDropped}`);
       assert.equal(p.sent, count);
     });
 
