@@ -2,7 +2,7 @@
  * cli/doctor-probes.ts: the real DoctorProbes (read-only): the filesystem, PATH, `ip -j route`,
  * /proc/self/status and `nft -c` (check mode: the kernel validates, nothing is committed). Every command is bounded by the runner's timeout.
  */
-import { accessSync, constants, existsSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 import { missingCapabilities } from '../daemon/system.js';
@@ -43,6 +43,14 @@ export function linuxProbes(runner: Runner = spawnRunner()): DoctorProbes {
     exists: (path) => existsSync(path),
     hasTool: (name) => onPath(name),
     missingCapabilities: () => missingCapabilities(),
+    rmemMax: () => {
+      try {
+        const n = Number(readFileSync('/proc/sys/net/core/rmem_max', 'utf8').trim());
+        return Number.isSafeInteger(n) ? n : undefined;
+      } catch {
+        return undefined;
+      }
+    },
     nftables: () => probeNftables(runner, onPath('iptables-restore')),
     async route(address): Promise<RouteInfo | undefined> {
       const [r] = (await ipJson(runner, [fam(address), 'route', 'get', address])) as { type?: string; dev?: string }[];

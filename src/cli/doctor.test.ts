@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../config/load.js';
-import { EXAMPLE } from '../config/reference.js';
+import { EXAMPLE, EXAMPLE_IKE } from '../config/reference.js';
 import type { NftProbe } from '../netfilter/nft-probe.js';
 import type { CoveringRoute, DoctorProbes, RouteInfo } from './doctor.js';
 import { firstAddressOf, formatDoctor, runDoctor } from './doctor.js';
@@ -48,6 +48,29 @@ test('doctor: each common mistake is reported with its level (numbered cases)', 
     assert.equal(got.length, want.length, `case ${i + 1} (${what}): ${JSON.stringify(got)}`);
     want.forEach((re, k) => assert.match(got[k] ?? '', re, `case ${i + 1} (${what})`));
   }
+});
+
+test('doctor: net.core.rmem_max against the NAT-T socket\'s buffer, asked only with IKE peers (numbered cases)', async () => {
+  const ike = parseConfig(EXAMPLE_IKE, 'example-ike.yaml');
+  let asked = 0;
+  const withRmem = (v: number | undefined): DoctorProbes => ({ ...probes(), rmemMax: () => { asked++; return v; } });
+  const rmemLines = async (cfg: typeof CFG, v: number | undefined): Promise<string[]> =>
+    (await runDoctor(cfg, withRmem(v))).filter((r) => r.what.includes('rmem_max')).map((r) => `${r.level}: ${r.what} | ${r.fix ?? ''}`);
+  const cases: [number, typeof CFG, number | undefined, RegExp | undefined][] = [
+    [1, ike, 212_992, /^warn: net\.core\.rmem_max is 212992: the NAT-T socket \(UDP 4500\) gets 212992 bytes of receive buffer instead of 4194304.*\| sysctl -w net\.core\.rmem_max=4194304/],
+    [2, ike, 4_194_304, /^ok: net\.core\.rmem_max 4194304: the NAT-T socket \(UDP 4500\) gets its 4 MiB receive buffer/],
+    [3, ike, undefined, undefined],
+    [4, CFG, 212_992, undefined],
+  ];
+  for (const [n, cfg, v, want] of cases) {
+    const got = await rmemLines(cfg, v);
+    if (want === undefined) assert.deepEqual(got, [], `case ${n}`);
+    else {
+      assert.equal(got.length, 1, `case ${n}: ${JSON.stringify(got)}`);
+      assert.match(got[0] ?? '', want, `case ${n}`);
+    }
+  }
+  assert.equal(asked, 3, 'a config without IKE peers does not ask (case 4)');
 });
 
 test('doctor: every warning and failure says what to do; the summary counts them', async () => {

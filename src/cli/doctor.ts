@@ -6,7 +6,8 @@
  *         what IP needs, a fake prefix that is already routed to a real network, a configured
  *         rules backend (nftables) that nft or the kernel cannot provide
  *   warn  it may not work, or works differently than expected: no route to a peer's endpoint
- *         yet, nfnetlink_queue not loaded yet, not enough privileges for this process
+ *         yet, nfnetlink_queue not loaded yet, not enough privileges for this process, a
+ *         net.core.rmem_max below the NAT-T socket's buffer (IKE peers)
  *   ok    checked and fine; the rules backend line says which backend installs the gate and why
  *
  * The probes sit behind an interface so that the checks are tested without root (doctor.test.ts).
@@ -19,6 +20,7 @@ import type { BackendChoice, NftProbe } from '../netfilter/nft-probe.js';
 import { chooseBackend, describeBackend } from '../netfilter/nft-probe.js';
 import { nftTableName } from '../netfilter/nft-render.js';
 import { rulesInputOf } from '../daemon/rules-input.js';
+import { UDP_ENCAP_RCVBUF } from '../io/udp-encap.js';
 
 /** CheckLevel orders the outcomes. */
 export type CheckLevel = 'ok' | 'warn' | 'fail';
@@ -58,6 +60,8 @@ export interface DoctorProbes {
   missingCapabilities(): string[];
   /** nftables probes nft and the kernel (nft-probe.ts); asked only when rules.backend is not iptables. */
   nftables(): Promise<NftProbe>;
+  /** rmemMax is net.core.rmem_max (bytes), undefined when unreadable; asked only with IKE peers. */
+  rmemMax?(): number | undefined;
 }
 
 /** backendCheck chooses the rules backend and reports it as one line; choice is undefined when none can work. */
@@ -125,6 +129,18 @@ export async function runDoctor(cfg: Config, p: DoctorProbes): Promise<CheckResu
   out.push(p.hasTool('conntrack')
     ? { level: 'ok', what: 'conntrack(8) present: the install moves flows that began before the gate into the tunnel' }
     : { level: 'warn', what: 'conntrack(8) is not installed: a flow to a peer that began before the gate stays blocked until its conntrack entry expires', fix: 'apt install conntrack (Debian/Ubuntu); dnf install conntrack-tools (Fedora/RHEL)' });
+
+  // IKE peers mean a NAT-T socket (UDP 4500), whose receive buffer the kernel caps at rmem_max.
+  const rmem = cfg.peers.some((x) => x.ike !== undefined) ? p.rmemMax?.() : undefined;
+  if (rmem !== undefined) {
+    out.push(rmem >= UDP_ENCAP_RCVBUF
+      ? { level: 'ok', what: `net.core.rmem_max ${rmem}: the NAT-T socket (UDP 4500) gets its ${UDP_ENCAP_RCVBUF / 1048576} MiB receive buffer` }
+      : {
+        level: 'warn',
+        what: `net.core.rmem_max is ${rmem}: the NAT-T socket (UDP 4500) gets ${rmem} bytes of receive buffer instead of ${UDP_ENCAP_RCVBUF}, and a burst of ESP in UDP may be dropped before espgate reads it (status: udpEncap.dropped)`,
+        fix: `sysctl -w net.core.rmem_max=${UDP_ENCAP_RCVBUF} (and a line in /etc/sysctl.d/ to keep it), then restart espgate`,
+      });
+  }
 
   const caps = p.missingCapabilities();
   out.push(caps.length === 0
