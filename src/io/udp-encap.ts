@@ -48,7 +48,8 @@ export const UDP_ENCAP_PORT = 4500;
  * 208 KiB) holds about 90 full-size datagrams: a burst from the peer's TCP, or a few ms in
  * which the event loop is busy (an IKE exchange, a GC pause), overflowed it in the lab, and the
  * kernel dropped ESP before we saw it (test/lab/swan-rekey-soak.ts counted hundreds per 28 s
- * under a paced TCP transfer). 4 MiB holds ~1,800 and costs memory only when used.
+ * under a paced TCP transfer). 4 MiB (8 MiB as the kernel counts) holds ~3,600, and costs
+ * memory only while datagrams wait in it.
  */
 export const UDP_ENCAP_RCVBUF = 4 * 1024 * 1024;
 /** UDP_HEADER_LEN is the size of a UDP header. */
