@@ -171,6 +171,28 @@ export async function queueDrops(run: LabRun, host: string): Promise<number> {
 }
 
 /**
+ * parseUdpSnmp reads the UDP counters of /proc/net/snmp (the `Udp:` header and value lines, as
+ * `udp.<Name>`) and /proc/net/snmp6 (`Udp6<Name> value` lines, as `udp6.Udp6<Name>`).
+ */
+export function parseUdpSnmp(text: string): Record<string, number> {
+  const out: Record<string, number> = {};
+  const lines = text.split('\n');
+  for (let i = 0; i + 1 < lines.length; i++) {
+    const h = lines[i]?.trim().split(/\s+/) ?? [];
+    const v = lines[i + 1]?.trim().split(/\s+/) ?? [];
+    if (h[0] !== 'Udp:' || v[0] !== 'Udp:') continue;
+    h.forEach((name, j) => {
+      if (j > 0) out[`udp.${name}`] = Number(v[j] ?? 0);
+    });
+  }
+  for (const line of lines) {
+    const m = /^(Udp6\w+)\s+(\d+)/.exec(line);
+    if (m?.[1] !== undefined) out[`udp6.${m[1]}`] = Number(m[2]);
+  }
+  return out;
+}
+
+/**
  * udpRcvbufErrors reads the UDP receive-buffer drops of a host's namespace (/proc/net/snmp
  * Udp RcvbufErrors plus Udp6RcvbufErrors): datagrams the kernel dropped because a socket's
  * buffer was full (for charon, its port 4500 socket: ESP in UDP it never saw). -1 when unreadable.
@@ -178,16 +200,8 @@ export async function queueDrops(run: LabRun, host: string): Promise<number> {
 export async function udpRcvbufErrors(run: LabRun, host: string): Promise<number> {
   const r = await runIn(run, host, ['cat', '/proc/net/snmp', '/proc/net/snmp6'], 10_000);
   if (r.status !== 0) return -1;
-  let sum = 0;
-  const lines = r.stdout.split('\n');
-  for (let i = 0; i + 1 < lines.length; i++) {
-    const h = lines[i]?.trim().split(/\s+/) ?? [];
-    const v = lines[i + 1]?.trim().split(/\s+/) ?? [];
-    const j = h.indexOf('RcvbufErrors');
-    if (h[0] === 'Udp:' && v[0] === 'Udp:' && j > 0) sum += Number(v[j] ?? 0);
-  }
-  const m = /^Udp6RcvbufErrors\s+(\d+)/m.exec(r.stdout);
-  return sum + Number(m?.[1] ?? 0);
+  const c = parseUdpSnmp(r.stdout);
+  return (c['udp.RcvbufErrors'] ?? 0) + (c['udp6.Udp6RcvbufErrors'] ?? 0);
 }
 
 /**

@@ -25,7 +25,7 @@ import { labUnavailable, labUp } from '../../lab/harness.js';
 import { addressOf } from '../../lab/topology.js';
 import type { Json, LabTestState } from './support.js';
 import { runIn, sleep, statusOf, tearDownLab } from './support.js';
-import { queueDrops, startEspgate, startTrafficServer, tcpTransfer, waitIkeEstablished, waitUp, writeIkeConfigs } from './ike-support.js';
+import { parseUdpSnmp, queueDrops, startEspgate, startTrafficServer, tcpTransfer, waitIkeEstablished, waitUp, writeIkeConfigs } from './ike-support.js';
 import type { Swan } from './swan-support.js';
 import { installedChildren, listSas, startSwan, stopSwan, swanConnFor, swanUnavailable, waitEstablished } from './swan-support.js';
 
@@ -45,20 +45,8 @@ type Counters = Record<string, number>;
 async function kernelCounters(run: LabRun, host: string): Promise<Counters> {
   const out: Counters = {};
   const snmp = await runIn(run, host, ['cat', '/proc/net/snmp', '/proc/net/snmp6'], 10_000);
-  const lines = snmp.stdout.split('\n');
-  for (let i = 0; i + 1 < lines.length; i++) {
-    const h = lines[i]?.split(/\s+/) ?? [];
-    const v = lines[i + 1]?.split(/\s+/) ?? [];
-    if (h[0] === 'Udp:' && v[0] === 'Udp:') {
-      h.forEach((name, j) => {
-        if (['InErrors', 'RcvbufErrors', 'SndbufErrors', 'InCsumErrors', 'NoPorts'].includes(name)) out[`udp.${name}`] = Number(v[j]);
-      });
-    }
-  }
-  for (const line of lines) {
-    const m = /^(Udp6(?:InErrors|RcvbufErrors|SndbufErrors))\s+(\d+)/.exec(line);
-    if (m?.[1] !== undefined) out[`udp6.${m[1]}`] = Number(m[2]);
-  }
+  const wanted = /^udp\.(InErrors|RcvbufErrors|SndbufErrors|InCsumErrors|NoPorts)$|^udp6\.Udp6(InErrors|RcvbufErrors|SndbufErrors)$/;
+  for (const [k, v] of Object.entries(parseUdpSnmp(snmp.stdout))) if (wanted.test(k)) out[k] = v;
   out['nfqueue.dropped'] = await queueDrops(run, host);
   const link = await runIn(run, host, ['ip', '-s', '-j', 'link', 'show'], 10_000);
   try {
