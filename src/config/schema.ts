@@ -120,6 +120,8 @@ export const configSchema = z.strictObject({
   rules: z.strictObject({
     backend: z.enum(['auto', 'iptables', 'nftables']).default('auto')
       .describe('Which tool installs the gate: iptables (iptables-restore, ipset), nftables (nft -f, one table of ours), or auto (nftables where nft and the kernel offer what the gate needs, else iptables).'),
+    espNotrack: z.boolean().default(true)
+      .describe('Exempt this host\'s own outbound ESP to peer endpoints from connection tracking (a raw-table rule): one conntrack lookup less per packet sent. Turn it off only if a firewall of yours matches our ESP by conntrack state.'),
   }).prefault({}).describe('How the gate (steering and guard rules) is installed.'),
   local: z.strictObject({
     protect: z.array(cidr).min(1).describe('Inner addresses that peers may send to: this host\'s addresses, or the LANs behind a gateway.'),

@@ -31,5 +31,6 @@ export function rulesInputOf(cfg: Config): RulesInput {
     // IKE (and NAT-T on 4500) between us and the peer endpoints must pass the steering and the
     // guard when any peer is keyed by IKE; with static keys only, nothing but ESP is let through.
     ike: cfg.peers.some((p) => p.ike !== undefined),
+    notrack: cfg.rules.espNotrack,
   };
 }

@@ -15,7 +15,7 @@ const V6 = {
   peerAddrs: ['2001:db8:1::2/128', '2001:db8:1::100/120'],
   endpoints: ['2001:db8:1::2'],
 };
-const BASE = { tun: 'eg0', queueNum: 7, mssClamp: true, guard: true } as const;
+const BASE = { tun: 'eg0', queueNum: 7, mssClamp: true, guard: true, notrack: true } as const;
 
 /** GOLDEN_CASES lists the reviewed specs by golden name. */
 export const GOLDEN_CASES: readonly { readonly name: string; readonly input: RulesInput }[] = [
@@ -34,7 +34,7 @@ export const GOLDEN_CASES: readonly { readonly name: string; readonly input: Rul
     },
   },
   { name: 'gateway-dual-stack', input: { ...BASE, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-  { name: 'host-v4-no-guard-no-clamp', input: { ...BASE, mssClamp: false, guard: false, mode: 'host', families: { v4: V4 } } },
+  { name: 'host-v4-no-guard-no-clamp', input: { ...BASE, mssClamp: false, guard: false, notrack: false, mode: 'host', families: { v4: V4 } } },
   { name: 'host-v4-ike', input: { ...BASE, ike: true, mode: 'host', families: { v4: V4 } } },
   { name: 'gateway-dual-stack-ike', input: { ...BASE, ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
 ];

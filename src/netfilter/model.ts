@@ -82,6 +82,8 @@ export interface RulesInput {
   readonly guard: boolean;
   /** ike lets IKE (UDP 500 both ways) through between this host and the peer endpoints (default false). */
   readonly ike?: boolean;
+  /** notrack exempts this host's own ESP to peer endpoints from connection tracking (default false). */
+  readonly notrack?: boolean;
 }
 
 /** A PrefixPair is a validated pair in canonical "network/len" form. */
@@ -111,6 +113,12 @@ export interface RulesSpec {
   readonly guard: boolean;
   /** ike: IKE (UDP 500) between this host and the peer endpoints is exempt from NAT and guard. */
   readonly ike: boolean;
+  /**
+   * notrack: our own outbound ESP to peer endpoints skips conntrack (raw OUTPUT). Nothing needs it
+   * tracked: inbound ESP is taken in raw PREROUTING before conntrack, and every rule matches ESP
+   * by protocol and address, never by state. Saves a conntrack lookup per packet sent.
+   */
+  readonly notrack: boolean;
 }
 
 /** chainName returns the name of our chain for a hook suffix. */
@@ -282,5 +290,6 @@ export function buildRulesSpec(input: RulesInput): RulesSpec {
     mssClamp: input.mssClamp,
     guard: input.guard,
     ike: input.ike ?? false,
+    notrack: input.notrack ?? false,
   });
 }

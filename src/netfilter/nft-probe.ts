@@ -5,7 +5,7 @@
  * The probe asks the kernel itself, changing nothing: `nft -c -f -` (check mode: the kernel
  * validates the batch and commits nothing) of a throwaway table that uses every construct our
  * table uses (inet nat chains, `dnat ip prefix to`, interval sets, fib, the MSS clamp, meta
- * mark), then of one `queue` rule alone. Kernels built without CONFIG_NFT_QUEUE refuse the
+ * mark, notrack), then of one `queue` rule alone. Kernels built without CONFIG_NFT_QUEUE refuse the
  * second; the gate then installs its one NFQUEUE rule with iptables (xtables compat), the rest
  * with nft. parse*, chooseBackend and describeBackend are pure; probeNftables runs the tools.
  */
@@ -53,6 +53,9 @@ export const NFT_PROBE_REST = `table inet ${PROBE_TABLE} {
 \tchain r { type filter hook prerouting priority raw - 1; policy accept;
 \t\tmeta l4proto esp meta length 65001-65535 drop
 \t\tmeta l4proto esp fib daddr type local ip6 saddr @e6 meta mark set meta mark | 0x20000000
+\t}
+\tchain n { type filter hook output priority raw; policy accept;
+\t\tmeta l4proto esp ip6 daddr @e6 notrack
 \t}
 \tchain m { type filter hook postrouting priority mangle; policy accept;
 \t\toifname "eg0" tcp flags & (syn | rst) == syn tcp option maxseg size set rt mtu

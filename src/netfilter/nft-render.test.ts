@@ -176,6 +176,24 @@ describe('nft render: properties', () => {
   });
 });
 
+describe('nft render: our own ESP skips conntrack (spec.notrack)', () => {
+  test('case 1: raw_output at raw priority with one notrack rule per family, ESP to a peer endpoint only', () => {
+    const on = planNft(buildRulesSpec({ ...GOLDEN[1].input, notrack: true }), { nativeQueue: true });
+    const c = on.chains.find((x) => x.name === 'raw_output');
+    assert.ok(c !== undefined);
+    assert.equal(c.hook, 'output');
+    assert.equal(c.priority, -300);
+    assert.deepEqual(c.rules, ['meta l4proto esp ip daddr @endp4 notrack', 'meta l4proto esp ip6 daddr @endp6 notrack']);
+  });
+  test('case 2: without notrack: no raw_output chain, no notrack anywhere, and another digest', () => {
+    const input = { ...GOLDEN[1].input };
+    const off = planNft(buildRulesSpec({ ...input, notrack: false }), { nativeQueue: true });
+    assert.equal(off.chains.find((x) => x.name === 'raw_output'), undefined);
+    assert.doesNotMatch(renderNftInstall(off), /notrack/);
+    assert.notEqual(nftDigest(off), nftDigest(planNft(buildRulesSpec({ ...input, notrack: true }), { nativeQueue: true })));
+  });
+});
+
 describe('nft render: the NFQ fallback chain against the current raw table', () => {
   const spec = buildRulesSpec(GOLDEN[1].input);
   const plan = planNft(spec, { nativeQueue: false });

@@ -10,6 +10,7 @@
  *   chain               hook         prio        what (iptables twin)
  *   raw_prerouting      prerouting   raw (-300)  inbound ESP from a peer endpoint -> queue   (raw <tag>-PRE)
  *                                    raw - 1     without nft queue: mark it for <tag>-NFQ instead
+ *   raw_output          output       raw (-300)  our ESP to a peer endpoint: notrack         (raw <tag>-OUT, notrack)
  *   mangle_postrouting  postrouting  mangle      guard: fake dst not via the TUN; MSS clamp  (mangle <tag>-POST)
  *   nat_prerouting      prerouting   -100        forwarded to a peer: dnat ip prefix         (nat <tag>-PRE, gateway)
  *   nat_output          output       -100        local to a peer: dnat ip prefix             (nat <tag>-OUT)
@@ -145,6 +146,13 @@ export function planNft(spec: RulesSpec, opts: NftRenderOptions): NftPlan {
     `meta l4proto esp fib daddr type local ${ip(f)} saddr ${ep(f)} ${opts.nativeQueue ? `queue num ${spec.queueNum}` : `meta mark set meta mark | ${hex(NFQ_MARK)}`}`,
   ]);
 
+  if (spec.notrack) {
+    add({
+      name: 'raw_output', type: 'filter', hook: 'output', priority: -300, priorityText: 'raw',
+      purpose: 'our own ESP to a peer endpoint skips conntrack: no rule matches it by state, and inbound ESP never reaches conntrack',
+    }, [], (f) => [`meta l4proto esp ${ip(f)} daddr ${ep(f)} notrack`]);
+  }
+
   if (spec.mssClamp || spec.guard) {
     const purpose = [
       spec.guard ? 'guard: a packet for a fake address that does not leave through the TUN is a leak' : '',
@@ -223,7 +231,7 @@ function setElement(cidr: string): string {
 
 /** CHAIN_ORDER is the order chains are written in: the order render.ts writes iptables tables and chains. */
 const CHAIN_ORDER: readonly string[] = [
-  'raw_prerouting', 'mangle_postrouting', 'nat_prerouting', 'nat_output', 'nat_input', 'nat_postrouting', 'filter_input', 'filter_forward', 'filter_output',
+  'raw_prerouting', 'raw_output', 'mangle_postrouting', 'nat_prerouting', 'nat_output', 'nat_input', 'nat_postrouting', 'filter_input', 'filter_forward', 'filter_output',
 ];
 
 function byHookOrder(a: NftChainPlan, b: NftChainPlan): number {

@@ -216,3 +216,41 @@ describe('render: IKE and NAT-T exemptions (RulesInput.ike)', () => {
     }
   });
 });
+
+describe('render: our own ESP skips conntrack (RulesInput.notrack)', () => {
+  const dual = buildRulesSpec({ ...GOLDEN[1].input, notrack: true });
+  const off = buildRulesSpec({ ...GOLDEN[1].input, notrack: false });
+  const rawOut = (spec: typeof dual, family: 'v4' | 'v6'): readonly string[] | undefined => {
+    const c = planRules(spec).families.find((f) => f.family === family)?.chains.find((x) => x.table === 'raw' && x.builtin === 'OUTPUT');
+    return c === undefined ? undefined : ruleLines(c);
+  };
+
+  test('case 1: one raw OUTPUT rule per family: ESP, to a peer endpoint, CT --notrack; nothing else is exempted', () => {
+    assert.deepEqual(rawOut(dual, 'v4'), ['-p esp -m set --match-set ESPGATE-ENDP4 dst -j CT --notrack']);
+    assert.deepEqual(rawOut(dual, 'v6'), ['-p esp -m set --match-set ESPGATE-ENDP6 dst -j CT --notrack']);
+    const text = renderInstall(dual).iptables;
+    assert.equal(text.split('\n').filter((l) => l.includes('--notrack')).length, 1);
+    assert.ok(text.split('\n').includes('-I OUTPUT 1 -j ESPGATE-OUT'));
+  });
+  test('case 2: without notrack there is no raw OUTPUT chain and no notrack anywhere', () => {
+    assert.equal(rawOut(off, 'v4'), undefined);
+    assert.equal(rawOut(off, 'v6'), undefined);
+    assert.doesNotMatch(formatTexts(renderInstall(off)), /notrack/i);
+  });
+  test('case 3: turning it off on a live gate deletes the jump, then the chain; turning it on adds them', () => {
+    const v4Off = planRules(off).families.find((f) => f.family === 'v4');
+    const down = renderFamilyRestore('ESPGATE', 'v4', v4Off, savedFromPlan(planRules(dual), 'v4'));
+    const raw = down.slice(down.indexOf('*raw'), down.indexOf('COMMIT', down.indexOf('*raw'))).split('\n');
+    assert.ok(raw.indexOf('-D OUTPUT -j ESPGATE-OUT') >= 0 && raw.indexOf('-D OUTPUT -j ESPGATE-OUT') < raw.indexOf('-X ESPGATE-OUT'), raw.join('\n'));
+    assert.ok(!raw.includes('-D PREROUTING -j ESPGATE-PRE'), 'the queue chain stays');
+    const v4On = planRules(dual).families.find((f) => f.family === 'v4');
+    const up = renderFamilyRestore('ESPGATE', 'v4', v4On, savedFromPlan(planRules(off), 'v4'));
+    assert.deepEqual(up.split('\n').filter((l) => l.startsWith('-I ')), ['-I OUTPUT 1 -j ESPGATE-OUT']);
+  });
+  test('case 4: uninstall removes the raw OUTPUT jump and chain', () => {
+    for (const text of [renderUninstall(dual).iptables, renderUninstall(dual).ip6tables]) {
+      const raw = text.slice(text.indexOf('*raw'), text.indexOf('COMMIT', text.indexOf('*raw'))).split('\n');
+      assert.ok(raw.includes('-D OUTPUT -j ESPGATE-OUT') && raw.includes('-X ESPGATE-OUT'), raw.join('\n'));
+    }
+  });
+});

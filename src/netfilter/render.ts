@@ -6,6 +6,7 @@
  *
  *   table   builtin      our chain   prio   what
  *   raw     PREROUTING   <tag>-PRE   -300   inbound ESP from a peer endpoint -> NFQUEUE (before conntrack)
+ *   raw     OUTPUT       <tag>-OUT   -300   our ESP to a peer endpoint: no conntrack     (notrack)
  *   mangle  POSTROUTING  <tag>-POST  -150   fake dst not leaving via the TUN: drop (guard);
  *                                            clamp TCP MSS of SYNs leaving through the TUN   (mssClamp)
  *   nat     PREROUTING   <tag>-PRE   -100   forwarded traffic to peers: real -> fake dst    (gateway)
@@ -159,6 +160,11 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     `-p esp -m length --length ${NFQUEUE_MAX_ESP_BYTES + 1}:65535 -j DROP`,
     `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j NFQUEUE --queue-num ${spec.queueNum}`,
   ]);
+  if (spec.notrack) {
+    add('raw', 'OUT', 'our own ESP to a peer endpoint skips conntrack: no rule matches it by state, and inbound ESP never reaches conntrack (it is queued above), so each entry would only cost a lookup per packet sent', [
+      `-p esp -m set --match-set ${endps} dst -j CT --notrack`,
+    ]);
+  }
 
   // POSTROUTING is the first hook that knows the final output device of local traffic: at
   // filter OUTPUT, "-o" still names the device chosen before nat OUTPUT rerouted the packet.

@@ -11,7 +11,8 @@
  *   2  guard: bob (no gate yet) pings alice in the clear: alice's table drops it (IPv4 and
  *      IPv6); alice's own pings to bob go nowhere without a daemon (fail closed)
  *   3  gate on bob too, both daemons up (they find the gate installed: nftStatus says so):
- *      pings both ways, IPv4 and IPv6, and a TCP transfer with matching SHA-256
+ *      pings both ways, IPv4 and IPv6, and a TCP transfer with matching SHA-256; afterwards
+ *      conntrack holds no entry for ESP on either host (our ESP is notracked)
  *   4  the capture: only ESP between alice and bob, both ways; no plaintext between them
  *   5  SIGTERM: both exit 0, the gate stays; `rules remove`: no table of ours, no iptables
  *      rule of ours; rules, routes, links and `nft list ruleset` exactly as before install
@@ -160,6 +161,10 @@ describe('nftables backend: lan, alice and bob', { skip: skip ?? false }, () => 
     assert.ok(o.ok, o.detail);
     assert.equal(o.result?.received, BULK_BYTES);
     t.diagnostic(`TCP ${BULK_BYTES} bytes each way in ${String(o.result?.ms)} ms`);
+    // Our own ESP skips conntrack (chain raw_output, notrack), inbound ESP is queued before it.
+    for (const h of HOSTS) {
+      for (const fam of ['ipv4', 'ipv6']) assert.equal((await sh(h, ['conntrack', '-L', '-f', fam, '-p', '50'])).trim(), '', `${h}: no ${fam} conntrack entry for ESP`);
+    }
   });
 
   step('4. the capture: only ESP between alice and bob, both ways; no plaintext between them', async (t) => {

@@ -433,11 +433,18 @@ export function gatewaySuite(spec: SuiteSpec): void {
       }
     });
 
-    step('8. conntrack: no new invalid entries; the TCP flows are ASSURED with the fake peer address in the reply tuple', async (t) => {
+    step('8. conntrack: no new invalid entries; no entry for our own ESP (rules.espNotrack); the TCP flows are ASSURED with the fake peer address in the reply tuple', async (t) => {
       const run = runOf();
       for (const h of daemonHosts()) {
         const now = await conntrackInvalid(run, h);
         assert.equal(now, st.invalidBefore.get(h), `${h}: conntrack -S invalid stays at ${st.invalidBefore.get(h)}`);
+        for (const fam of ['ipv4', 'ipv6']) {
+          // Our ESP skips conntrack (raw OUTPUT notrack); inbound ESP is queued before conntrack.
+          const r = await runIn(run, h, ['conntrack', '-L', '-f', fam, '-p', '50'], 15_000);
+          assert.equal(r.status, 0, describeResult(r));
+          const esp = r.stdout.split('\n').filter((l) => l.trim() !== '');
+          assert.deepEqual(esp, [], `${h}: no ${fam} conntrack entry for ESP`);
+        }
       }
       const flows: [string, string, string, AddressFamily, Json | undefined][] = [[gw(a), a, b, 4, st.conn1], [gw(b), b, a, 6, st.conn2]];
       for (const [host, from, to, fam, conn] of flows) {

@@ -16,22 +16,45 @@
 import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { install, uninstall } from '../../src/netfilter/apply.js';
 import type { ApplyOptions } from '../../src/netfilter/apply.js';
 import { buildRulesSpec } from '../../src/netfilter/model.js';
+import type { RulesInput } from '../../src/netfilter/model.js';
 import { Capture, Netns, rootSkipReason } from './netns.js';
 
 const skip = rootSkipReason(['iptables', 'ip6tables', 'ipset', 'nft', 'tcpdump', 'conntrack', 'ping', 'bash']);
 
-const SPEC = buildRulesSpec({
+const INPUT: RulesInput = {
   tun: 'eg0', queueNum: 9, mode: 'host', mssClamp: true, guard: true,
   families: {
     v4: { pairs: [{ real: '198.18.0.0/24', fake: '198.19.0.0/24' }], peerAddrs: ['198.18.0.2/32'], endpoints: ['198.18.0.2'] },
     v6: { pairs: [{ real: '2001:db8:1::/64', fake: '2001:db8:ff01::/64' }], peerAddrs: ['2001:db8:1::2/128'], endpoints: ['2001:db8:1::2'] },
   },
-});
+};
+const SPEC = buildRulesSpec(INPUT);
+
+/** RAW_SOCKET is the raw-socket package's directory, for a sender run inside a namespace. */
+const RAW_SOCKET = dirname(createRequire(import.meta.url).resolve('raw-socket/package.json'));
+
+/** sendEsp sends one ESP packet (SPI 0x100, sequence 1, 24 bytes of zeros) from `ns` to `dst` over a raw socket, as the daemon does. */
+function sendEsp(ns: Netns, dst: string): void {
+  const v6 = dst.includes(':');
+  const js = [
+    `const raw = require(${JSON.stringify(RAW_SOCKET)});`,
+    `const s = raw.createSocket({ protocol: 50${v6 ? ', addressFamily: raw.AddressFamily.IPv6' : ''} });`,
+    'const b = Buffer.alloc(32); b.writeUInt32BE(0x100, 0); b.writeUInt32BE(1, 4);',
+    `s.send(b, 0, b.length, ${JSON.stringify(dst)}, (e) => { if (e) { console.error(e.message); process.exit(1); } s.close(); });`,
+  ].join(' ');
+  ns.sh(`${process.execPath} -e '${js}'`);
+}
+
+/** espEntries lists conntrack's entries for protocol 50 (ESP) in `ns`, one family. */
+function espEntries(ns: Netns, family: 'ipv4' | 'ipv6'): string[] {
+  return ns.sh(`conntrack -L -f ${family} -p 50 2>/dev/null || true`).split('\n').filter((l) => /\b50\b/.test(l));
+}
 
 /** counter returns the packet counter of the rule in `chain` whose text contains `needle` (iptables -L -v -x). */
 function counter(ns: Netns, tool: 'iptables' | 'ip6tables', table: string, chain: string, needle: RegExp): number {
@@ -161,7 +184,29 @@ describe('steering and guard with real packets', { skip }, () => {
     assert.equal(counter(a, 'iptables', 'nat', 'ESPGATE-OUT', /NETMAP/) - nat, 1);
   });
 
-  test('case 9: uninstall leaves no trace of ours', async () => {
+  test('case 9: our own ESP to B is tracked without notrack (control) and untracked with it; it leaves either way', async () => {
+    a.sh('conntrack -D -p 50 >/dev/null 2>&1 || true');
+    const cap = await Capture.start(b, 'vb', 'esp or ip6 proto 50 or (udp and port 9998)');
+    sendEsp(a, '198.18.0.2');
+    sendEsp(a, '2001:db8:1::2');
+    assert.equal(espEntries(a, 'ipv4').length, 1, 'control: without the rule conntrack keeps an entry for our ESP (so the check below can fail)');
+    assert.equal(espEntries(a, 'ipv6').length, 1, 'control, IPv6');
+    a.sh('conntrack -D -p 50 >/dev/null 2>&1 || true');
+    await install(buildRulesSpec({ ...INPUT, notrack: true }), opts);
+    const hits = counter(a, 'iptables', 'raw', 'ESPGATE-OUT', /CT notrack/);
+    const hits6 = counter(a, 'ip6tables', 'raw', 'ESPGATE-OUT', /CT notrack/);
+    sendEsp(a, '198.18.0.2');
+    sendEsp(a, '2001:db8:1::2');
+    assert.equal(counter(a, 'iptables', 'raw', 'ESPGATE-OUT', /CT notrack/) - hits, 1);
+    assert.equal(counter(a, 'ip6tables', 'raw', 'ESPGATE-OUT', /CT notrack/) - hits6, 1);
+    assert.deepEqual(espEntries(a, 'ipv4'), [], 'no conntrack entry for our IPv4 ESP');
+    assert.deepEqual(espEntries(a, 'ipv6'), [], 'no conntrack entry for our IPv6 ESP');
+    const lines = await cap.stop(marker, MARK);
+    assert.equal(lines.filter((l) => /198\.18\.0\.1 > 198\.18\.0\.2: ESP\(spi=0x00000100/.test(l)).length, 2, lines.join('\n'));
+    assert.equal(lines.filter((l) => /2001:db8:1::1 > 2001:db8:1::2: ESP\(spi=0x00000100/.test(l)).length, 2, lines.join('\n'));
+  });
+
+  test('case 10: uninstall leaves no trace of ours', async () => {
     await uninstall('ESPGATE', opts);
     assert.doesNotMatch(a.sh('iptables-save; ip6tables-save; ipset list -n'), /ESPGATE/);
   });
