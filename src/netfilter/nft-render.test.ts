@@ -186,7 +186,7 @@ describe('nft render: our own ESP skips conntrack (spec.notrack)', () => {
     assert.deepEqual(c.rules, ['meta l4proto esp ip daddr @endp4 notrack', 'meta l4proto esp ip6 daddr @endp6 notrack']);
   });
   test('case 2: without notrack: no raw_output chain, no notrack anywhere, and another digest', () => {
-    const input = { ...GOLDEN[1].input };
+    const input = GOLDEN[1].input;
     const off = planNft(buildRulesSpec({ ...input, notrack: false }), { nativeQueue: true });
     assert.equal(off.chains.find((x) => x.name === 'raw_output'), undefined);
     assert.doesNotMatch(renderNftInstall(off), /notrack/);
