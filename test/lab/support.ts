@@ -342,6 +342,17 @@ export async function conntrackInvalid(run: LabRun, host: string): Promise<numbe
   return sum;
 }
 
+/**
+ * espConntrackEntries lists a host's conntrack entries for protocol 50 (ESP) of one family: none
+ * on a daemon host, whose own ESP skips conntrack (rules.espNotrack) and whose inbound ESP is
+ * queued before it. Throws when conntrack(8) fails.
+ */
+export async function espConntrackEntries(run: LabRun, host: string, family: 'ipv4' | 'ipv6'): Promise<string[]> {
+  const r = await runIn(run, host, ['conntrack', '-L', '-f', family, '-p', '50'], 15_000);
+  if (r.status !== 0) throw new Error(`${host}: conntrack -L -f ${family} -p 50: ${describeResult(r)}`);
+  return r.stdout.split('\n').filter((l) => l.trim() !== '');
+}
+
 /** sameAddress compares two addresses by value (any spelling of IPv6). */
 export function sameAddress(a: string, b: string): boolean {
   try {
