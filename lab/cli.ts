@@ -5,7 +5,7 @@
  *
  *     plan <lan|sites|hub|nat> [--clients N]                  the plan lab.sh executes (renderPlan)
  *     json <lan|sites|hub|nat> [--clients N]                  the topology as JSON
- *     configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike]
+ *     configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike] [--inbound socket|queue]
  *                                                             write configs/, state/, keys.uat
  *     esp-probe <config.yaml> <peer> [--family 4|6] [--count N] [--seq S] [--src A] [--dst A]
  *                                                             print "<endpoint> <hex>" lines: ESP
@@ -28,7 +28,7 @@ import { buildTopology, isTopologyName, renderPlan } from './topology.js';
 const USAGE = `usage:
   cli plan <lan|sites|hub|nat> [--clients N]
   cli json <lan|sites|hub|nat> [--clients N]
-  cli configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike]
+  cli configs <lan|sites|hub|nat> <runDir> [--clients N] [--outer 4|6] [--keying static|ike] [--inbound socket|queue]
   cli esp-probe <config.yaml> <peer> [--family 4|6] [--count N] [--seq S] [--src A] [--dst A]`;
 
 /** UsageError is a bad command line (exit status 2). */
@@ -41,6 +41,7 @@ interface Parsed {
   clients?: number;
   outer?: AddressFamily;
   keying?: Keying;
+  inbound?: 'socket' | 'queue';
   family?: AddressFamily;
   count?: number;
   seq?: number;
@@ -67,6 +68,10 @@ function parseArgs(argv: readonly string[]): Parsed {
       const v = value();
       if (v !== '4' && v !== '6') throw new UsageError(`--outer wants 4 or 6, got ${v}`);
       out.outer = v === '4' ? 4 : 6;
+    } else if (a === '--inbound') {
+      const v = value();
+      if (v !== 'socket' && v !== 'queue') throw new UsageError(`--inbound wants socket or queue, got ${v}`);
+      out.inbound = v;
     } else if (a === '--keying') {
       const v = value();
       const k = KEYINGS.find((x) => x === v);
@@ -170,6 +175,7 @@ function run(argv: readonly string[]): void {
       const set = generateLabConfigs(topo, runDir, {
         outer: p.outer ?? 4,
         ...(p.keying === undefined ? {} : { keying: p.keying }),
+        ...(p.inbound === undefined ? {} : { inbound: p.inbound }),
         randomBytes: (n) => randomBytes(n),
       });
       for (const path of writeLabConfigs(set, runDir)) process.stdout.write(`${path}\n`);

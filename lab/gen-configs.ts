@@ -103,6 +103,7 @@ export interface LabEspgateConfig {
   readonly name: string;
   readonly mode: 'host' | 'gateway';
   readonly tun: { readonly name: string };
+  readonly inbound?: 'socket' | 'queue';
   readonly queue: number;
   readonly stateDir: string;
   readonly local: { readonly protect: readonly string[] };
@@ -149,6 +150,8 @@ export interface GenerateOptions {
   readonly outer?: AddressFamily;
   /** keying is 'static' or 'ike' (default DEFAULT_KEYING). */
   readonly keying?: Keying;
+  /** inbound, when given, is written into every config (else the daemon's default, socket). */
+  readonly inbound?: 'socket' | 'queue';
   /** ike is added to every peer's `ike:` section (keying 'ike' only). */
   readonly ike?: IkeTuning;
   /** ikeFor is added after `ike`, per host and peer name: ikeFor[host][peer] (keying 'ike' only). */
@@ -304,6 +307,7 @@ export function generateLabConfigs(topo: Topology, runDir: string, options: Gene
       name: h.name,
       mode: role.mode,
       tun: { name: LAB_TUN_NAME },
+      ...(options.inbound === undefined ? {} : { inbound: options.inbound }),
       queue: LAB_QUEUE,
       stateDir: stateDirOf(runDir, h.name),
       local: { protect: [...role.protect] },

@@ -112,8 +112,8 @@ export function labUp(name: TopologyName, options: { run?: string; clients?: num
  * (DEFAULT_KEYING; keys.uat then has no records), static SAs when asked for (tests that need
  * known keys or no key exchange, benchmarks of the data path alone).
  */
-export function labConfigs(run: LabRun, outer: AddressFamily = 4, keying: Keying = DEFAULT_KEYING): void {
-  lab(['configs', '--run', run.run, '--outer', String(outer), keying === 'ike' ? '--ike' : '--static']);
+export function labConfigs(run: LabRun, outer: AddressFamily = 4, keying: Keying = DEFAULT_KEYING, inbound?: 'socket' | 'queue'): void {
+  lab(['configs', '--run', run.run, '--outer', String(outer), keying === 'ike' ? '--ike' : '--static', ...(inbound === undefined ? [] : ['--inbound', inbound])]);
 }
 
 /** labDown stops everything in the run's namespaces and deletes them (and, with purge, the run dir). Never throws. */

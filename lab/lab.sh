@@ -116,7 +116,7 @@ usage: lab/lab.sh <command> [options]
                                tcpdump on a segment's bridge in the switch (default: the
                                topology's capture segment; 10 s by default, at most 3600)
                                a file name without '/' goes to <rundir>/pcap/
-  configs [--run ID] [--outer 4|6] [--ike|--static]
+  configs [--run ID] [--outer 4|6] [--ike|--static] [--inbound socket|queue]
                                write espgate configs for every protected host and keys.uat
                                (IKEv2 peers with a PSK per peering by default, or --ike;
                                --static: static SAs, whose keys go into keys.uat)
@@ -256,6 +256,7 @@ OPT_PURGE=0
 OPT_ALL_STALE=0
 OPT_OUTER=4
 OPT_KEYING=
+OPT_INBOUND=
 OPT_SEGMENT=
 ARGS=()
 REST=()
@@ -270,6 +271,7 @@ parse_opts() {
       --clients=*) OPT_CLIENTS=${1#--clients=}; shift ;;
       --outer) [ $# -ge 2 ] || die "--outer needs a value"; OPT_OUTER=$2; shift 2 ;;
       --segment) [ $# -ge 2 ] || die "--segment needs a value"; OPT_SEGMENT=$2; shift 2 ;;
+      --inbound) [ $# -ge 2 ] || die "--inbound needs a value"; OPT_INBOUND=$2; shift 2 ;;
       --ike) OPT_KEYING=ike; shift ;;
       --static) OPT_KEYING=static; shift ;;
       --purge) OPT_PURGE=1; shift ;;
@@ -568,14 +570,15 @@ cmd_capture() {
 }
 
 cmd_configs() {
-  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6] [--ike|--static]"
+  [ ${#ARGS[@]} -eq 0 ] || die "usage: configs [--run ID] [--outer 4|6] [--ike|--static] [--inbound socket|queue]"
   resolve_run
   lock_run
-  local topo clients_arg=() keying_arg=()
+  local topo clients_arg=() keying_arg=() inbound_arg=()
   topo=$(cat "$RUN_DIR/topology")
   if [ -f "$RUN_DIR/clients" ]; then clients_arg=(--clients "$(cat "$RUN_DIR/clients")"); fi
   if [ -n "$OPT_KEYING" ]; then keying_arg=(--keying "$OPT_KEYING"); fi
-  lab_cli configs "$topo" "$RUN_DIR" "${clients_arg[@]}" --outer "$OPT_OUTER" "${keying_arg[@]}"
+  if [ -n "$OPT_INBOUND" ]; then inbound_arg=(--inbound "$OPT_INBOUND"); fi
+  lab_cli configs "$topo" "$RUN_DIR" "${clients_arg[@]}" --outer "$OPT_OUTER" "${keying_arg[@]}" "${inbound_arg[@]}"
 }
 
 # uat_opts FILE: prints tshark -o arguments, NUL-separated, for every record in a keys.uat.

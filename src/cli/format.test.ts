@@ -18,7 +18,7 @@ function doc(peers: PeerStatus[], over: Partial<DaemonStatus> = {}): DaemonStatu
   return {
     schemaVersion: 1, name: 'alice', state: 'up', pid: 4242, uptimeMs: 3_723_000,
     tun: { name: 'eg0', mtu: 1440, up: true }, gate: { installed: true, installedBy: 'daemon', checkedMs: 0 }, totals: { tunRead: 0, espSent: 0, espReceived: 0, tunWritten: 0, espUdpSent: 0, espUdpReceived: 0 },
-    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, udpEncap: null, reloads: 0,
+    drops: noDrops, peers, queue: { num: 0, waiting: 0, queueDropped: 0, userDropped: 0 }, inbound: { mode: 'queue', socketDrops: null }, udpEncap: null, reloads: 0,
     dataPath: { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: { on: true, flows: 1, thread: 'on' } }, ...over,
   };
 }
@@ -115,6 +115,16 @@ test('formatStatus: an IKE peer gets an ike line and one line per Child SA', () 
 test('formatStatus: no queue counters, no reloads, no name', () => {
   const text = formatStatus(doc([], { name: null, queue: null, state: 'down', uptimeMs: 500, tun: { name: 'eg0', mtu: 1440, up: null }, gate: { installed: null, installedBy: null, checkedMs: 0 } }), NOW);
   assert.equal(text, ['espgate: down, pid 4242, up 0s', '  tun: eg0 mtu 1440', '  gate: ?', '', 'drops: none'].join('\n'));
+});
+
+test('formatStatus: the inbound line: raw sockets with and without kernel drops, none with the queue or from an older daemon', () => {
+  const line = (ib: DaemonStatus['inbound']): string | undefined => formatStatus(doc([], { queue: null, inbound: ib }), NOW).split('\n').find((l) => l.startsWith('inbound'));
+  assert.equal(line({ mode: 'socket', socketDrops: 0 }), 'inbound: raw ESP sockets, no kernel drops');
+  assert.equal(line({ mode: 'socket', socketDrops: 12 }), 'inbound: raw ESP sockets, kernel dropped 12 at full receive buffers before espgate read them');
+  assert.equal(line({ mode: 'queue', socketDrops: null }), undefined);
+  const older: Partial<DaemonStatus> = { ...doc([]) };
+  Reflect.deleteProperty(older, 'inbound');
+  assert.equal(formatStatus(older as DaemonStatus, NOW).split('\n').find((l) => l.startsWith('inbound')), undefined);
 });
 
 test('formatStatus: the NAT-T socket line: no drops, drops unknown, absent in an older daemon', () => {

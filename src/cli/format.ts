@@ -11,7 +11,7 @@
  *     sa out  spi 0x00001002  aes128gcm16  age 11s  3 pkts, 252 B  last 7s ago  drops: none
  *
  *   drops: none
- *   queue 0: 0 waiting, no kernel drops
+ *   queue 0: 0 waiting, no kernel drops               (inbound: queue; with sockets: `inbound: raw ESP sockets, ...`)
  *
  * Pure: the document and the clock reading come in, text goes out (docs/status.md).
  */
@@ -116,6 +116,12 @@ export function formatStatus(st: DaemonStatus, nowMs: number = Date.now()): stri
   if (q !== null) {
     const lost = q.queueDropped + q.userDropped;
     out.push(`queue ${q.num}: ${q.waiting} waiting, ${lost === 0 ? 'no kernel drops' : `kernel dropped ${lost} before espgate saw them (queue full ${q.queueDropped}, socket full ${q.userDropped})`}`);
+  }
+  // A daemon older than the CLI has no inbound field (it read the queue).
+  const ib = (st as { inbound?: DaemonStatus['inbound'] }).inbound;
+  if (ib !== undefined && ib.mode === 'socket') {
+    const d = ib.socketDrops ?? 0;
+    out.push(`inbound: raw ESP sockets, ${d === 0 ? 'no kernel drops' : `kernel dropped ${d} at full receive buffers before espgate read them`}`);
   }
   // A daemon older than the CLI has no udpEncap field.
   const u = (st as { udpEncap?: DaemonStatus['udpEncap'] }).udpEncap;

@@ -69,7 +69,7 @@ class FakeRunner implements Runner {
 /** specOf is a RulesSpec with these peer prefixes and endpoints (IKE on unless said). */
 function specOf(v4: string[], v6: string[] = [], ike = true): RulesSpec {
   return {
-    tun: 'eg0', tag: 'ESPGATE', queueNum: 0, mode: 'host', mssClamp: true, guard: true, ike, notrack: true,
+    tun: 'eg0', tag: 'ESPGATE', queueNum: 0, mode: 'host', mssClamp: true, guard: true, ike, notrack: true, inbound: 'queue',
     families: [
       ...(v4.length > 0 ? [{ family: 'v4' as const, pairs: [], peerAddrs: v4, endpoints: v4.map((p) => p.split('/')[0] ?? '') }] : []),
       ...(v6.length > 0 ? [{ family: 'v6' as const, pairs: [], peerAddrs: v6, endpoints: v6.map((p) => p.split('/')[0] ?? '') }] : []),

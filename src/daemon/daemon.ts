@@ -56,7 +56,8 @@ export interface System {
   localAddresses(): Promise<string[]>;
   linkMtuTowards(addr: string): Promise<number>;
   openSender(): EspSender;
-  openReceiver(queue: number): EspReceiver;
+  /** openReceiver opens the inbound ESP receiver: raw ESP sockets ('socket') or NFQUEUE `queue` ('queue'). */
+  openReceiver(queue: number, inbound: 'socket' | 'queue'): EspReceiver;
   /**
    * openStandIn returns stand-ins of the same classes as `tun` and `sender` for the data-path
    * warm-up (io/stand-in.ts), or undefined when there are none (then only the codec is warmed).
@@ -257,7 +258,7 @@ export class Daemon {
       if (src.v4 === undefined && src.v6 === undefined) this.#log.warn('no address of this host lies inside local.protect: ICMP errors this host sends into the tunnel will be refused by peers');
       await this.#sys.configureTun(cfg.tun.name, this.tunMtu, this.fakePrefixes(), src);
       this.#sender = this.#sys.openSender();
-      this.#receiver = this.#sys.openReceiver(cfg.queue);
+      this.#receiver = this.#sys.openReceiver(cfg.queue, cfg.inbound);
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
       // A short self-check of the codec now; the JIT warm-up proper runs after 'up', in slices
       // between packets, so it never delays readiness (a restart after a crash resumes sooner).
@@ -421,9 +422,9 @@ export class Daemon {
 
   async #reload(next: Config): Promise<void> {
     const cur = this.#cfg;
-    if (next.tun.name !== cur.tun.name || next.queue !== cur.queue || next.mode !== cur.mode
+    if (next.tun.name !== cur.tun.name || next.queue !== cur.queue || next.inbound !== cur.inbound || next.mode !== cur.mode
       || next.stateDir !== cur.stateDir || JSON.stringify(next.prefixes) !== JSON.stringify(cur.prefixes)) {
-      throw new GatewayError('ERR_CONFIG', 'reload can change peers and SAs only; tun, queue, mode, stateDir and prefixes need a restart');
+      throw new GatewayError('ERR_CONFIG', 'reload can change peers and SAs only; tun, inbound, queue, mode, stateDir and prefixes need a restart');
     }
     const engine = this.engine;
     if (engine === undefined || this.state !== 'up') throw new GatewayError('ERR_CONTROL', `cannot reload in state ${this.state}`);
@@ -578,6 +579,11 @@ export class Daemon {
    * the kernel gave us and the datagrams it dropped there before we read them (null when the
    * System cannot read them). Undefined while no such socket is open (no IKE peers).
    */
+  /** socketDrops: inbound ESP the kernel dropped at our raw ESP sockets (inbound: socket); undefined otherwise. */
+  socketDrops(): number | undefined {
+    return this.#cfg.inbound === 'socket' ? this.#receiver?.socketDrops?.() : undefined;
+  }
+
   udpEncapStats(): { readonly port: number; readonly rcvbufBytes: number; readonly dropped: number | null } | undefined {
     const u = this.#udpEncap;
     if (u === undefined) return undefined;

@@ -91,6 +91,14 @@ export function buildRegistry(src: MetricsSource): { registry: Registry; timings
     },
   });
   new Counter({
+    name: 'espgate_inbound_socket_kernel_drops_total', help: 'Inbound ESP the kernel dropped at the raw ESP sockets\' full receive buffers before espgate read it (inbound: socket)', registers: [registry],
+    collect: function collect(this: Counter) {
+      this.reset();
+      const ib = src.status().inbound;
+      if (ib.socketDrops !== null) this.inc(ib.socketDrops);
+    },
+  });
+  new Counter({
     name: 'espgate_udp_encap_kernel_drops_total', help: 'Datagrams on the NAT-T port (UDP 4500: ESP in UDP, IKE) the kernel dropped before espgate read them (receive buffer full)', registers: [registry],
     collect: function collect(this: Counter) {
       this.reset();

@@ -1,12 +1,13 @@
 /**
  * rules-input.test.ts: what the rules installer is asked for, from a config: the documented
- * example as it stands, and the switches that change the gate (IKE, the ESP notrack rule).
+ * example as it stands, and the switches that change the gate (IKE, the ESP notrack rule, inbound).
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../config/load.js';
 import { EXAMPLE } from '../config/reference.js';
 import { buildRulesSpec } from '../netfilter/model.js';
+import { formatTexts, renderInstall } from '../netfilter/render.js';
 import { rulesInputOf } from './rules-input.js';
 
 test('rulesInputOf: the example config asks for notrack by default; rules.espNotrack: false turns it off', () => {
@@ -23,4 +24,14 @@ test('rulesInputOf: the example config asks for notrack by default; rules.espNot
 
 test('rulesInputOf: a non-boolean espNotrack is refused, naming the field', () => {
   assert.throws(() => parseConfig(`${EXAMPLE.trimEnd()}\nrules:\n  espNotrack: "yes"\n`, 'example.yaml'), /rules\.espNotrack/);
+});
+
+test('rulesInputOf: inbound ESP through raw sockets by default; inbound: queue asks for the NFQUEUE rule', () => {
+  const dflt = rulesInputOf(parseConfig(EXAMPLE, 'example.yaml'));
+  assert.equal(dflt.inbound, 'socket');
+  assert.doesNotMatch(formatTexts(renderInstall(buildRulesSpec(dflt))), /NFQUEUE/);
+  const queued = rulesInputOf(parseConfig(`${EXAMPLE.trimEnd()}\ninbound: queue\n`, 'example.yaml'));
+  assert.equal(queued.inbound, 'queue');
+  assert.match(formatTexts(renderInstall(buildRulesSpec(queued))), /-j NFQUEUE --queue-num 0/);
+  assert.throws(() => parseConfig(`${EXAMPLE.trimEnd()}\ninbound: tap\n`, 'example.yaml'), /inbound/);
 });

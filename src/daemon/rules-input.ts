@@ -32,5 +32,6 @@ export function rulesInputOf(cfg: Config): RulesInput {
     // guard when any peer is keyed by IKE; with static keys only, nothing but ESP is let through.
     ike: cfg.peers.some((p) => p.ike !== undefined),
     notrack: cfg.rules.espNotrack,
+    inbound: cfg.inbound,
   };
 }

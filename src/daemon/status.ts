@@ -88,6 +88,11 @@ export interface DaemonStatus {
    */
   readonly queue: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
   /**
+   * inbound: how ESP reaches the daemon (config `inbound`); with raw sockets, socketDrops counts
+   * what the kernel dropped at their full receive buffers (null with the queue: see `queue`).
+   */
+  readonly inbound: { readonly mode: 'socket' | 'queue'; readonly socketDrops: number | null };
+  /**
    * udpEncap: our NAT-T socket (UDP 4500, IKE and ESP in UDP): the receive buffer the kernel
    * gave us and the datagrams it dropped there before we read them (null when unreadable); null
    * without IKE peers (no such socket).
@@ -188,6 +193,7 @@ export function statusOf(d: Daemon, now: () => number = Date.now): DaemonStatus 
     drops,
     peers,
     queue: q === undefined ? null : { num: d.config.queue, waiting: q.waiting, queueDropped: q.queueDropped, userDropped: q.userDropped },
+    inbound: { mode: d.config.inbound, socketDrops: d.socketDrops() ?? null },
     udpEncap: d.udpEncapStats() ?? null,
     reloads: d.reloads,
     dataPath: {

@@ -224,7 +224,7 @@ export function linuxSystem(runner: Runner = vforkRunner(), log?: Pick<Logger, '
     localAddresses: () => localAddresses(runner),
     linkMtuTowards: (addr) => linkMtuTowards(runner, addr),
     openSender: () => openEspSender(),
-    openReceiver: (queue) => openEspReceiver({ queueNum: queue }),
+    openReceiver: (queue, inbound) => openEspReceiver({ queueNum: queue, socket: inbound === 'socket' }),
     openStandIn: (tun, sender) => openStandInIo({ tun, sender }),
     gateInstalled: (cfg) => gate.watch(cfg).check(),
     installGate: async (cfg) => {

@@ -28,7 +28,7 @@ interface NativeNfqSocket {
   readonly fd: number;
   readonly peerFd: number;
   readBatch(buf: Buffer, offsets: Int32Array, lengths: Int32Array): number;
-  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number; expressTaken: number; replayMapped: number };
+  stats(): { received: number; truncated: number; batches: number; enobufs: number; verdictErrors: number; lastVerdictErrno: number; expressTaken: number; replayMapped: number; socketDrops: number };
   poll(cb: (status: number) => void): void;
   unpoll(): void;
   close(): void;
@@ -42,7 +42,7 @@ interface NativeNfqSocket {
   readonly offloaded: boolean;
 }
 interface NfqAddon {
-  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean) => NativeNfqSocket;
+  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean, socketMode?: boolean) => NativeNfqSocket;
 }
 
 /** loadNfqAddon returns the addon, or undefined when it is not built (the reason: nfqAddonError). */
@@ -65,6 +65,8 @@ export interface NativeNfqStats extends NfqueueStats {
   expressTaken: number;
   /** replayMapped: express SAs whose replay top goes through a shared mapping of its file (the rest: pwrite). */
   replayMapped: number;
+  /** socketDrops (socket mode): ESP the kernel dropped at our raw sockets' full receive buffers (SO_MEMINFO). */
+  socketDrops: number;
 }
 
 /** NativeNfqueueReceiver delivers inbound ESP from one NFQUEUE in batches. Main thread only. */
@@ -98,6 +100,10 @@ export class NativeNfqueueReceiver implements EspReceiver {
     },
   };
 
+  socketDrops(): number {
+    return this.#sock?.stats().socketDrops ?? 0;
+  }
+
   /** offloaded says whether the express thread reads the queue right now (tests, status). */
   get offloaded(): boolean {
     return this.#sock?.offloaded ?? false;
@@ -111,8 +117,12 @@ export class NativeNfqueueReceiver implements EspReceiver {
    * opts.standIn (tests): the socket is one end of a socketpair instead of a bound queue; feed it
    * NFQUEUE packet messages through peerFd (test/support: nfqPacketMessage). No root needed.
    */
-  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean }) {
+  /** socket: inbound ESP from raw ESP sockets instead of the queue (`inbound: socket`; nfq.cc "Socket mode"). */
+  readonly socket: boolean;
+
+  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean; readonly socket?: boolean }) {
     this.#standIn = opts.standIn === true;
+    this.socket = opts.socket === true && !this.#standIn;
     if (!Number.isInteger(opts.queueNum) || opts.queueNum < 0 || opts.queueNum > 65535) {
       throw new GatewayError('ERR_NFQUEUE', `NFQUEUE number ${opts.queueNum} is not an integer in 0..65535`);
     }
@@ -133,18 +143,23 @@ export class NativeNfqueueReceiver implements EspReceiver {
       verdictErrors: s?.verdictErrors ?? 0,
       expressTaken: s?.expressTaken ?? 0,
       replayMapped: s?.replayMapped ?? 0,
+      socketDrops: s?.socketDrops ?? 0,
     };
   }
 
   /** start binds the queue (ERR_NFQUEUE naming the cause when it cannot) and starts delivery. Once only. */
   start(onPacket: (pkt: Buffer) => void, onBatchEnd?: () => void): void {
-    if (this.#sock !== undefined) throw new GatewayError('ERR_NFQUEUE', `NFQUEUE ${this.queueNum} already started`);
+    if (this.#sock !== undefined) throw new GatewayError('ERR_NFQUEUE', this.socket ? 'the raw ESP sockets are already open' : `NFQUEUE ${this.queueNum} already started`);
     const mod = loadNfqAddon();
     if (mod === undefined) throw new GatewayError('ERR_NFQUEUE', "espgate's NFQUEUE addon is not built ('npm run build:native')", { cause: nfqAddonError() });
     let sock: NativeNfqSocket;
     try {
-      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen, this.#standIn);
+      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen, this.#standIn, this.socket);
     } catch (e) {
+      if (this.socket) {
+        const what = e instanceof Error ? e.message : String(e);
+        throw new GatewayError('ERR_NFQUEUE', `cannot open the raw ESP sockets for inbound ESP (${what}): this needs CAP_NET_RAW (run as root); or set inbound: queue`, { cause: e });
+      }
       throw nfqueueBindError(this.queueNum, e);
     }
     this.#sock = sock;

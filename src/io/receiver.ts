@@ -23,8 +23,10 @@ export function defaultReceiverImpl(): 'native' | 'npm' {
   return loadNfqAddon() !== undefined ? 'native' : 'npm';
 }
 
-/** openEspReceiver makes a receiver for opts.queueNum; start() binds it. */
-export function openEspReceiver(opts: NfqueueReceiverOptions & { readonly impl?: ReceiverImpl }): EspQueueReceiver {
+/** openEspReceiver makes a receiver for opts.queueNum (or, with opts.socket, over raw ESP sockets); start() binds it. */
+export function openEspReceiver(opts: NfqueueReceiverOptions & { readonly impl?: ReceiverImpl; readonly socket?: boolean }): EspQueueReceiver {
+  // Raw ESP sockets (opts.socket) exist only in the native addon: without it, start() says so.
+  if (opts.socket === true) return new NativeNfqueueReceiver(opts);
   const impl = opts.impl === undefined || opts.impl === 'auto' ? defaultReceiverImpl() : opts.impl;
   return impl === 'native' ? new NativeNfqueueReceiver(opts) : new NfqueueEspReceiver(opts);
 }

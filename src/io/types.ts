@@ -137,5 +137,7 @@ export interface EspReceiver {
   readonly batched?: boolean;
   /** express, on the native NFQUEUE receiver, is its path for lone inbound packets (datapath/express.ts). */
   readonly express?: ExpressNfq;
+  /** socketDrops, on the raw-socket receiver: packets the kernel dropped at its full receive buffers (SO_MEMINFO). */
+  socketDrops?(): number;
   close(): void;
 }

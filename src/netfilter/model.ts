@@ -84,7 +84,18 @@ export interface RulesInput {
   readonly ike?: boolean;
   /** notrack exempts this host's own ESP to peer endpoints from connection tracking (default false). */
   readonly notrack?: boolean;
+  /** inbound: how the daemon takes inbound ESP, 'queue' (NFQUEUE, the default here) or 'socket' (raw ESP sockets). */
+  readonly inbound?: Inbound;
 }
+
+/**
+ * Inbound says how inbound ESP reaches the daemon: 'queue', an NFQUEUE rule in raw PREROUTING
+ * (before conntrack; dropped while nobody reads the queue); 'socket', the daemon's raw ESP
+ * sockets after the stack's input hooks (notracked in raw PREROUTING with `notrack`, accepted in
+ * filter INPUT; while no socket is open the kernel drops it and its "protocol unreachable"
+ * answer is dropped in filter OUTPUT).
+ */
+export type Inbound = 'queue' | 'socket';
 
 /** A PrefixPair is a validated pair in canonical "network/len" form. */
 export interface PrefixPair {
@@ -116,9 +127,17 @@ export interface RulesSpec {
   /**
    * notrack: our own outbound ESP to peer endpoints skips conntrack (raw OUTPUT). Nothing needs it
    * tracked: inbound ESP is taken in raw PREROUTING before conntrack, and every rule matches ESP
-   * by protocol and address, never by state. Saves a conntrack lookup per packet sent.
+   * by protocol and address, never by state. Saves a conntrack lookup per packet sent. With
+   * inbound 'socket' it also exempts inbound ESP from peer endpoints (raw PREROUTING).
    */
   readonly notrack: boolean;
+  readonly inbound: Inbound;
+}
+
+function inboundOf(v: Inbound | undefined): Inbound {
+  if (v === undefined) return 'queue';
+  if (v !== 'queue' && v !== 'socket') throw configError('inbound', `${String(v)} is not 'queue' or 'socket'`);
+  return v;
 }
 
 /** chainName returns the name of our chain for a hook suffix. */
@@ -291,5 +310,6 @@ export function buildRulesSpec(input: RulesInput): RulesSpec {
     guard: input.guard,
     ike: input.ike ?? false,
     notrack: input.notrack ?? false,
+    inbound: inboundOf(input.inbound),
   });
 }

@@ -44,7 +44,8 @@ describe('nft render: golden files', () => {
     });
   });
   test(`case ${GOLDEN.length + 1}: every iptables golden spec has an nft golden`, () => {
-    const ipt = ['host-v4-one-pair', 'host-dual-stack', 'gateway-v4-two-pairs', 'gateway-dual-stack', 'host-v4-no-guard-no-clamp', 'host-v4-ike', 'gateway-dual-stack-ike'];
+    const ipt = ['host-v4-one-pair', 'host-dual-stack', 'gateway-v4-two-pairs', 'gateway-dual-stack', 'host-v4-no-guard-no-clamp', 'host-v4-ike', 'gateway-dual-stack-ike',
+      'host-dual-stack-socket', 'gateway-dual-stack-ike-socket', 'host-v4-socket-no-guard-no-notrack'];
     assert.deepEqual(GOLDEN.map((g) => g.file), ipt.map((n) => `nft-${n}.nft`));
   });
 });
@@ -104,8 +105,8 @@ describe('nft render: properties', () => {
     }
   });
 
-  test('case 4: ESP is never NATed; no queue bypass; fallback marks instead of queueing', () => {
-    for (const spec of specs) {
+  test('case 4: ESP is never NATed; no queue bypass; fallback marks instead of queueing (inbound: queue)', () => {
+    for (const spec of specs.filter((s) => s.inbound === 'queue')) {
       for (const o of both) {
         const plan = planNft(spec, o);
         for (const c of plan.chains) {
@@ -156,8 +157,9 @@ describe('nft render: properties', () => {
   });
 
   test('case 8: the comment carries a digest of the rules: another spec, another digest', () => {
+    // With inbound: socket nothing is queued, so nativeQueue makes no difference there.
     const digests = new Set(specs.flatMap((s) => both.map((o) => nftDigest(planNft(s, o)))));
-    assert.equal(digests.size, specs.length * both.length);
+    assert.equal(digests.size, specs.filter((s) => s.inbound === 'queue').length * both.length + specs.filter((s) => s.inbound === 'socket').length);
     assert.match(nftComment(planNft(specs[0], both[0])), /^espgate ESPGATE [0-9a-f]{16}$/);
   });
 
@@ -230,5 +232,51 @@ describe('nft render: the NFQ fallback chain against the current raw table', () 
     const t = renderNftFreshInstall(spec, { nativeQueue: true });
     assert.equal(t.iptables, '');
     assert.equal(t.ip6tables, '');
+  });
+});
+
+describe('nft render: inbound ESP through raw sockets (inbound: socket)', () => {
+  const dual = GOLDEN_CASES.find((c) => c.name === 'host-dual-stack')?.input;
+  assert.ok(dual !== undefined);
+  const sock = buildRulesSpec({ ...dual, inbound: 'socket' });
+  const rulesOf = (spec: typeof sock, name: string): readonly string[] | undefined => planNft(spec, { nativeQueue: true }).chains.find((c) => c.name === name)?.rules;
+
+  test('case 1: no queue and no fallback chain, with or without nft queue; raw_prerouting notracks ESP from a peer endpoint to us', () => {
+    for (const nativeQueue of [true, false]) {
+      const plan = planNft(sock, { nativeQueue });
+      assert.equal(plan.nfq, undefined);
+      for (const c of plan.chains) for (const r of c.rules) assert.doesNotMatch(r, /queue|meta mark/);
+    }
+    assert.deepEqual(rulesOf(sock, 'raw_prerouting'), [
+      'meta l4proto esp fib daddr type local ip saddr @endp4 notrack',
+      'meta l4proto esp fib daddr type local ip6 saddr @endp6 notrack',
+    ]);
+    assert.equal(rulesOf(buildRulesSpec({ ...dual, inbound: 'socket', notrack: false }), 'raw_prerouting'), undefined);
+  });
+  test('case 2: filter_input accepts ESP from peer endpoints before the guard; filter_output drops protocol-unreachable to them', () => {
+    const input = rulesOf(sock, 'filter_input') ?? [];
+    assert.equal(input[0], 'meta l4proto esp fib daddr type local ip saddr @endp4 accept');
+    assert.ok(input.includes('meta l4proto esp fib daddr type local ip6 saddr @endp6 accept'));
+    for (const ip of ['ip', 'ip6']) {
+      const accept = input.indexOf(`meta l4proto esp fib daddr type local ${ip} saddr @endp${ip === 'ip' ? 4 : 6} accept`);
+      const firstDrop = input.findIndex((r) => r.includes(`${ip} saddr`) && r.endsWith(' drop'));
+      assert.ok(accept >= 0 && firstDrop > accept, `${ip}: the accept comes before the family's guard drops`);
+    }
+    const output = rulesOf(sock, 'filter_output') ?? [];
+    assert.ok(output.includes('ip daddr @endp4 icmp type destination-unreachable icmp code prot-unreachable drop'));
+    assert.ok(output.includes('ip6 daddr @endp6 icmpv6 type parameter-problem icmpv6 code 1 drop'));
+    assert.deepEqual(rulesOf(buildRulesSpec({ ...dual, inbound: 'socket', guard: false }), 'filter_input'), [
+      'meta l4proto esp fib daddr type local ip saddr @endp4 accept',
+      'meta l4proto esp fib daddr type local ip6 saddr @endp6 accept',
+    ]);
+  });
+  test('case 3: every iptables chain has its nft twin at the same hook in socket mode too', () => {
+    const ipt = new Set(planRules(sock).families.flatMap((f) => f.chains.map((c) => `${c.table} ${c.builtin}`)));
+    const nft = new Set(planNft(sock, { nativeQueue: true }).chains.map((c) => c.name));
+    const twin: Record<string, string> = {
+      'raw PREROUTING': 'raw_prerouting', 'raw OUTPUT': 'raw_output', 'mangle POSTROUTING': 'mangle_postrouting', 'nat PREROUTING': 'nat_prerouting',
+      'nat OUTPUT': 'nat_output', 'nat INPUT': 'nat_input', 'nat POSTROUTING': 'nat_postrouting', 'filter INPUT': 'filter_input', 'filter FORWARD': 'filter_forward', 'filter OUTPUT': 'filter_output',
+    };
+    for (const c of ipt) assert.ok(nft.has(twin[c] ?? '?'), c);
   });
 });

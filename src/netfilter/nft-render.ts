@@ -136,15 +136,24 @@ export function planNft(spec: RulesSpec, opts: NftRenderOptions): NftPlan {
   const peers = (f: FamilySpec): string => `@peer${famKeys(f.family).n}`;
   const ip = (f: FamilySpec): string => famKeys(f.family).ip;
 
-  add({
-    name: 'raw_prerouting', type: 'filter', hook: 'prerouting',
-    priority: opts.nativeQueue ? -300 : -301, priorityText: opts.nativeQueue ? 'raw' : 'raw - 1',
-    purpose: opts.nativeQueue
-      ? 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no bypass: dropped while the daemon is down. ESP over 65000 bytes is dropped first (the nfqueue binding cannot give it a verdict)'
-      : `inbound ESP addressed to us from a peer endpoint is marked ${hex(NFQ_MARK)} for the iptables chain ${nfqChainName(tag)} (raw, -300), which queues it: this kernel has no nft queue. ESP over 65000 bytes is dropped first`,
-  }, [`meta l4proto esp meta length ${NFQUEUE_MAX_ESP_BYTES + 1}-65535 drop`], (f) => [
-    `meta l4proto esp fib daddr type local ${ip(f)} saddr ${ep(f)} ${opts.nativeQueue ? `queue num ${spec.queueNum}` : `meta mark set meta mark | ${hex(NFQ_MARK)}`}`,
-  ]);
+  const socket = spec.inbound === 'socket';
+  if (socket && spec.notrack) {
+    add({
+      name: 'raw_prerouting', type: 'filter', hook: 'prerouting', priority: -300, priorityText: 'raw',
+      purpose: 'inbound ESP addressed to us from a peer endpoint skips conntrack on its way to the daemon\'s raw ESP sockets: no rule matches it by state',
+    }, [], (f) => [`meta l4proto esp fib daddr type local ${ip(f)} saddr ${ep(f)} notrack`]);
+  }
+  if (!socket) {
+    add({
+      name: 'raw_prerouting', type: 'filter', hook: 'prerouting',
+      priority: opts.nativeQueue ? -300 : -301, priorityText: opts.nativeQueue ? 'raw' : 'raw - 1',
+      purpose: opts.nativeQueue
+        ? 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no bypass: dropped while the daemon is down. ESP over 65000 bytes is dropped first (the nfqueue binding cannot give it a verdict)'
+        : `inbound ESP addressed to us from a peer endpoint is marked ${hex(NFQ_MARK)} for the iptables chain ${nfqChainName(tag)} (raw, -300), which queues it: this kernel has no nft queue. ESP over 65000 bytes is dropped first`,
+    }, [`meta l4proto esp meta length ${NFQUEUE_MAX_ESP_BYTES + 1}-65535 drop`], (f) => [
+      `meta l4proto esp fib daddr type local ${ip(f)} saddr ${ep(f)} ${opts.nativeQueue ? `queue num ${spec.queueNum}` : `meta mark set meta mark | ${hex(NFQ_MARK)}`}`,
+    ]);
+  }
 
   if (spec.notrack) {
     add({
@@ -175,12 +184,20 @@ export function planNft(spec: RulesSpec, opts: NftRenderOptions): NftPlan {
     ...f.pairs.map((p) => `${ip(f)} daddr ${p.real} meta l4proto != esp ${ip(f)} daddr ${peers(f)} dnat ${ip(f)} prefix to ${p.fake}`),
   ]);
 
-  if (spec.guard) {
-    add({ name: 'filter_input', type: 'filter', hook: 'input', priority: 0, priorityText: 'filter', purpose: 'guard: nothing from a protected peer in the clear (ESP is consumed in raw before this)' }, [], (f) => [
-      ...(f.family === 'v4' ? ['icmp type destination-unreachable icmp code frag-needed return'] : ['icmpv6 type packet-too-big return', ...nd]),
-      ...(spec.ike ? [`${ip(f)} saddr ${ep(f)} udp dport ${ikePorts()} fib daddr type local return`] : []),
-      `iifname != ${tunName} meta l4proto != esp ${ip(f)} saddr ${peers(f)} drop`,
-      ...f.pairs.map((p) => `${ip(f)} saddr ${p.fake} iifname != ${tunName} drop`),
+  const inputGuard = (f: FamilySpec): string[] => [
+    ...(f.family === 'v4' ? ['icmp type destination-unreachable icmp code frag-needed return'] : ['icmpv6 type packet-too-big return', ...nd]),
+    ...(spec.ike ? [`${ip(f)} saddr ${ep(f)} udp dport ${ikePorts()} fib daddr type local return`] : []),
+    `iifname != ${tunName} meta l4proto != esp ${ip(f)} saddr ${peers(f)} drop`,
+    ...f.pairs.map((p) => `${ip(f)} saddr ${p.fake} iifname != ${tunName} drop`),
+  ];
+  if (spec.guard || socket) {
+    const purpose = [
+      socket ? 'accept ESP from peer endpoints for the daemon\'s raw ESP sockets, even under a default-drop input policy' : '',
+      spec.guard ? `guard: nothing from a protected peer in the clear${socket ? '' : ' (ESP is consumed in raw before this)'}` : '',
+    ].filter((x) => x !== '').join('; ');
+    add({ name: 'filter_input', type: 'filter', hook: 'input', priority: 0, priorityText: 'filter', purpose }, [], (f) => [
+      ...(socket ? [`meta l4proto esp fib daddr type local ${ip(f)} saddr ${ep(f)} accept`] : []),
+      ...(spec.guard ? inputGuard(f) : []),
     ]);
   }
   if (gw && spec.guard) {
@@ -195,11 +212,16 @@ export function planNft(spec: RulesSpec, opts: NftRenderOptions): NftPlan {
   }
   add({
     name: 'filter_output', type: 'filter', hook: 'output', priority: 0, priorityText: 'filter',
-    purpose: spec.guard
-      ? 'accept our ESP to peer endpoints; guard: after nat output, anything not ESP still addressed to a real peer address is a leak'
-      : 'accept our ESP to peer endpoints',
+    purpose: [
+      'accept our ESP to peer endpoints',
+      socket ? 'drop the kernel\'s "protocol unreachable" answer to a peer\'s ESP while no raw ESP socket of ours is open (a stopped daemon stays silent)' : '',
+      spec.guard ? 'guard: after nat output, anything not ESP still addressed to a real peer address is a leak' : '',
+    ].filter((x) => x !== '').join('; '),
   }, [], (f) => [
     `meta l4proto esp ${ip(f)} daddr ${ep(f)} accept`,
+    ...(socket ? [f.family === 'v4'
+      ? `${ip(f)} daddr ${ep(f)} icmp type destination-unreachable icmp code prot-unreachable drop`
+      : `${ip(f)} daddr ${ep(f)} icmpv6 type parameter-problem icmpv6 code 1 drop`] : []),
     ...(spec.guard
       ? [
           ...(f.family === 'v6' ? nd : []),
@@ -216,7 +238,7 @@ export function planNft(spec: RulesSpec, opts: NftRenderOptions): NftPlan {
       (f) => f.pairs.map((p) => `${ip(f)} saddr ${p.fake} oifname != ${tunName} snat ${ip(f)} prefix to ${p.real}`));
   }
 
-  const nfq: NfqPlan | undefined = opts.nativeQueue ? undefined : {
+  const nfq: NfqPlan | undefined = opts.nativeQueue || socket ? undefined : {
     chain: nfqChainName(tag),
     families: spec.families.map((f) => f.family),
     rule: `-p esp -m mark --mark ${hex(NFQ_MARK)}/${hex(NFQ_MARK)} -j NFQUEUE --queue-num ${spec.queueNum}`,

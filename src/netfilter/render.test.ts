@@ -93,8 +93,8 @@ describe('render: structure', () => {
       }
     }
   });
-  test('case 4: the NFQUEUE rule has no --queue-bypass (fail closed)', () => {
-    for (const spec of specs) {
+  test('case 4: the NFQUEUE rule has no --queue-bypass (fail closed; inbound: queue)', () => {
+    for (const spec of specs.filter((s) => s.inbound === 'queue')) {
       for (const f of planRules(spec).families) {
         const q = f.chains.find((c) => c.table === 'raw');
         assert.deepEqual(ruleLines(q!).filter((l) => l.includes('NFQUEUE')).length, 1);
@@ -252,5 +252,49 @@ describe('render: our own ESP skips conntrack (RulesInput.notrack)', () => {
       const raw = text.slice(text.indexOf('*raw'), text.indexOf('COMMIT', text.indexOf('*raw'))).split('\n');
       assert.ok(raw.includes('-D OUTPUT -j ESPGATE-OUT') && raw.includes('-X ESPGATE-OUT'), raw.join('\n'));
     }
+  });
+});
+
+describe('render: inbound ESP through raw sockets (RulesInput.inbound: socket)', () => {
+  const sock = buildRulesSpec({ ...GOLDEN[1].input, inbound: 'socket' });
+  const queue = buildRulesSpec({ ...GOLDEN[1].input, inbound: 'queue' });
+  const chain = (spec: typeof sock, family: 'v4' | 'v6', table: string, builtin: string): readonly string[] | undefined => {
+    const c = planRules(spec).families.find((f) => f.family === family)?.chains.find((x) => x.table === table && x.builtin === builtin);
+    return c === undefined ? undefined : ruleLines(c);
+  };
+
+  test('case 1: nothing is queued; inbound ESP from a peer endpoint to us is notracked in raw PREROUTING, nothing else', () => {
+    assert.doesNotMatch(formatTexts(renderInstall(sock)), /NFQUEUE|--length/);
+    assert.deepEqual(chain(sock, 'v4', 'raw', 'PREROUTING'), ['-p esp -m addrtype --dst-type LOCAL -m set --match-set ESPGATE-ENDP4 src -j CT --notrack']);
+    assert.deepEqual(chain(sock, 'v6', 'raw', 'PREROUTING'), ['-p esp -m addrtype --dst-type LOCAL -m set --match-set ESPGATE-ENDP6 src -j CT --notrack']);
+    const noTrack = buildRulesSpec({ ...GOLDEN[1].input, inbound: 'socket', notrack: false });
+    assert.equal(chain(noTrack, 'v4', 'raw', 'PREROUTING'), undefined, 'rules.espNotrack off: inbound ESP is tracked too');
+    assert.doesNotMatch(formatTexts(renderInstall(noTrack)), /notrack|NFQUEUE/);
+  });
+  test('case 2: filter INPUT accepts ESP from peer endpoints first (before any guard drop), even without the guard', () => {
+    for (const [family, endp] of [['v4', 'ESPGATE-ENDP4'], ['v6', 'ESPGATE-ENDP6']] as const) {
+      const lines = chain(sock, family, 'filter', 'INPUT') ?? [];
+      assert.equal(lines[0], `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endp} src -j ACCEPT`);
+      assert.ok(lines.some((l) => l.endsWith('-j DROP')), 'the guard follows');
+    }
+    const bare = buildRulesSpec({ ...GOLDEN[1].input, inbound: 'socket', guard: false });
+    assert.deepEqual(chain(bare, 'v4', 'filter', 'INPUT'), ['-p esp -m addrtype --dst-type LOCAL -m set --match-set ESPGATE-ENDP4 src -j ACCEPT']);
+    assert.equal(chain(buildRulesSpec({ ...GOLDEN[1].input, inbound: 'queue', guard: false }), 'v4', 'filter', 'INPUT'), undefined);
+  });
+  test('case 3: filter OUTPUT drops the kernel\'s protocol-unreachable answer to a peer endpoint (ICMP 3/2, ICMPv6 4/1); the queue needs none', () => {
+    assert.ok(chain(sock, 'v4', 'filter', 'OUTPUT')?.includes('-p icmp -m icmp --icmp-type 3/2 -m set --match-set ESPGATE-ENDP4 dst -j DROP'));
+    assert.ok(chain(sock, 'v6', 'filter', 'OUTPUT')?.includes('-p ipv6-icmp -m icmp6 --icmpv6-type 4/1 -m set --match-set ESPGATE-ENDP6 dst -j DROP'));
+    assert.doesNotMatch(formatTexts(renderInstall(queue)), /icmp-type 3\/2|icmpv6-type 4\/1/);
+  });
+  test('case 4: switching a live gate from queue to socket replaces the raw PREROUTING rules and keeps one jump', () => {
+    const v4 = planRules(sock).families.find((f) => f.family === 'v4');
+    const text = renderFamilyRestore('ESPGATE', 'v4', v4, savedFromPlan(planRules(queue), 'v4'));
+    const raw = text.slice(text.indexOf('*raw'), text.indexOf('COMMIT', text.indexOf('*raw'))).split('\n');
+    assert.ok(raw.includes(':ESPGATE-PRE - [0:0]'), 'declaring the chain flushes it (iptables-restore --noflush)');
+    assert.ok(raw.includes('-A ESPGATE-PRE -p esp -m addrtype --dst-type LOCAL -m set --match-set ESPGATE-ENDP4 src -j CT --notrack'), raw.join('\n'));
+    assert.ok(!raw.some((l) => l.startsWith('-I PREROUTING')), 'the jump is already there');
+  });
+  test('case 5: an unknown inbound mode is a config error', () => {
+    assert.throws(() => buildRulesSpec({ ...GOLDEN[1].input, inbound: 'tap' as 'socket' }), /inbound/);
   });
 });

@@ -142,6 +142,28 @@ function outboundExceptions(family: IpFamily): string[] {
   return family === 'v4' ? [] : ndReturns();
 }
 
+/** inboundGuard is the INPUT guard: exceptions, then nothing from a protected peer or a fake source unless it comes from the TUN. */
+function inboundGuard(spec: RulesSpec, f: FamilySpec, endps: string, peers: string): string[] {
+  const { tun } = spec;
+  return [
+    ...inboundExceptions(f.family),
+    ...(spec.ike ? ikeInbound(endps).map((m) => `${m} -j RETURN`) : [IKE_PLACEHOLDER]),
+    `! -i ${tun} ! -p esp -m set --match-set ${peers} src -j DROP`,
+    ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
+  ];
+}
+
+/**
+ * protoUnreachableDrop drops the answer a kernel without an ESP protocol of its own gives to ESP
+ * that no raw socket took (IPv4 ICMP 3/2 "protocol unreachable", ICMPv6 4/1 "unrecognized next
+ * header"), on its way to a peer endpoint: with the daemon stopped, its peers hear nothing.
+ */
+function protoUnreachableDrop(family: IpFamily, endps: string): string {
+  return family === 'v4'
+    ? `-p icmp -m icmp --icmp-type 3/2 -m set --match-set ${endps} dst -j DROP`
+    : `-p ipv6-icmp -m icmp6 --icmpv6-type 4/1 -m set --match-set ${endps} dst -j DROP`;
+}
+
 /** NFQUEUE_MAX_ESP_BYTES is the largest ESP packet queued to the daemon (src/io/nfqueue.ts: the binding's 65535-byte receive buffer). */
 export const NFQUEUE_MAX_ESP_BYTES = 65000;
 
@@ -156,12 +178,19 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     chains.push({ table, builtin: BUILTIN_OF[suffix], chain: chainName(tag, suffix), purpose, lines });
   };
 
-  add('raw', 'PRE', 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no --queue-bypass: dropped while the daemon is down. ESP over 65000 bytes is dropped first: the nfqueue binding cannot give it a verdict, so it would hold a queue slot forever', [
-    `-p esp -m length --length ${NFQUEUE_MAX_ESP_BYTES + 1}:65535 -j DROP`,
-    `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j NFQUEUE --queue-num ${spec.queueNum}`,
-  ]);
+  const socket = spec.inbound === 'socket';
+  if (!socket) {
+    add('raw', 'PRE', 'inbound ESP addressed to us from a peer endpoint goes to the daemon, before conntrack; no --queue-bypass: dropped while the daemon is down. ESP over 65000 bytes is dropped first: the nfqueue binding cannot give it a verdict, so it would hold a queue slot forever', [
+      `-p esp -m length --length ${NFQUEUE_MAX_ESP_BYTES + 1}:65535 -j DROP`,
+      `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j NFQUEUE --queue-num ${spec.queueNum}`,
+    ]);
+  } else if (spec.notrack) {
+    add('raw', 'PRE', 'inbound ESP addressed to us from a peer endpoint skips conntrack on its way to the daemon\'s raw ESP sockets: no rule matches it by state', [
+      `-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j CT --notrack`,
+    ]);
+  }
   if (spec.notrack) {
-    add('raw', 'OUT', 'our own ESP to a peer endpoint skips conntrack: no rule matches it by state, and inbound ESP never reaches conntrack (it is queued above), so each entry would only cost a lookup per packet sent', [
+    add('raw', 'OUT', `our own ESP to a peer endpoint skips conntrack: no rule matches it by state, and inbound ESP never reaches conntrack (${socket ? 'it is notracked above' : 'it is queued above'}), so each entry would only cost a lookup per packet sent`, [
       `-p esp -m set --match-set ${endps} dst -j CT --notrack`,
     ]);
   }
@@ -201,12 +230,14 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
     ]);
   }
 
-  if (spec.guard) {
-    add('filter', 'IN', 'guard: nothing from a protected peer in the clear (ESP is consumed in raw before this)', [
-      ...inboundExceptions(f.family),
-      ...(spec.ike ? ikeInbound(endps).map((m) => `${m} -j RETURN`) : [IKE_PLACEHOLDER]),
-      `! -i ${tun} ! -p esp -m set --match-set ${peers} src -j DROP`,
-      ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
+  if (spec.guard || socket) {
+    const purpose = [
+      socket ? 'accept ESP from peer endpoints for the daemon\'s raw ESP sockets, even under a default-drop INPUT policy' : '',
+      spec.guard ? `guard: nothing from a protected peer in the clear${socket ? '' : ' (ESP is consumed in raw before this)'}` : '',
+    ].filter((x) => x !== '').join('; ');
+    add('filter', 'IN', purpose, [
+      ...(socket ? [`-p esp -m addrtype --dst-type LOCAL -m set --match-set ${endps} src -j ACCEPT`] : []),
+      ...(spec.guard ? inboundGuard(spec, f, endps, peers) : []),
     ]);
   }
   if (gw && spec.guard) {
@@ -220,10 +251,13 @@ function familyChains(spec: RulesSpec, f: FamilySpec): ChainPlan[] {
       ...f.pairs.map((p) => `-s ${p.fake} ! -i ${tun} -j DROP`),
     ]);
   }
-  add('filter', 'OUT', spec.guard
-    ? 'accept our ESP to peer endpoints; guard: after nat OUTPUT, anything not ESP still addressed to a real peer address is a leak'
-    : 'accept our ESP to peer endpoints', [
+  add('filter', 'OUT', [
+    'accept our ESP to peer endpoints',
+    socket ? 'drop the kernel\'s "protocol unreachable" answer to a peer\'s ESP while no raw ESP socket of ours is open (a stopped daemon stays silent)' : '',
+    spec.guard ? 'guard: after nat OUTPUT, anything not ESP still addressed to a real peer address is a leak' : '',
+  ].filter((x) => x !== '').join('; '), [
     `-p esp -m set --match-set ${endps} dst -j ACCEPT`,
+    ...(socket ? [protoUnreachableDrop(f.family, endps)] : []),
     ...(spec.guard
       ? [
           ...outboundExceptions(f.family),

@@ -78,6 +78,8 @@ export interface SuiteSpec {
   readonly outer?: AddressFamily;
   /** keying: 'ike' (the default, DEFAULT_KEYING) or 'static' SAs. */
   readonly keying?: Keying;
+  /** inbound: how the daemons take inbound ESP (configs --inbound); default: the daemon's, raw sockets. */
+  readonly inbound?: 'socket' | 'queue';
   readonly pairs: readonly Pair[];
   /** clear lists host pairs that talk in the clear (pinged both ways, seen in clear on the capture). */
   readonly clear: readonly Pair[];
@@ -212,7 +214,7 @@ export function gatewaySuite(spec: SuiteSpec): void {
     const bringUp = async (): Promise<void> => {
       const run = labUp(spec.topology, spec.clients === undefined ? {} : { clients: spec.clients });
       st.run = run;
-      labConfigs(run, spec.outer ?? 4, keying);
+      labConfigs(run, spec.outer ?? 4, keying, spec.inbound);
       const hosts = daemonHosts();
       await Promise.all(hosts.map(async (h) => st.stateBefore.set(h, await snapshotState(run, h))));
       // Control for sub-test 10: before espgate runs, a and b ping each other in the clear.
@@ -470,9 +472,16 @@ export function gatewaySuite(spec: SuiteSpec): void {
         assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp, express: s.dataPath?.express?.on, expressThread: s.dataPath?.express?.thread },
           { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: true, expressThread: 'on' }, `${h}: status dataPath`);
         t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
-        // Every queued packet got its verdict (the express path sends it after its TUN write).
-        assert.equal(s.queue?.waiting, 0, `${h}: NFQUEUE: nothing waiting for a verdict`);
-        t.diagnostic(`${h}: NFQUEUE kernel drops: queue full ${s.queue.queueDropped}, socket buffer ${s.queue.userDropped}`);
+        if ((spec.inbound ?? 'socket') === 'queue') {
+          // Every queued packet got its verdict (the express path sends it after its TUN write).
+          assert.equal(s.inbound?.mode, 'queue', `${h}: status inbound.mode`);
+          assert.equal(s.queue?.waiting, 0, `${h}: NFQUEUE: nothing waiting for a verdict`);
+          t.diagnostic(`${h}: NFQUEUE kernel drops: queue full ${s.queue.queueDropped}, socket buffer ${s.queue.userDropped}`);
+        } else {
+          // Raw ESP sockets: no queue bound, and the kernel dropped nothing at their buffers.
+          assert.deepEqual(s.inbound, { mode: 'socket', socketDrops: 0 }, `${h}: status inbound`);
+          assert.equal(s.queue, null, `${h}: no NFQUEUE bound`);
+        }
         const expectedPeers = run.topology.peerings.filter((p) => p.a === h || p.b === h).length;
         assert.equal(s.peers.length, expectedPeers, `${h}: one status entry per peer`);
         for (const p of s.peers) {

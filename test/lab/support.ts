@@ -226,6 +226,7 @@ export interface DaemonStatusDoc {
   readonly peers: readonly PeerStatusDoc[];
   readonly dataPath?: { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: string; readonly sendBatch: boolean; readonly warmUp: string; readonly batchedReads?: boolean; readonly express?: { readonly on: boolean; readonly flows: number; readonly thread?: string } };
   readonly queue?: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
+  readonly inbound?: { readonly mode: 'socket' | 'queue'; readonly socketDrops: number | null };
   readonly udpEncap?: { readonly port: number; readonly rcvbufBytes: number; readonly dropped: number | null } | null;
   readonly gate?: { readonly installed: boolean | null; readonly installedBy: string | null; readonly checkedMs: number };
 }

@@ -206,7 +206,47 @@ describe('steering and guard with real packets', { skip }, () => {
     assert.equal(lines.filter((l) => /2001:db8:1::1 > 2001:db8:1::2: ESP\(spi=0x00000100/.test(l)).length, 2, lines.join('\n'));
   });
 
-  test('case 10: uninstall leaves no trace of ours', async () => {
+  test('case 10: inbound: socket: a peer\'s ESP is accepted under a default-drop INPUT, untracked, and with no socket open A says nothing back', async () => {
+    // Control first, without our rules: ESP that nobody takes is answered with ICMP "protocol
+    // unreachable" (so the silence checked below can fail).
+    await uninstall('ESPGATE', opts);
+    a.sh('conntrack -D -p 50 >/dev/null 2>&1 || true');
+    let cap = await Capture.start(b, 'vb', 'icmp or icmp6 or (udp and port 9998)');
+    sendEsp(b, '198.18.0.1');
+    sendEsp(b, '2001:db8:1::1');
+    let lines = await cap.stop(marker, MARK);
+    assert.ok(lines.some((l) => /198\.18\.0\.1 > 198\.18\.0\.2: ICMP 198\.18\.0\.1 protocol 50 unreachable/.test(l)), `control: the kernel answers unclaimed ESP\n${lines.join('\n')}`);
+    assert.ok(lines.some((l) => /2001:db8:1::1 > 2001:db8:1::2: ICMP6, parameter problem/.test(l)), `control, IPv6\n${lines.join('\n')}`);
+    // Control for the tracking (conntrack runs in A only while some rule of ours needs it):
+    // socket mode with rules.espNotrack off tracks inbound ESP.
+    await install(buildRulesSpec({ ...INPUT, notrack: false, inbound: 'socket' }), opts);
+    a.sh('conntrack -D -p 50 >/dev/null 2>&1 || true');
+    sendEsp(b, '198.18.0.1');
+    assert.equal(espEntries(a, 'ipv4').length, 1, 'control: inbound ESP is tracked without the notrack rule');
+    a.sh('conntrack -D -p 50 >/dev/null 2>&1 || true');
+
+    await install(buildRulesSpec({ ...INPUT, notrack: true, inbound: 'socket' }), opts);
+    a.sh('iptables -P INPUT DROP && ip6tables -P INPUT DROP');
+    try {
+      // No socket open (the daemon is stopped): silence, and no conntrack entry.
+      cap = await Capture.start(b, 'vb', 'icmp or icmp6 or (udp and port 9998)');
+      const unknown = (): number => Number(/IpInUnknownProtos\s+(\d+)/.exec(a.sh('nstat -az IpInUnknownProtos'))?.[1] ?? -1);
+      const before = unknown();
+      sendEsp(b, '198.18.0.1');
+      sendEsp(b, '2001:db8:1::1');
+      lines = await cap.stop(marker, MARK);
+      assert.ok(!lines.some((l) => /unreachable|parameter problem/.test(l)), `A answered ESP while no socket was open:\n${lines.join('\n')}`);
+      assert.equal(unknown() - before, 1, 'the IPv4 packet passed the default-drop INPUT (our ACCEPT) and reached the protocol layer');
+      assert.deepEqual(espEntries(a, 'ipv4'), [], 'inbound IPv4 ESP is not tracked');
+      assert.deepEqual(espEntries(a, 'ipv6'), [], 'inbound IPv6 ESP is not tracked');
+      assert.equal(counter(a, 'iptables', 'filter', 'ESPGATE-IN', /ESPGATE-ENDP4 src/) >= 1, true, 'accepted by our INPUT rule');
+      assert.equal(counter(a, 'ip6tables', 'filter', 'ESPGATE-IN', /ESPGATE-ENDP6 src/) >= 1, true, 'accepted by our INPUT rule, IPv6');
+    } finally {
+      a.sh('iptables -P INPUT ACCEPT && ip6tables -P INPUT ACCEPT');
+    }
+  });
+
+  test('case 11: uninstall leaves no trace of ours', async () => {
     await uninstall('ESPGATE', opts);
     assert.doesNotMatch(a.sh('iptables-save; ip6tables-save; ipset list -n'), /ESPGATE/);
   });

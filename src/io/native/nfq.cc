@@ -28,6 +28,19 @@
 //   verdict: NFQNL_MSG_VERDICT_BATCH with NFQA_VERDICT_HDR {be32 verdict, be32 id}: applies to
 //            every queued packet of ours with an id <= id.
 //
+// Socket mode (new NfqSocket(q, rcvbuf, maxlen, false, true); `inbound: socket`, the default): no
+// queue at all. Two raw IPPROTO_ESP sockets (AF_INET, AF_INET6) take every ESP packet addressed
+// to this host after the stack's own input hooks (the rules notrack it in raw PREROUTING and
+// accept it in filter INPUT); fd is an epoll fd over both, so the poller, the express thread and
+// readBatch see one source. The slots come out exactly as the queue's would: an IPv4 packet as
+// the kernel hands it (header included); an IPv6 raw socket strips its header, so the payload is
+// received 40 bytes into the slot and an IPv6 header is written in front of it (source from
+// msg_name, destination from IPV6_PKTINFO, next header 50). No verdicts. What the kernel dropped
+// at the sockets' full receive buffers is read when asked (SO_MEMINFO's drop count, current even
+// when nothing arrived since): stats().socketDrops.
+// While no daemon holds such a socket, the kernel (without an ESP protocol of its own) answers
+// ESP with ICMP "protocol unreachable", which the rules drop on its way out to a peer endpoint.
+//
 // Errors: constructor failures throw an Error with .code = errno name. Per-batch results are
 // return values: readBatch returns the count, or -errno for a socket error other than EAGAIN
 // (ENOBUFS is counted and not returned: it only says the kernel dropped some packets).
@@ -45,7 +58,9 @@
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_queue.h>
 #include <linux/netlink.h>
+#include <linux/sock_diag.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -165,6 +180,14 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       return;
     }
 
+    if (info.Length() >= 5 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value()) {
+      int err = OpenSockets(rcvbuf);
+      if (err != 0) {
+        CloseFd();
+        ThrowErrno(env, err, "socket", "raw ESP socket");
+      }
+      return;
+    }
     fd_ = socket(AF_NETLINK, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, NETLINK_NETFILTER);
     if (fd_ < 0) {
       ThrowErrno(env, errno, "socket", "netlink socket");
@@ -220,6 +243,142 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   ~NfqSocket() override { CloseFd(); }
 
  private:
+  // OpenSockets opens socket mode's raw ESP sockets and the epoll fd over them: 0 or an errno.
+  // A family the kernel does not offer (IPv6 disabled: EAFNOSUPPORT) is left out; both missing
+  // is an error.
+  int OpenSockets(int rcvbuf) {
+    socket_ = true;
+    int one = 1;
+    for (int fam = 0; fam < 2; fam++) {
+      int fd = socket(fam == 0 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ESP);
+      if (fd < 0) {
+        if (errno == EAFNOSUPPORT) continue;
+        return errno;
+      }
+      (fam == 0 ? fd4_ : fd6_) = fd;
+      if (rcvbuf > 0 && setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof(rcvbuf)) != 0) {
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+      }
+      if (fam == 1 && setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one)) != 0) return errno;
+    }
+    if (fd4_ < 0 && fd6_ < 0) return EAFNOSUPPORT;
+    fd_ = epoll_create1(EPOLL_CLOEXEC);
+    if (fd_ < 0) return errno;
+    for (int fd : {fd4_, fd6_}) {
+      if (fd < 0) continue;
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.fd = fd;
+      if (epoll_ctl(fd_, EPOLL_CTL_ADD, fd, &ev) != 0) return errno;
+    }
+    return 0;
+  }
+
+  // RecvRaw is one recvmmsg of socket mode's family socket into slots [first, first + count):
+  // the number of packets placed at o/l[placed..] (*got: slots the kernel filled, cut ones
+  // included), or -errno (EAGAIN included).
+  int RecvRaw(int family, uint8_t* base, size_t first, size_t count, size_t slotLen, int32_t* o, int32_t* l, int placed, size_t* filled) {
+    int fd = family == 4 ? fd4_ : fd6_;
+    if (fd < 0 || count == 0) return -EAGAIN;
+    size_t head = family == 6 ? kIp6HeaderLen : 0;
+    for (size_t i = 0; i < count; i++) {
+      size_t slot = first + i;
+      rawIovs_[i].iov_base = base + slot * slotLen + head;
+      rawIovs_[i].iov_len = slotLen - head;
+      memset(&rawMsgs_[i], 0, sizeof(rawMsgs_[i]));
+      rawMsgs_[i].msg_hdr.msg_iov = &rawIovs_[i];
+      rawMsgs_[i].msg_hdr.msg_iovlen = 1;
+      if (family == 6) {
+        rawMsgs_[i].msg_hdr.msg_control = rawCtl_[i];
+        rawMsgs_[i].msg_hdr.msg_controllen = sizeof(rawCtl_[i]);
+        rawMsgs_[i].msg_hdr.msg_name = &rawNames_[i];
+        rawMsgs_[i].msg_hdr.msg_namelen = sizeof(rawNames_[i]);
+      }
+    }
+    int got = recvmmsg(fd, rawMsgs_, static_cast<unsigned>(count), MSG_DONTWAIT, nullptr);
+    if (got < 0) return -errno;
+    *filled = static_cast<size_t>(got);
+    batches_++;
+    int n = placed;
+    for (int i = 0; i < got; i++) {
+      received_++;
+      msghdr& h = rawMsgs_[i].msg_hdr;
+      bool haveDst = false;
+      in6_addr dst{};
+      for (cmsghdr* c = CMSG_FIRSTHDR(&h); c != nullptr; c = CMSG_NXTHDR(&h, c)) {
+        if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO && c->cmsg_len >= CMSG_LEN(sizeof(in6_pktinfo))) {
+          in6_pktinfo pi;
+          memcpy(&pi, CMSG_DATA(c), sizeof(pi));
+          dst = pi.ipi6_addr;
+          haveDst = true;
+        }
+      }
+      uint32_t len = rawMsgs_[i].msg_len;
+      if ((h.msg_flags & MSG_TRUNC) != 0 || (family == 6 && (!haveDst || h.msg_namelen < sizeof(sockaddr_in6) || len > 0xffff))) {
+        truncated_++;  // cut to the slot, or an IPv6 packet we cannot give its header back: never delivered half
+        continue;
+      }
+      uint8_t* slot = base + (first + static_cast<size_t>(i)) * slotLen;
+      if (family == 6) {
+        // The IPv6 header the raw socket took off: version 6, no traffic class or flow label,
+        // payload length, next header ESP, hop limit 64 (nobody downstream reads it), addresses.
+        slot[0] = 0x60;
+        slot[1] = slot[2] = slot[3] = 0;
+        slot[4] = static_cast<uint8_t>(len >> 8);
+        slot[5] = static_cast<uint8_t>(len);
+        slot[6] = IPPROTO_ESP;
+        slot[7] = 64;
+        memcpy(slot + 8, &rawNames_[i].sin6_addr, 16);
+        memcpy(slot + 24, &dst, 16);
+        len += kIp6HeaderLen;
+      }
+      o[n] = static_cast<int32_t>(slot - base);
+      l[n] = static_cast<int32_t>(len);
+      n++;
+    }
+    return n - placed;
+  }
+
+  // ReadRaw is ReadCore in socket mode: the IPv4 socket first, then the IPv6 socket into the
+  // slots left. Returns what was placed, 0 with *eagain when neither had anything, or -errno.
+  int ReadRaw(uint8_t* base, size_t slots, size_t slotLen, int32_t* o, int32_t* l, bool* eagain) {
+    if (slots > static_cast<size_t>(kMaxBatch)) slots = kMaxBatch;
+    int placed = 0;
+    size_t used = 0;
+    bool empty = true;
+    for (int family : {4, 6}) {
+      size_t filled = 0;
+      int r = RecvRaw(family, base, used, slots - used, slotLen, o, l, placed, &filled);
+      if (r < 0) {
+        if (r == -EAGAIN || r == -EINTR) continue;
+        if (r == -ENOBUFS) {
+          enobufs_++;
+          continue;
+        }
+        return r;
+      }
+      empty = false;
+      used += filled;  // the next family starts after every slot this one filled, cut ones too
+      placed += r;
+      if (used >= slots) break;
+    }
+    lastShort_ = used < slots;
+    *eagain = empty;
+    return placed;
+  }
+
+  // SocketDrops is what the kernel dropped at socket mode's sockets (receive buffer full), now.
+  double SocketDrops() const {
+    double n = 0;
+    for (int fd : {fd4_, fd6_}) {
+      if (fd < 0) continue;
+      uint32_t mem[SK_MEMINFO_VARS] = {};
+      socklen_t len = sizeof(mem);
+      if (getsockopt(fd, SOL_SOCKET, SO_MEMINFO, mem, &len) == 0 && len > SK_MEMINFO_DROPS * sizeof(uint32_t)) n += mem[SK_MEMINFO_DROPS];
+    }
+    return n;
+  }
+
   // Request sends one config message and waits (bounded) for its ack; returns 0 or an errno.
   int Request(const MsgBuilder& m) {
     sockaddr_nl kernel{};
@@ -328,6 +487,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   // copied out; a daemon that dies before sending it loses the queue, and the kernel drops
   // what was in it).
   int ReadCore(uint8_t* base, size_t slots, size_t slotLen, int32_t* o, int32_t* l, bool* eagain, bool defer = false) {
+    if (socket_) return ReadRaw(base, slots, slotLen, o, l, eagain);
     mmsghdr msgs[kMaxBatch];
     iovec iovs[kMaxBatch];
     for (size_t i = 0; i < slots; i++) {
@@ -586,6 +746,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     o.Set("lastVerdictErrno", Napi::Number::New(env, lastVerdictErrno_));
     o.Set("expressTaken", Napi::Number::New(env, expressTaken_));
     o.Set("replayMapped", Napi::Number::New(env, express_.MappedTops()));
+    o.Set("socketDrops", Napi::Number::New(env, SocketDrops()));
     return o;
   }
 
@@ -642,9 +803,25 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
       close(peerFd_);
       peerFd_ = -1;
     }
+    for (int* fd : {&fd4_, &fd6_}) {
+      if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+      }
+    }
   }
 
-  int fd_ = -1;
+  int fd_ = -1;  // the netlink socket, the stand-in's socketpair end, or socket mode's epoll fd
+  // Socket mode: the raw ESP sockets (-1: that family is not offered), their drop counts, and
+  // recvmmsg's arrays (ReadCore runs on one thread at a time, under the poller's lock).
+  static constexpr size_t kIp6HeaderLen = 40;
+  bool socket_ = false;
+  int fd4_ = -1;
+  int fd6_ = -1;
+  mmsghdr rawMsgs_[kMaxBatch];
+  iovec rawIovs_[kMaxBatch];
+  sockaddr_in6 rawNames_[kMaxBatch];
+  alignas(cmsghdr) uint8_t rawCtl_[kMaxBatch][CMSG_SPACE(sizeof(in6_pktinfo))];
   uint16_t queue_ = 0;
   uint32_t seq_ = 0;
   bool bound_ = false;
