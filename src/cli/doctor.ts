@@ -108,14 +108,19 @@ export async function runDoctor(cfg: Config, p: DoctorProbes): Promise<CheckResu
     ? { level: 'ok', what: '/dev/net/tun present' }
     : { level: 'fail', what: '/dev/net/tun is missing: no TUN support', fix: "modprobe tun (CONFIG_TUN); in a container, pass the device in (--device /dev/net/tun)" });
 
-  out.push(p.exists('/proc/net/netfilter/nfnetlink_queue')
-    ? { level: 'ok', what: 'NFQUEUE (nfnetlink_queue) loaded' }
-    : { level: 'warn', what: 'nfnetlink_queue is not loaded yet', fix: 'the kernel loads it when espgate binds its queue; if that fails: modprobe nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)' });
+  if (cfg.inbound === 'queue') {
+    out.push(p.exists('/proc/net/netfilter/nfnetlink_queue')
+      ? { level: 'ok', what: 'NFQUEUE (nfnetlink_queue) loaded' }
+      : { level: 'warn', what: 'nfnetlink_queue is not loaded yet', fix: 'the kernel loads it when espgate binds its queue; if that fails: modprobe nfnetlink_queue (CONFIG_NETFILTER_NETLINK_QUEUE)' });
+  } else {
+    out.push({ level: 'ok', what: 'inbound ESP: raw ESP sockets (inbound: socket): no NFQUEUE needed' });
+  }
 
   const backend = await backendCheck(cfg, p);
   out.push(backend.result);
   const nft = backend.choice?.backend === 'nftables';
-  const viaIptables = !nft || backend.choice?.nativeQueue === false;
+  // With nft, iptables is needed only for the queue fallback (inbound: queue, no nft queue).
+  const viaIptables = !nft || (cfg.inbound === 'queue' && backend.choice?.nativeQueue === false);
   const tools = [
     'ip', ...(nft ? ['nft'] : ['ipset']),
     ...(viaIptables && v4 ? (nft ? ['iptables-restore', 'iptables-save'] : ['iptables', 'iptables-restore', 'iptables-save']) : []),
