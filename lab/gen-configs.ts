@@ -150,7 +150,7 @@ export interface GenerateOptions {
   readonly outer?: AddressFamily;
   /** keying is 'static' or 'ike' (default DEFAULT_KEYING). */
   readonly keying?: Keying;
-  /** inbound, when given, is written into every config (else the daemon's default, socket). */
+  /** inbound, when given, is written into every config (else the daemon's default, queue). */
   readonly inbound?: 'socket' | 'queue';
   /** ike is added to every peer's `ike:` section (keying 'ike' only). */
   readonly ike?: IkeTuning;

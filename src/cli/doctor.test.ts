@@ -33,7 +33,7 @@ test('doctor: each common mistake is reported with its level (numbered cases)', 
   const cases: [string, DoctorProbes, RegExp[]][] = [
     ['healthy host', probes(), []],
     ['no /dev/net/tun', probes({ files: ['/proc/net/netfilter/nfnetlink_queue'] }), [/^fail: \/dev\/net\/tun is missing/]],
-    ['nfnetlink_queue not loaded: nothing to say with raw ESP sockets (inbound: socket, the default)', probes({ files: ['/dev/net/tun'] }), []],
+    ['nfnetlink_queue not loaded', probes({ files: ['/dev/net/tun'] }), [/^warn: nfnetlink_queue is not loaded/]],
     ['ipset missing', probes({ tools: ['ip', 'iptables', 'iptables-restore', 'iptables-save', 'ip6tables', 'ip6tables-restore', 'ip6tables-save'] }), [/^fail: missing tools: ipset$/]],
     ['no privileges', probes({ caps: ['CAP_NET_ADMIN'] }), [/^warn: this process lacks CAP_NET_ADMIN/]],
     ['conntrack(8) missing', probes({ noConntrack: true }), [/^warn: conntrack\(8\) is not installed: a flow to a peer that began before the gate stays blocked/]],
@@ -86,9 +86,7 @@ test('firstAddressOf', () => {
 });
 
 test('doctor: the rules backend line and the tools it needs (numbered cases)', async () => {
-  // inbound: queue: these cases are about where the NFQUEUE rule goes (the socket case is below).
-  const queued = parseConfig(`${EXAMPLE.trimEnd()}\ninbound: queue\n`, 'example.yaml');
-  const withBackend = (backend: 'auto' | 'iptables' | 'nftables') => ({ ...queued, rules: { ...queued.rules, backend } });
+  const withBackend = (backend: 'auto' | 'iptables' | 'nftables') => ({ ...CFG, rules: { ...CFG.rules, backend } });
   const nftTools = ['ip', 'nft', 'iptables-restore', 'iptables-save', 'ip6tables-restore', 'ip6tables-save'];
   const cases: [string, 'auto' | 'iptables' | 'nftables', DoctorProbes, RegExp, string[]][] = [
     ['auto without nft: iptables', 'auto', probes(), /^ok: rules backend: iptables \(auto: nft is not installed\)$/, []],
@@ -114,15 +112,16 @@ test('doctor: the rules backend line and the tools it needs (numbered cases)', a
   }
 });
 
-test('doctor: inbound: queue asks for nfnetlink_queue, and for iptables where nft has no queue; sockets need neither', async () => {
-  const queued = parseConfig(`${EXAMPLE.trimEnd()}\ninbound: queue\n`, 'example.yaml');
+test('doctor: inbound: queue (the default) asks for nfnetlink_queue, and for iptables where nft has no queue; sockets need neither', async () => {
+  const queued = CFG;
+  const sockets = parseConfig(`${EXAMPLE.trimEnd()}\ninbound: socket\n`, 'example.yaml');
   const warn = async (cfg: typeof CFG, p: DoctorProbes): Promise<string[]> => (await runDoctor(cfg, p)).filter((r) => r.level !== 'ok').map((r) => `${r.level}: ${r.what}`);
   assert.deepEqual(await warn(queued, probes({ files: ['/dev/net/tun'] })), ['warn: nfnetlink_queue is not loaded yet']);
-  assert.deepEqual(await warn(CFG, probes({ files: ['/dev/net/tun'] })), []);
+  assert.deepEqual(await warn(sockets, probes({ files: ['/dev/net/tun'] })), []);
   const nftCfg = (text: string): typeof CFG => parseConfig(`${text.trimEnd()}\nrules:\n  backend: nftables\n`, 'example.yaml');
   const nftOnly = probes({ nft: NFT_NO_QUEUE, tools: ['ip', 'nft'] });
-  assert.deepEqual(await warn(nftCfg(EXAMPLE), nftOnly), [], 'sockets: nft alone is enough');
-  const q = await warn(nftCfg(`${EXAMPLE.trimEnd()}\ninbound: queue`), nftOnly);
+  assert.deepEqual(await warn(nftCfg(`${EXAMPLE.trimEnd()}\ninbound: socket`), nftOnly), [], 'sockets: nft alone is enough');
+  const q = await warn(nftCfg(EXAMPLE), nftOnly);
   assert.equal(q.length, 1, JSON.stringify(q));
   assert.match(q[0] ?? '', /^fail: missing tools: iptables-restore iptables-save ip6tables-restore ip6tables-save$/);
 });

@@ -114,8 +114,8 @@ export const configSchema = z.strictObject({
     name: z.string().regex(/^[A-Za-z0-9_.-]{1,15}$/, 'interface name: 1-15 of A-Z a-z 0-9 _ . -').default('eg0').describe('TUN interface name.'),
     mtu: z.number().int().min(1280).max(9000).optional().describe('TUN MTU; default: outer link MTU minus the ESP overhead of the algorithm.'),
   }).prefault({}).describe('The TUN device.'),
-  inbound: z.enum(['socket', 'queue']).default('socket')
-    .describe('How inbound ESP reaches the daemon: socket (raw ESP sockets; the rules notrack it and accept it in INPUT) or queue (NFQUEUE in raw PREROUTING, before conntrack). docs/io.md has why socket is the default.'),
+  inbound: z.enum(['queue', 'socket']).default('queue')
+    .describe('How inbound ESP reaches the daemon: queue (NFQUEUE in raw PREROUTING, before conntrack) or socket (raw ESP sockets after the input hooks; the rules notrack it and accept it in INPUT; needs neither nfnetlink_queue nor, with the nftables backend, iptables). docs/io.md has the measurements: queue is faster for small packets.'),
   queue: z.number().int().min(0).max(65535).default(0).describe('NFQUEUE number on which inbound ESP is taken (inbound: queue).'),
   stateDir: z.string().min(1).default('/var/lib/espgate').describe('Directory for sequence-number reservations, the lock file and the control socket.'),
   guard: z.boolean().default(true).describe('Fail-closed filter rules: drop cleartext to or from protected peers.'),

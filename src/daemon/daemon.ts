@@ -56,8 +56,11 @@ export interface System {
   localAddresses(): Promise<string[]>;
   linkMtuTowards(addr: string): Promise<number>;
   openSender(): EspSender;
-  /** openReceiver opens the inbound ESP receiver: raw ESP sockets ('socket') or NFQUEUE `queue` ('queue'). */
-  openReceiver(queue: number, inbound: 'socket' | 'queue'): EspReceiver;
+  /**
+   * openReceiver opens the inbound ESP receiver: raw ESP sockets ('socket'; the sender's own,
+   * shared, where it has them) or NFQUEUE `queue` ('queue').
+   */
+  openReceiver(queue: number, inbound: 'socket' | 'queue', sender?: EspSender): EspReceiver;
   /**
    * openStandIn returns stand-ins of the same classes as `tun` and `sender` for the data-path
    * warm-up (io/stand-in.ts), or undefined when there are none (then only the codec is warmed).
@@ -258,7 +261,7 @@ export class Daemon {
       if (src.v4 === undefined && src.v6 === undefined) this.#log.warn('no address of this host lies inside local.protect: ICMP errors this host sends into the tunnel will be refused by peers');
       await this.#sys.configureTun(cfg.tun.name, this.tunMtu, this.fakePrefixes(), src);
       this.#sender = this.#sys.openSender();
-      this.#receiver = this.#sys.openReceiver(cfg.queue, cfg.inbound);
+      this.#receiver = this.#sys.openReceiver(cfg.queue, cfg.inbound, this.#sender);
       this.engine = new Engine(tables, this.#tun, this.#sender, this.#receiver);
       // A short self-check of the codec now; the JIT warm-up proper runs after 'up', in slices
       // between packets, so it never delays readiness (a restart after a crash resumes sooner).

@@ -26,12 +26,12 @@ test('rulesInputOf: a non-boolean espNotrack is refused, naming the field', () =
   assert.throws(() => parseConfig(`${EXAMPLE.trimEnd()}\nrules:\n  espNotrack: "yes"\n`, 'example.yaml'), /rules\.espNotrack/);
 });
 
-test('rulesInputOf: inbound ESP through raw sockets by default; inbound: queue asks for the NFQUEUE rule', () => {
-  const dflt = rulesInputOf(parseConfig(EXAMPLE, 'example.yaml'));
-  assert.equal(dflt.inbound, 'socket');
-  assert.doesNotMatch(formatTexts(renderInstall(buildRulesSpec(dflt))), /NFQUEUE/);
-  const queued = rulesInputOf(parseConfig(`${EXAMPLE.trimEnd()}\ninbound: queue\n`, 'example.yaml'));
+test('rulesInputOf: inbound ESP through NFQUEUE by default; inbound: socket asks for no queue', () => {
+  const queued = rulesInputOf(parseConfig(EXAMPLE, 'example.yaml'));
   assert.equal(queued.inbound, 'queue');
   assert.match(formatTexts(renderInstall(buildRulesSpec(queued))), /-j NFQUEUE --queue-num 0/);
+  const sockets = rulesInputOf(parseConfig(`${EXAMPLE.trimEnd()}\ninbound: socket\n`, 'example.yaml'));
+  assert.equal(sockets.inbound, 'socket');
+  assert.doesNotMatch(formatTexts(renderInstall(buildRulesSpec(sockets))), /NFQUEUE/);
   assert.throws(() => parseConfig(`${EXAMPLE.trimEnd()}\ninbound: tap\n`, 'example.yaml'), /inbound/);
 });

@@ -224,7 +224,10 @@ export function linuxSystem(runner: Runner = vforkRunner(), log?: Pick<Logger, '
     localAddresses: () => localAddresses(runner),
     linkMtuTowards: (addr) => linkMtuTowards(runner, addr),
     openSender: () => openEspSender(),
-    openReceiver: (queue, inbound) => openEspReceiver({ queueNum: queue, socket: inbound === 'socket' }),
+    openReceiver: (queue, inbound, sender) => openEspReceiver({
+      queueNum: queue, socket: inbound === 'socket',
+      shareFds: { v4: sender?.expressFd?.(4) ?? -1, v6: sender?.expressFd?.(6) ?? -1 },
+    }),
     openStandIn: (tun, sender) => openStandInIo({ tun, sender }),
     gateInstalled: (cfg) => gate.watch(cfg).check(),
     installGate: async (cfg) => {

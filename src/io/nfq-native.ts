@@ -42,7 +42,7 @@ interface NativeNfqSocket {
   readonly offloaded: boolean;
 }
 interface NfqAddon {
-  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean, socketMode?: boolean) => NativeNfqSocket;
+  NfqSocket: new (queueNum: number, rcvbufBytes: number, queueMaxLen: number, standIn?: boolean, socketMode?: boolean, shareFd4?: number, shareFd6?: number) => NativeNfqSocket;
 }
 
 /** loadNfqAddon returns the addon, or undefined when it is not built (the reason: nfqAddonError). */
@@ -120,9 +120,17 @@ export class NativeNfqueueReceiver implements EspReceiver {
   /** socket: inbound ESP from raw ESP sockets instead of the queue (`inbound: socket`; nfq.cc "Socket mode"). */
   readonly socket: boolean;
 
-  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean; readonly socket?: boolean }) {
+  readonly #share: { readonly v4: number; readonly v6: number };
+
+  /**
+   * opts.shareFds (socket mode): the sender's raw ESP sockets (EspSender.expressFd; -1: none),
+   * which the receiver reads through a dup() of its own instead of opening second sockets (one
+   * kernel clone per inbound packet instead of two). The sender keeps its fds.
+   */
+  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean; readonly socket?: boolean; readonly shareFds?: { readonly v4: number; readonly v6: number } }) {
     this.#standIn = opts.standIn === true;
     this.socket = opts.socket === true && !this.#standIn;
+    this.#share = opts.shareFds ?? { v4: -1, v6: -1 };
     if (!Number.isInteger(opts.queueNum) || opts.queueNum < 0 || opts.queueNum > 65535) {
       throw new GatewayError('ERR_NFQUEUE', `NFQUEUE number ${opts.queueNum} is not an integer in 0..65535`);
     }
@@ -154,7 +162,7 @@ export class NativeNfqueueReceiver implements EspReceiver {
     if (mod === undefined) throw new GatewayError('ERR_NFQUEUE', "espgate's NFQUEUE addon is not built ('npm run build:native')", { cause: nfqAddonError() });
     let sock: NativeNfqSocket;
     try {
-      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen, this.#standIn, this.socket);
+      sock = new mod.NfqSocket(this.queueNum, this.#rcvbufBytes, this.#maxLen, this.#standIn, this.socket, this.#share.v4, this.#share.v6);
     } catch (e) {
       if (this.socket) {
         const what = e instanceof Error ? e.message : String(e);

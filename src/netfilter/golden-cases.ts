@@ -37,7 +37,7 @@ export const GOLDEN_CASES: readonly { readonly name: string; readonly input: Rul
   { name: 'host-v4-no-guard-no-clamp', input: { ...BASE, mssClamp: false, guard: false, notrack: false, mode: 'host', families: { v4: V4 } } },
   { name: 'host-v4-ike', input: { ...BASE, ike: true, mode: 'host', families: { v4: V4 } } },
   { name: 'gateway-dual-stack-ike', input: { ...BASE, ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
-  // inbound: socket (the daemon's default): raw ESP sockets instead of the queue.
+  // inbound: socket: raw ESP sockets instead of the queue.
   { name: 'host-dual-stack-socket', input: { ...BASE, inbound: 'socket', mode: 'host', families: { v4: V4, v6: V6 } } },
   { name: 'gateway-dual-stack-ike-socket', input: { ...BASE, inbound: 'socket', ike: true, mode: 'gateway', families: { v4: V4, v6: V6 } } },
   { name: 'host-v4-socket-no-guard-no-notrack', input: { ...BASE, inbound: 'socket', mssClamp: false, guard: false, notrack: false, mode: 'host', families: { v4: V4 } } },

@@ -79,7 +79,5 @@ gatewaySuite({
   clear: [['gwa', 'gwb']],
   many: { from: ['a1'], to: 'b1', perHost: 100 },
   gatewayOf: { a1: 'gwa', b1: 'gwb' },
-  // The one suite on NFQUEUE (inbound: queue), so both ways of taking inbound ESP run end to end.
-  inbound: 'queue',
   extra: [farGatewayTooBig, farGatewayTimeExceeded],
 });

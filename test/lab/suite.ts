@@ -78,7 +78,7 @@ export interface SuiteSpec {
   readonly outer?: AddressFamily;
   /** keying: 'ike' (the default, DEFAULT_KEYING) or 'static' SAs. */
   readonly keying?: Keying;
-  /** inbound: how the daemons take inbound ESP (configs --inbound); default: the daemon's, raw sockets. */
+  /** inbound: how the daemons take inbound ESP (configs --inbound); default: the daemon's, NFQUEUE. */
   readonly inbound?: 'socket' | 'queue';
   readonly pairs: readonly Pair[];
   /** clear lists host pairs that talk in the clear (pinged both ways, seen in clear on the capture). */
@@ -472,7 +472,7 @@ export function gatewaySuite(spec: SuiteSpec): void {
         assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp, express: s.dataPath?.express?.on, expressThread: s.dataPath?.express?.thread },
           { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: true, expressThread: 'on' }, `${h}: status dataPath`);
         t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
-        if ((spec.inbound ?? 'socket') === 'queue') {
+        if ((spec.inbound ?? 'queue') === 'queue') {
           // Every queued packet got its verdict (the express path sends it after its TUN write).
           assert.equal(s.inbound?.mode, 'queue', `${h}: status inbound.mode`);
           assert.equal(s.queue?.waiting, 0, `${h}: NFQUEUE: nothing waiting for a verdict`);

@@ -28,10 +28,11 @@
 //   verdict: NFQNL_MSG_VERDICT_BATCH with NFQA_VERDICT_HDR {be32 verdict, be32 id}: applies to
 //            every queued packet of ours with an id <= id.
 //
-// Socket mode (new NfqSocket(q, rcvbuf, maxlen, false, true); `inbound: socket`, the default): no
+// Socket mode (new NfqSocket(q, rcvbuf, maxlen, false, true[, fd4, fd6]); `inbound: socket`, the default): no
 // queue at all. Two raw IPPROTO_ESP sockets (AF_INET, AF_INET6) take every ESP packet addressed
 // to this host after the stack's own input hooks (the rules notrack it in raw PREROUTING and
-// accept it in filter INPUT); fd is an epoll fd over both, so the poller, the express thread and
+// accept it in filter INPUT; fd4/fd6 are the sender's sockets, shared: see OpenSockets); fd is
+// an epoll fd over both, so the poller, the express thread and
 // readBatch see one source. The slots come out exactly as the queue's would: an IPv4 packet as
 // the kernel hands it (header included); an IPv6 raw socket strips its header, so the payload is
 // received 40 bytes into the slot and an IPv6 header is written in front of it (source from
@@ -54,6 +55,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/netfilter.h>
 #include <linux/netfilter/nfnetlink.h>
 #include <linux/netfilter/nfnetlink_queue.h>
@@ -181,7 +183,9 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
     }
 
     if (info.Length() >= 5 && info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value()) {
-      int err = OpenSockets(rcvbuf);
+      int share4 = info.Length() >= 6 && info[5].IsNumber() ? info[5].As<Napi::Number>().Int32Value() : -1;
+      int share6 = info.Length() >= 7 && info[6].IsNumber() ? info[6].As<Napi::Number>().Int32Value() : -1;
+      int err = OpenSockets(rcvbuf, share4, share6);
       if (err != 0) {
         CloseFd();
         ThrowErrno(env, err, "socket", "raw ESP socket");
@@ -244,15 +248,21 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
 
  private:
   // OpenSockets opens socket mode's raw ESP sockets and the epoll fd over them: 0 or an errno.
+  // share4/share6 (>= 0): the sender's raw ESP socket of that family, taken over with dup()
+  // instead of opening a second one: the kernel hands every raw socket of protocol 50 its own
+  // clone of each inbound packet, so a second socket would double that work (the sender's own
+  // socket never reads; its copies were dropped at a full buffer, one clone per packet wasted).
   // A family the kernel does not offer (IPv6 disabled: EAFNOSUPPORT) is left out; both missing
   // is an error.
-  int OpenSockets(int rcvbuf) {
+  int OpenSockets(int rcvbuf, int share4, int share6) {
     socket_ = true;
     int one = 1;
     for (int fam = 0; fam < 2; fam++) {
-      int fd = socket(fam == 0 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ESP);
+      int share = fam == 0 ? share4 : share6;
+      int fd = share >= 0 ? fcntl(share, F_DUPFD_CLOEXEC, 0)
+                          : socket(fam == 0 ? AF_INET : AF_INET6, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_ESP);
       if (fd < 0) {
-        if (errno == EAFNOSUPPORT) continue;
+        if (share < 0 && errno == EAFNOSUPPORT) continue;
         return errno;
       }
       (fam == 0 ? fd4_ : fd6_) = fd;

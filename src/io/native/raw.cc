@@ -107,8 +107,9 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     close(fd);
     return Napi::Number::New(env, -err);
   }
-  // Never read: receive shut down (raw sockets accept SHUT_RD; ignore if the kernel does not).
-  shutdown(fd, SHUT_RD);
+  // Not read here. No shutdown(SHUT_RD): with `inbound: socket` the receiver reads this very
+  // socket through a dup() (nfq.cc OpenSockets), and a read-shut socket polls readable forever.
+  // The one-byte buffer (the kernel's minimum) bounds what it holds until then.
   return Napi::Number::New(env, fd);
 }
 
