@@ -205,4 +205,25 @@ describe('netfilter install/uninstall in a namespace', { skip }, () => {
     });
     assert.equal(ns.snapshot(), before);
   });
+
+  test('case 8: inbound: socket: install, switch a live gate to the queue and back, uninstall restores the exact state', async () => {
+    const { ns, opts } = await setup('s');
+    const sockets = buildRulesSpec({ ...GATEWAY_DUAL, notrack: true, inbound: 'socket' });
+    const queue = buildRulesSpec({ ...GATEWAY_DUAL, notrack: true, inbound: 'queue' });
+    const before = ns.snapshot();
+    await install(sockets, opts);
+    assertInstalledExactly(ns, sockets);
+    const first = ns.snapshot();
+    assert.doesNotMatch(first, /NFQUEUE/);
+    assert.match(first, /-A ESPGATE-IN -p esp -m addrtype --dst-type LOCAL -m set --match-set ESPGATE-ENDP4 src -j ACCEPT/);
+    assert.match(first, /-A ESPGATE-OUT -p ipv6-icmp -m icmp6 --icmpv6-type 4\/1 -m set --match-set ESPGATE-ENDP6 dst -j DROP/);
+    assert.deepEqual((await status('ESPGATE', { ...opts, spec: sockets })).problems, []);
+    await install(queue, opts);
+    assertInstalledExactly(ns, queue);
+    assert.doesNotMatch(ns.snapshot(), /icmp-type 3\/2|icmpv6-type 4\/1/);
+    await install(sockets, opts);
+    assert.equal(ns.snapshot(), first, 'back to sockets: the same state as the first install');
+    await uninstall('ESPGATE', opts);
+    assert.equal(ns.snapshot(), before);
+  });
 });

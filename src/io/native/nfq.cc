@@ -28,7 +28,8 @@
 //   verdict: NFQNL_MSG_VERDICT_BATCH with NFQA_VERDICT_HDR {be32 verdict, be32 id}: applies to
 //            every queued packet of ours with an id <= id.
 //
-// Socket mode (new NfqSocket(q, rcvbuf, maxlen, false, true[, fd4, fd6]); `inbound: socket`, the default): no
+// Socket mode (new NfqSocket(q, rcvbuf, maxlen, false, true[, fd4, fd6]); `inbound: socket`, an
+// option; the queue is the default and measured faster for small packets, docs/io.md): no
 // queue at all. Two raw IPPROTO_ESP sockets (AF_INET, AF_INET6) take every ESP packet addressed
 // to this host after the stack's own input hooks (the rules notrack it in raw PREROUTING and
 // accept it in filter INPUT; fd4/fd6 are the sender's sockets, shared: see OpenSockets); fd is
@@ -822,8 +823,7 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   }
 
   int fd_ = -1;  // the netlink socket, the stand-in's socketpair end, or socket mode's epoll fd
-  // Socket mode: the raw ESP sockets (-1: that family is not offered), their drop counts, and
-  // recvmmsg's arrays (ReadCore runs on one thread at a time, under the poller's lock).
+  // Socket mode: the raw ESP sockets (-1: that family is not offered) and recvmmsg's arrays (ReadCore runs on one thread at a time, under the poller's lock).
   static constexpr size_t kIp6HeaderLen = 40;
   bool socket_ = false;
   int fd4_ = -1;
