@@ -12,7 +12,8 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
-import { BackgroundFixture, Netns, rootSkipReason, runFixture, vethBetween } from './helpers.js';
+import { BackgroundFixture, addressedPair, rootSkipReason, runFixture } from './helpers.js';
+import type { Netns } from './helpers.js';
 
 const skip = rootSkipReason(['ip']);
 
@@ -31,13 +32,7 @@ describe('raw-socket ESP receiver (inbound: socket)', { skip: skip ?? false }, (
   const bg: BackgroundFixture[] = [];
 
   before(() => {
-    a = new Netns('sa');
-    b = new Netns('sb');
-    vethBetween(a, 'egtsa', b, 'egtsb');
-    a.run(['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'egtsa']);
-    a.run(['ip', 'addr', 'add', '2001:db8::1/64', 'dev', 'egtsa', 'nodad']);
-    b.run(['ip', 'addr', 'add', '192.0.2.2/24', 'dev', 'egtsb']);
-    b.run(['ip', 'addr', 'add', '2001:db8::2/64', 'dev', 'egtsb', 'nodad']);
+    ({ a, b } = addressedPair('s', ['192.0.2.1', '192.0.2.2'], ['2001:db8::1', '2001:db8::2']));
   });
 
   after(() => {

@@ -76,6 +76,21 @@ export function vethBetween(a: Netns, aIf: string, b: Netns, bIf: string, mtu = 
   b.run(['ip', 'link', 'set', bIf, 'up']);
 }
 
+/**
+ * addressedPair makes namespaces `<tag>a` and `<tag>b` joined by a veth (`egt<tag>a`, `egt<tag>b`)
+ * and gives the ends the IPv4 (/24) and IPv6 (/64, no DAD) addresses [a, b].
+ */
+export function addressedPair(tag: string, v4: readonly [string, string], v6: readonly [string, string]): { a: Netns; b: Netns } {
+  const a = new Netns(`${tag}a`);
+  const b = new Netns(`${tag}b`);
+  vethBetween(a, `egt${tag}a`, b, `egt${tag}b`);
+  for (const [ns, i] of [[a, 0], [b, 1]] as const) {
+    ns.run(['ip', 'addr', 'add', `${v4[i]}/24`, 'dev', `egt${tag}${i === 0 ? 'a' : 'b'}`]);
+    ns.run(['ip', 'addr', 'add', `${v6[i]}/64`, 'dev', `egt${tag}${i === 0 ? 'a' : 'b'}`, 'nodad']);
+  }
+  return { a, b };
+}
+
 /** fixtureCommand returns node argv for a fixture next to the calling test (works from src .ts under tsx and compiled .js). */
 export function fixtureCommand(testUrl: string, fixture: string): string[] {
   const isTs = testUrl.endsWith('.ts');

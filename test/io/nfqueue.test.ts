@@ -11,7 +11,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 
 import { NFQUEUE_MAX_PACKET_BYTES } from '../../src/io/nfqueue.js';
-import { BackgroundFixture, Netns, rootSkipReason, runFixture, vethBetween } from './helpers.js';
+import { BackgroundFixture, addressedPair, rootSkipReason, runFixture } from './helpers.js';
+import type { Netns } from './helpers.js';
 
 const skip = rootSkipReason(['ip', 'iptables', 'ip6tables']);
 const QUEUE = 7;
@@ -22,13 +23,7 @@ describe('NFQUEUE ESP receiver', { skip: skip ?? false }, () => {
   const bg: BackgroundFixture[] = [];
 
   before(() => {
-    a = new Netns('qa');
-    b = new Netns('qb');
-    vethBetween(a, 'egtqa', b, 'egtqb');
-    a.run(['ip', 'addr', 'add', '192.0.2.1/24', 'dev', 'egtqa']);
-    a.run(['ip', 'addr', 'add', '2001:db8::1/64', 'dev', 'egtqa']);
-    b.run(['ip', 'addr', 'add', '192.0.2.2/24', 'dev', 'egtqb']);
-    b.run(['ip', 'addr', 'add', '2001:db8::2/64', 'dev', 'egtqb']);
+    ({ a, b } = addressedPair('q', ['192.0.2.1', '192.0.2.2'], ['2001:db8::1', '2001:db8::2']));
     for (const t of ['iptables', 'ip6tables']) {
       b.run([t, '-w', '5', '-t', 'raw', '-A', 'PREROUTING', '-p', 'esp', '-j', 'NFQUEUE', '--queue-num', String(QUEUE)]);
       b.run([t, '-w', '5', '-A', 'INPUT', '-m', 'conntrack', '--ctstate', 'INVALID', '-j', 'DROP']);

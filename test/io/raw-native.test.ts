@@ -13,7 +13,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
-import { Netns, hasTool, rootSkipReason, runFixture, vethBetween } from './helpers.js';
+import { addressedPair, hasTool, rootSkipReason, runFixture } from './helpers.js';
+import type { Netns } from './helpers.js';
 
 const skip = rootSkipReason(['ip', 'tcpdump']) ?? (hasTool('tcpdump') ? undefined : 'no tcpdump');
 const COUNT = 8;
@@ -36,13 +37,7 @@ describe('native raw ESP sender', { skip: skip ?? false }, () => {
   const dir = mkdtempSync(join(tmpdir(), 'egtp'));
 
   before(() => {
-    a = new Netns('pa');
-    b = new Netns('pb');
-    vethBetween(a, 'egtpa', b, 'egtpb');
-    a.run(['ip', 'addr', 'add', '198.18.0.1/24', 'dev', 'egtpa']);
-    a.run(['ip', 'addr', 'add', '2001:db8:5::1/64', 'dev', 'egtpa', 'nodad']);
-    b.run(['ip', 'addr', 'add', '198.18.0.2/24', 'dev', 'egtpb']);
-    b.run(['ip', 'addr', 'add', '2001:db8:5::2/64', 'dev', 'egtpb', 'nodad']);
+    ({ a, b } = addressedPair('p', ['198.18.0.1', '198.18.0.2'], ['2001:db8:5::1', '2001:db8:5::2']));
   });
 
   after(() => {
