@@ -56,6 +56,9 @@ export function nfqAddonError(): unknown {
 }
 
 /** NativeNfqStats adds the addon's own counters to NfqueueStats. */
+/** SharedFds are the sender's raw ESP sockets per family (-1: none) that socket mode reads through dup()s. */
+export interface SharedFds { readonly v4: number; readonly v6: number }
+
 export interface NativeNfqStats extends NfqueueStats {
   /** truncated: packets cut by the kernel's copy range (never delivered, dropped). */
   truncated: number;
@@ -120,14 +123,14 @@ export class NativeNfqueueReceiver implements EspReceiver {
   /** socket: inbound ESP from raw ESP sockets instead of the queue (`inbound: socket`; nfq.cc "Socket mode"). */
   readonly socket: boolean;
 
-  readonly #share: { readonly v4: number; readonly v6: number };
+  readonly #share: SharedFds;
 
   /**
    * opts.shareFds (socket mode): the sender's raw ESP sockets (EspSender.expressFd; -1: none),
    * which the receiver reads through a dup() of its own instead of opening second sockets (one
    * kernel clone per inbound packet instead of two). The sender keeps its fds.
    */
-  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean; readonly socket?: boolean; readonly shareFds?: { readonly v4: number; readonly v6: number } }) {
+  constructor(opts: NfqueueReceiverOptions & { readonly queueMaxLen?: number; readonly standIn?: boolean; readonly socket?: boolean; readonly shareFds?: SharedFds }) {
     this.#standIn = opts.standIn === true;
     this.socket = opts.socket === true && !this.#standIn;
     this.#share = opts.shareFds ?? { v4: -1, v6: -1 };

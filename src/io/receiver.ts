@@ -11,6 +11,7 @@
 import type { NfqueueReceiverOptions } from './nfqueue.js';
 import { NfqueueEspReceiver } from './nfqueue.js';
 import { NativeNfqueueReceiver, loadNfqAddon } from './nfq-native.js';
+import type { SharedFds } from './nfq-native.js';
 
 /** ReceiverImpl names an EspReceiver implementation; 'auto' prefers 'native'. */
 export type ReceiverImpl = 'auto' | 'native' | 'npm';
@@ -24,7 +25,7 @@ export function defaultReceiverImpl(): 'native' | 'npm' {
 }
 
 /** openEspReceiver makes a receiver for opts.queueNum (or, with opts.socket, over raw ESP sockets); start() binds it. */
-export function openEspReceiver(opts: NfqueueReceiverOptions & { readonly impl?: ReceiverImpl; readonly socket?: boolean; readonly shareFds?: { readonly v4: number; readonly v6: number } }): EspQueueReceiver {
+export function openEspReceiver(opts: NfqueueReceiverOptions & { readonly impl?: ReceiverImpl; readonly socket?: boolean; readonly shareFds?: SharedFds }): EspQueueReceiver {
   // Raw ESP sockets (opts.socket) exist only in the native addon: without it, start() says so.
   if (opts.socket === true) return new NativeNfqueueReceiver(opts);
   const impl = opts.impl === undefined || opts.impl === 'auto' ? defaultReceiverImpl() : opts.impl;
