@@ -24,6 +24,7 @@ import type { Keying } from './gen-configs.js';
 import { KEYINGS, generateLabConfigs, writeLabConfigs } from './gen-configs.js';
 import type { AddressFamily, Topology } from './topology.js';
 import { buildTopology, isTopologyName, renderPlan } from './topology.js';
+import type { Inbound } from '../src/netfilter/model.js';
 
 const USAGE = `usage:
   cli plan <lan|sites|hub|nat> [--clients N]
@@ -41,7 +42,7 @@ interface Parsed {
   clients?: number;
   outer?: AddressFamily;
   keying?: Keying;
-  inbound?: 'socket' | 'queue';
+  inbound?: Inbound;
   family?: AddressFamily;
   count?: number;
   seq?: number;

@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { stringify } from 'yaml';
 import type { AddressFamily, LabHost, PrefixPair, Topology } from './topology.js';
 import { findHost, localAddressOf, outerAddressOf, peersOf, peeringOf, protectedHosts } from './topology.js';
+import type { Inbound } from '../src/netfilter/model.js';
 
 /** AEAD_NAME is the config's name for AES-GCM with a 16-octet ICV (RFC 4106). */
 export const AEAD_NAME = 'aes-gcm-16';
@@ -103,7 +104,7 @@ export interface LabEspgateConfig {
   readonly name: string;
   readonly mode: 'host' | 'gateway';
   readonly tun: { readonly name: string };
-  readonly inbound?: 'socket' | 'queue';
+  readonly inbound?: Inbound;
   readonly queue: number;
   readonly stateDir: string;
   readonly local: { readonly protect: readonly string[] };
@@ -151,7 +152,7 @@ export interface GenerateOptions {
   /** keying is 'static' or 'ike' (default DEFAULT_KEYING). */
   readonly keying?: Keying;
   /** inbound, when given, is written into every config (else the daemon's default, queue). */
-  readonly inbound?: 'socket' | 'queue';
+  readonly inbound?: Inbound;
   /** ike is added to every peer's `ike:` section (keying 'ike' only). */
   readonly ike?: IkeTuning;
   /** ikeFor is added after `ike`, per host and peer name: ikeFor[host][peer] (keying 'ike' only). */

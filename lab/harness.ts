@@ -27,6 +27,7 @@ import type { AddressFamily, Topology, TopologyName } from './topology.js';
 import { buildTopology, namespaceName } from './topology.js';
 import type { Keying } from './gen-configs.js';
 import { DEFAULT_KEYING } from './gen-configs.js';
+import type { Inbound } from '../src/netfilter/model.js';
 
 /** DEFAULT_TIMEOUT_MS bounds every synchronous lab.sh call. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -112,7 +113,7 @@ export function labUp(name: TopologyName, options: { run?: string; clients?: num
  * (DEFAULT_KEYING; keys.uat then has no records), static SAs when asked for (tests that need
  * known keys or no key exchange, benchmarks of the data path alone).
  */
-export function labConfigs(run: LabRun, outer: AddressFamily = 4, keying: Keying = DEFAULT_KEYING, inbound?: 'socket' | 'queue'): void {
+export function labConfigs(run: LabRun, outer: AddressFamily = 4, keying: Keying = DEFAULT_KEYING, inbound?: Inbound): void {
   lab(['configs', '--run', run.run, '--outer', String(outer), keying === 'ike' ? '--ike' : '--static', ...(inbound === undefined ? [] : ['--inbound', inbound])]);
 }
 

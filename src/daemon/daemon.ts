@@ -43,6 +43,7 @@ import { UDP_ENCAP_OVERHEAD, type UdpEncapSocket } from '../io/udp-encap.js';
 import type { UdpPortStats } from '../io/proc-udp.js';
 import { ikePeersOf } from './ike-config.js';
 import { sourceTowards } from './source-address.js';
+import type { Inbound } from '../netfilter/model.js';
 
 /** System is every kernel edge the daemon uses. */
 export interface System {
@@ -60,7 +61,7 @@ export interface System {
    * openReceiver opens the inbound ESP receiver: raw ESP sockets ('socket'; the sender's own,
    * shared, where it has them) or NFQUEUE `queue` ('queue').
    */
-  openReceiver(queue: number, inbound: 'socket' | 'queue', sender?: EspSender): EspReceiver;
+  openReceiver(queue: number, inbound: Inbound, sender?: EspSender): EspReceiver;
   /**
    * openStandIn returns stand-ins of the same classes as `tun` and `sender` for the data-path
    * warm-up (io/stand-in.ts), or undefined when there are none (then only the codec is warmed).

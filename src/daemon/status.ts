@@ -8,6 +8,7 @@ import { DROP_REASONS, type DropReason } from '../drops.js';
 import type { Daemon } from './daemon.js';
 import type { InboundSa, OutboundSa } from '../esp/sa.js';
 import type { IkeChildStatus } from './ike-driver.js';
+import type { Inbound } from '../netfilter/model.js';
 
 /** SaStatus is one SA in the status document. Times are ms since the epoch, 0 = never. */
 export interface SaStatus {
@@ -91,7 +92,7 @@ export interface DaemonStatus {
    * inbound: how ESP reaches the daemon (config `inbound`); with raw sockets, socketDrops counts
    * what the kernel dropped at their full receive buffers (null with the queue: see `queue`).
    */
-  readonly inbound: { readonly mode: 'socket' | 'queue'; readonly socketDrops: number | null };
+  readonly inbound: { readonly mode: Inbound; readonly socketDrops: number | null };
   /**
    * udpEncap: our NAT-T socket (UDP 4500, IKE and ESP in UDP): the receive buffer the kernel
    * gave us and the datagrams it dropped there before we read them (null when unreadable); null

@@ -41,6 +41,7 @@ import {
 import { IKE_ESTABLISHED, espgateArgv, ikeStatusOf, waitIkeEstablished } from './ike-support.js';
 import { configPathOf } from './support.js';
 import { appendFileSync } from 'node:fs';
+import type { Inbound } from '../../src/netfilter/model.js';
 
 /** TCP_PORT, UDP_PORT and CLOSED_PORT are the traffic servers' ports (CLOSED_PORT has none). */
 export const TCP_PORT = 5001;
@@ -79,7 +80,7 @@ export interface SuiteSpec {
   /** keying: 'ike' (the default, DEFAULT_KEYING) or 'static' SAs. */
   readonly keying?: Keying;
   /** inbound: how the daemons take inbound ESP (configs --inbound); default: the daemon's, NFQUEUE. */
-  readonly inbound?: 'socket' | 'queue';
+  readonly inbound?: Inbound;
   readonly pairs: readonly Pair[];
   /** clear lists host pairs that talk in the clear (pinged both ways, seen in clear on the capture). */
   readonly clear: readonly Pair[];

@@ -14,6 +14,7 @@ import type { Capture, LabRun } from '../../lab/harness.js';
 import { cliPath, labDown, labScript, labSpawn, namespaceOf, projectRoot, stopProcess } from '../../lab/harness.js';
 import type { AddressFamily, PrefixPair } from '../../lab/topology.js';
 import { addressInPrefix, findHost, parseAddress, parsePrefix } from '../../lab/topology.js';
+import type { Inbound } from '../../src/netfilter/model.js';
 
 /** TRAFFIC_JS is the compiled traffic tool (test/lab/fixtures/traffic.ts). */
 export const TRAFFIC_JS = join(projectRoot(), 'dist', 'test', 'lab', 'fixtures', 'traffic.js');
@@ -226,7 +227,7 @@ export interface DaemonStatusDoc {
   readonly peers: readonly PeerStatusDoc[];
   readonly dataPath?: { readonly tunOffload: boolean; readonly tcpCoalescing: boolean; readonly udpCoalescing: string; readonly sendBatch: boolean; readonly warmUp: string; readonly batchedReads?: boolean; readonly express?: { readonly on: boolean; readonly flows: number; readonly thread?: string } };
   readonly queue?: { readonly num: number; readonly waiting: number; readonly queueDropped: number; readonly userDropped: number } | null;
-  readonly inbound?: { readonly mode: 'socket' | 'queue'; readonly socketDrops: number | null };
+  readonly inbound?: { readonly mode: Inbound; readonly socketDrops: number | null };
   readonly udpEncap?: { readonly port: number; readonly rcvbufBytes: number; readonly dropped: number | null } | null;
   readonly gate?: { readonly installed: boolean | null; readonly installedBy: string | null; readonly checkedMs: number };
 }
