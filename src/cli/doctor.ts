@@ -71,7 +71,7 @@ export async function backendCheck(cfg: Config, p: DoctorProbes): Promise<{ resu
     ? { version: undefined, rest: { result: 'ok' }, queue: { result: 'ok' }, iptables: true }
     : await p.nftables();
   try {
-    const choice = chooseBackend(cfg.rules.backend, probe);
+    const choice = chooseBackend(cfg.rules.backend, probe, cfg.inbound);
     const undecided = cfg.rules.backend === 'auto' && probe.version !== undefined && probe.rest.result === 'unknown';
     return {
       choice,

@@ -101,7 +101,7 @@ export function gateOps(runner: Runner = vforkRunner()) {
   const choice = async (cfg: Config): Promise<BackendChoice> => {
     if (cfg.rules.backend === 'iptables') return chooseBackend('iptables', { version: undefined, rest: { result: 'ok' }, queue: { result: 'ok' }, iptables: true });
     probe ??= hasTool(runner, 'iptables-restore').then((ipt) => probeNftables(runner, ipt));
-    return chooseBackend(cfg.rules.backend, await probe);
+    return chooseBackend(cfg.rules.backend, await probe, cfg.inbound);
   };
   /** installRules installs the rules with the chosen backend; returns the notes, the backend line first. */
   const installRules = async (cfg: Config): Promise<string[]> => {

@@ -320,7 +320,7 @@ export async function nftStatus(spec: RulesSpec, opts: NftApplyOptions): Promise
     const wanted = plan.nfq?.families.includes(f) ?? false;
     const present = hasNfq(spec.tag, raw);
     nfqPresent ||= present;
-    if (!wanted && present) problems.push(`${IPT[f].save}: chain ${nfqChainName(spec.tag)} not expected (the kernel has nft queue)`);
+    if (!wanted && present) problems.push(`${IPT[f].save}: chain ${nfqChainName(spec.tag)} not expected (${spec.inbound === 'socket' ? 'inbound: socket has no queue rule' : 'the kernel has nft queue'})`);
     // Installed right when re-rendering against the current state changes nothing but the flush.
     if (wanted && raw !== undefined) {
       const t = raw.get('raw');

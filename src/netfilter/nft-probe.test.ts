@@ -69,6 +69,36 @@ test('chooseBackend: configured backend x what the host offers (numbered cases)'
   assert.match(describeBackend(chooseBackend('nftables', probe({ queue: REFUSED })), 'espgate'), /^rules backend: nftables, table inet espgate \(rules.backend: nftables/);
 });
 
+test('chooseBackend with inbound socket: no queue rule, so nft queue and iptables do not decide (numbered cases)', () => {
+  // [configured, probe, backend | error code, reason pattern]
+  const cases: [ConfiguredBackend, NftProbe, string, RegExp][] = [
+    ['auto', probe({}), 'nftables', /^auto: nft 1\.0\.6 .*\(inbound: socket, no queue rule\)$/],
+    // the cases that differ from queue mode: no nft queue, with and without iptables
+    ['auto', probe({ queue: REFUSED }), 'nftables', /inbound: socket, no queue rule/],
+    ['auto', probe({ queue: REFUSED, iptables: false }), 'nftables', /inbound: socket/],
+    ['nftables', probe({ queue: REFUSED, iptables: false }), 'nftables', /^rules\.backend: nftables: .*inbound: socket/],
+    // what still decides: nft itself and the kernel's answer to our table
+    ['auto', probe({ version: undefined }), 'iptables', /^auto: nft is not installed$/],
+    ['auto', probe({ rest: REFUSED }), 'iptables', /refuses what the gate needs/],
+    ['auto', probe({ rest: UNKNOWN }), 'iptables', /could not probe/],
+    ['iptables', probe({}), 'iptables', /^rules\.backend: iptables$/],
+    ['nftables', probe({ version: undefined }), 'ERR_MISSING_TOOL', /nft is not installed/],
+    ['nftables', probe({ rest: REFUSED }), 'ERR_RULES_APPLY', /refuses what the gate needs/],
+  ];
+  for (const [i, [configured, p, want, reason]] of cases.entries()) {
+    if (want.startsWith('ERR_')) {
+      assert.throws(() => chooseBackend(configured, p, 'socket'), (e: unknown) => GatewayError.isGatewayError(e) && e.code === want && reason.test(e.message), `case ${i + 1}`);
+      continue;
+    }
+    const c = chooseBackend(configured, p, 'socket');
+    assert.equal(c.backend, want, `case ${i + 1}`);
+    assert.match(c.reason, reason, `case ${i + 1}`);
+  }
+  // control: the same host in queue mode keeps the whole gate in iptables (and refuses nftables without iptables)
+  assert.equal(chooseBackend('auto', probe({ queue: REFUSED }), 'queue').backend, 'iptables');
+  assert.throws(() => chooseBackend('nftables', probe({ queue: REFUSED, iptables: false }), 'queue'), /iptables-restore is not installed/);
+});
+
 test('probeNftables: version, then nft -c of the table and of the queue rule; nothing else', async () => {
   const calls: { cmd: string; stdin: string | undefined }[] = [];
   const runner: Runner = {

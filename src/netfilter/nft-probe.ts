@@ -11,6 +11,7 @@
  */
 import { GatewayError } from '../errors.js';
 import type { Runner } from './runner.js';
+import type { Inbound } from './model.js';
 
 /** ConfiguredBackend is the config's rules.backend. */
 export type ConfiguredBackend = 'auto' | 'iptables' | 'nftables';
@@ -118,9 +119,10 @@ const QUEUE_FALLBACK = 'the kernel has no nft queue (CONFIG_NFT_QUEUE): the one 
  * and the kernel takes our table, nft queue included; else iptables (without nft queue the
  * NFQUEUE rule needs iptables anyway). Explicit nftables without nft queue: the NFQUEUE rule
  * goes through iptables (iptables-restore must exist), everything else into our nft table. An explicit nftables that cannot work throws ERR_MISSING_TOOL
- * or ERR_RULES_APPLY. Pure.
+ * or ERR_RULES_APPLY. With inbound 'socket' there is no NFQUEUE rule, so nft queue (and
+ * iptables) do not matter: auto takes nftables whenever the kernel takes our table. Pure.
  */
-export function chooseBackend(configured: ConfiguredBackend, p: NftProbe): BackendChoice {
+export function chooseBackend(configured: ConfiguredBackend, p: NftProbe, inbound: Inbound = 'queue'): BackendChoice {
   if (configured === 'iptables') return { backend: 'iptables', nativeQueue: false, reason: 'rules.backend: iptables' };
   const explicit = configured === 'nftables';
   const how = explicit ? 'rules.backend: nftables' : 'auto';
@@ -137,6 +139,10 @@ export function chooseBackend(configured: ConfiguredBackend, p: NftProbe): Backe
     return { backend: 'iptables', nativeQueue: false, reason: `auto: could not probe the kernel here (${p.rest.error}: needs CAP_NET_ADMIN); espgate up probes again as root` };
   }
   const nativeQueue = p.queue.result === 'ok';
+  if (inbound === 'socket') {
+    // No NFQUEUE rule in this mode (raw ESP sockets): the queue probe's answer is not asked.
+    return { backend: 'nftables', nativeQueue, reason: `${how}: nft ${p.version} and the kernel offer what the gate needs (inbound: socket, no queue rule)` };
+  }
   if (!nativeQueue && !explicit) {
     // Without nft queue the NFQUEUE rule needs iptables anyway: auto keeps the whole gate in the
     // one tool (the backend with the longer test history) rather than splitting it in two.

@@ -219,4 +219,31 @@ describe('nftables backend: lan, alice and bob', { skip: skip ?? false }, () => 
     const now = await state('alice');
     for (const [cmd, text] of before) assert.equal(now.get(cmd), text, `alice: \`${cmd}\` differs after the daemon stopped:\n${diffLines(text, now.get(cmd) ?? '')}`);
   });
+
+  step('7. rules.backend auto with inbound: socket takes nftables in this kernel, nft queue or not; nothing of ours in iptables; removed cleanly', async (t) => {
+    const run = runOf();
+    const path = configPathOf(run, 'bob');
+    const doc = parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+    const socketPath = path.replace(/\.yaml$/, '-socket-auto.yaml');
+    writeFileSync(socketPath, stringify({ ...doc, rules: { backend: 'auto' }, inbound: 'socket' }), { mode: 0o600 });
+    const check = (await runIn(run, 'bob', ['node', cliPath(), 'check', '-c', socketPath], 30_000)).stdout;
+    assert.match(check, /rules backend: nftables, table inet espgate \(auto: nft [^ ]+ and the kernel offer what the gate needs \(inbound: socket, no queue rule\)\)/, check);
+    // control: the same host with the queue (the default) and auto
+    const queuePath = path.replace(/\.yaml$/, '-queue-auto.yaml');
+    writeFileSync(queuePath, stringify({ ...doc, rules: { backend: 'auto' } }), { mode: 0o600 });
+    const queueCheck = (await runIn(run, 'bob', ['node', cliPath(), 'check', '-c', queuePath], 30_000)).stdout;
+    const kernelQueue = /nft queue included/.test(queueCheck);
+    t.diagnostic(`queue mode, auto: ${/rules backend: [^\n]*/.exec(queueCheck)?.[0] ?? '?'}`);
+    if (!kernelQueue) assert.match(queueCheck, /rules backend: iptables \(auto: the kernel has no nft queue/, queueCheck);
+    const out = await sh('bob', ['node', cliPath(), 'rules', 'install', '-c', socketPath]);
+    assert.match(out, /^rules backend: nftables/m, out);
+    const save = normalizeState(await sh('bob', ['iptables-save']));
+    assert.deepEqual(save.split('\n').filter((l) => l.includes('ESPGATE')), [], 'inbound: socket: nothing of ours in iptables');
+    assert.match(await sh('bob', ['nft', 'list', 'chain', 'inet', 'espgate', 'raw_prerouting']), /meta l4proto esp .*notrack/);
+    await sh('bob', ['node', cliPath(), 'rules', 'remove', '-c', socketPath]);
+    const before = st.before?.get('bob');
+    assert.ok(before !== undefined);
+    const now = await state('bob');
+    for (const [cmd, text] of before) assert.equal(now.get(cmd), text, `bob: \`${cmd}\` differs after rules remove:\n${diffLines(text, now.get(cmd) ?? '')}`);
+  });
 });
