@@ -40,7 +40,7 @@ import {
 } from './support.js';
 import { IKE_ESTABLISHED, espgateArgv, ikeStatusOf, waitIkeEstablished } from './ike-support.js';
 import { configPathOf } from './support.js';
-import { appendFileSync } from 'node:fs';
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 import type { Inbound } from '../../src/netfilter/model.js';
 
 /** TCP_PORT, UDP_PORT and CLOSED_PORT are the traffic servers' ports (CLOSED_PORT has none). */
@@ -473,6 +473,9 @@ export function gatewaySuite(spec: SuiteSpec): void {
         assert.deepEqual({ ...s.dataPath, warmUp: s.dataPath?.warmUp === 'running' ? 'done' : s.dataPath?.warmUp, express: s.dataPath?.express?.on, expressThread: s.dataPath?.express?.thread },
           { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: true, expressThread: 'on' }, `${h}: status dataPath`);
         t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
+        // The express thread carries its own name (top -H, ps -L, perf): exactly one in the daemon.
+        const names = readdirSync(`/proc/${s.pid}/task`).map((tid) => readFileSync(`/proc/${s.pid}/task/${tid}/comm`, 'utf8').trim());
+        assert.equal(names.filter((n) => n === 'espgate-express').length, 1, `${h}: threads of pid ${s.pid}: ${names.join(' ')}`);
         if ((spec.inbound ?? 'queue') === 'queue') {
           // Every queued packet got its verdict (the express path sends it after its TUN write).
           assert.equal(s.inbound?.mode, 'queue', `${h}: status inbound.mode`);

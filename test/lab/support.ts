@@ -221,6 +221,7 @@ export interface PeerStatusDoc {
 }
 export interface DaemonStatusDoc {
   readonly state: string;
+  readonly pid: number;
   readonly tun: { readonly name: string; readonly mtu: number };
   readonly totals: Readonly<Record<string, number>>;
   readonly drops: Readonly<Record<string, number>>;

@@ -108,6 +108,9 @@ class ExpressLoop {
       delete l;
       return nullptr;
     }
+    // Named, so that top -H, ps -L, perf and /proc/<pid>/task/*/comm tell it from Node's threads
+    // (at most 15 characters). A failure only leaves the name "node".
+    pthread_setname_np(l->thread_, "espgate-express");
     Live()[at] = l;
     // A process that exits without closing its queues (a fatal error, process.exit) must not
     // leave the thread sealing while exit() runs OpenSSL's and the C++ runtime's cleanup: the
