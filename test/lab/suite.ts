@@ -474,7 +474,15 @@ export function gatewaySuite(spec: SuiteSpec): void {
           { tunOffload: true, tcpCoalescing: true, udpCoalescing: 'on', sendBatch: true, warmUp: 'done', batchedReads: true, express: true, expressThread: 'on' }, `${h}: status dataPath`);
         t.diagnostic(`${h}: express path: ${s.dataPath?.express?.flows ?? 0} flow(s) learned`);
         // The express thread carries its own name (top -H, ps -L, perf): exactly one in the daemon.
-        const names = readdirSync(`/proc/${s.pid}/task`).map((tid) => readFileSync(`/proc/${s.pid}/task/${tid}/comm`, 'utf8').trim());
+        // (A thread that ends between the listing and the read is skipped, not an error.)
+        const comm = (tid: string): string => {
+          try {
+            return readFileSync(`/proc/${s.pid}/task/${tid}/comm`, 'utf8').trim();
+          } catch {
+            return '';
+          }
+        };
+        const names = readdirSync(`/proc/${s.pid}/task`).map(comm);
         assert.equal(names.filter((n) => n === 'espgate-express').length, 1, `${h}: threads of pid ${s.pid}: ${names.join(' ')}`);
         if ((spec.inbound ?? 'queue') === 'queue') {
           // Every queued packet got its verdict (the express path sends it after its TUN write).
