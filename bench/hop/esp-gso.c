@@ -30,6 +30,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hop-util.h"
+
 #ifndef UDP_SEGMENT
 #define UDP_SEGMENT 103
 #endif
@@ -38,18 +40,6 @@
 #endif
 
 enum { kBatch = 64, kPort = 4500, kMaxSize = 1400 };
-
-static int64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static int64_t cpu_ns(void) {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return ((int64_t)u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1000000000 + ((int64_t)u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1000;
-}
 
 static void report(const char* what, uint64_t n, int64_t wall, int64_t cpu) {
   printf("%s packets %llu kpps %.1f cpu_ns_per_packet %.0f\n", what, (unsigned long long)n, wall > 0 ? n * 1e6 / wall : 0.0,

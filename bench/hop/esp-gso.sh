@@ -21,30 +21,13 @@ DUR=${DUR:-5}
 SIZE=${SIZE:-128}
 REPS=${REPS:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-A="egl-gso$$-a"
-B="egl-gso$$-b"
-dir=$(mktemp -d /tmp/esp-gso.XXXXXX)
-rpid=""
-cleanup() {
-  if [ -n "$rpid" ]; then kill "$rpid" 2>/dev/null || true; fi
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
+# shellcheck source=pair.sh
+. "$here/pair.sh"
+hop_pair gso 98
 gcc -O2 -Wall -o "$dir/esp-gso" "$here/esp-gso.c"
-ip netns add "$A"
-ip netns add "$B"
-ip -n "$A" link add va type veth peer name vb netns "$B"
-ip -n "$A" addr add 198.18.98.1/24 dev va
-ip -n "$B" addr add 198.18.98.2/24 dev vb
-for n in "$A" "$B"; do ip -n "$n" link set lo up; done
-ip -n "$A" link set va up
-ip -n "$B" link set vb up
 # Protocol 50 with no IPsec state: the receiver's kernel would answer every raw ESP packet with
 # ICMP protocol-unreachable; that answer is not part of what is measured.
 ip netns exec "$B" iptables -A OUTPUT -p icmp --icmp-type destination-unreachable -j DROP
-ip netns exec "$A" ping -c 1 -W 2 198.18.98.2 >/dev/null
 echo "size $SIZE bytes, $DUR s per run, kernel $(uname -r), $(nproc) CPUs"
 for rep in $(seq 1 "$REPS"); do
   for pair in raw:raw udp:udp gso:udp gso:gro; do

@@ -30,19 +30,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "hop-util.h"
+
 enum { kPayload = 64, kMaxCount = 100000, kQueue = 7, kPort = 4500 };
-
-static int64_t now_ns(void) {
-  struct timespec t;
-  clock_gettime(CLOCK_MONOTONIC, &t);
-  return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
-}
-
-static double cpu_us(void) {
-  struct rusage u;
-  getrusage(RUSAGE_SELF, &u);
-  return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 + u.ru_utime.tv_usec + u.ru_stime.tv_usec;
-}
 
 static int64_t lat[kMaxCount];
 static int got = 0;
@@ -134,7 +124,7 @@ static int do_recv(const char* mode, int count, int timeout_s) {
   }
   printf("ready\n");
   fflush(stdout);
-  double cpu0 = cpu_us();
+  int64_t cpu0 = cpu_ns();
   int64_t end = now_ns() + (int64_t)timeout_s * 1000000000;
   uint8_t buf[65536];
   while (got < want && now_ns() < end) {
@@ -155,7 +145,7 @@ static int do_recv(const char* mode, int count, int timeout_s) {
       take(buf, (size_t)n);
     }
   }
-  double cpu = cpu_us() - cpu0;
+  double cpu = (cpu_ns() - cpu0) / 1e3;
   if (got == 0) {
     printf("%s: nothing received\n", mode);
     return 1;

@@ -19,28 +19,10 @@ N=${N:-500}
 INTERVAL_US=${INTERVAL_US:-10000}
 REPS=${REPS:-3}
 here=$(cd "$(dirname "$0")" && pwd)
-A="egl-hop$$-a"
-B="egl-hop$$-b"
-dir=$(mktemp -d /tmp/esp-hop.XXXXXX)
-rpid=""
-cleanup() {
-  if [ -n "$rpid" ]; then kill "$rpid" 2>/dev/null || true; fi
-  ip netns del "$A" 2>/dev/null || true
-  ip netns del "$B" 2>/dev/null || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT INT TERM
-
+# shellcheck source=pair.sh
+. "$here/pair.sh"
+hop_pair hop 99
 gcc -O2 -Wall -o "$dir/esp-hop" "$here/esp-hop.c" -lnetfilter_queue
-ip netns add "$A"
-ip netns add "$B"
-ip link add eghop-a netns "$A" type veth peer name eghop-b netns "$B"
-ip -n "$A" addr add 198.18.99.1/24 dev eghop-a
-ip -n "$B" addr add 198.18.99.2/24 dev eghop-b
-for ns in "$A" "$B"; do ip -n "$ns" link set lo up; done
-ip -n "$A" link set eghop-a up
-ip -n "$B" link set eghop-b up
-ip netns exec "$A" ping -c 1 -W 2 -q 198.18.99.2 > /dev/null
 
 limit=$(( N * INTERVAL_US / 1000000 + 10 ))
 echo "one receiving hop: $N packets of 64 bytes every $INTERVAL_US us, $REPS repetitions ($(date -u +%FT%TZ))"
