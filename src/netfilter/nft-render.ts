@@ -404,9 +404,9 @@ export function savedNfq(tag: string): SavedRuleset {
 
 /** renderNftFreshUninstall renders the removal of what renderNftFreshInstall installs. Pure. */
 export function renderNftFreshUninstall(spec: RulesSpec, opts: NftRenderOptions): NftTexts {
-  const fams = new Set(spec.families.map((f) => f.family));
-  // What the fresh install left in iptables: the NFQ chain, only with the queue and no nft queue.
-  const cur = (f: IpFamily): SavedRuleset => (!opts.nativeQueue && spec.inbound !== 'socket' && fams.has(f) ? savedNfq(spec.tag) : new Map());
+  // What the fresh install left in iptables: the NFQ chain where its plan has one.
+  const nfq = planNft(spec, opts).nfq;
+  const cur = (f: IpFamily): SavedRuleset => (nfq?.families.includes(f) === true ? savedNfq(spec.tag) : new Map());
   return {
     nft: renderNftRemove(spec.tag),
     iptables: renderNfqRestore(spec.tag, 'v4', undefined, cur('v4')),
