@@ -6,7 +6,8 @@
 //   esp-gso send raw|udp|gso DST SECONDS SIZE   blast SIZE-byte datagrams at DST for SECONDS:
 //       raw  protocol-50 raw socket, sendmmsg of 64 (espgate's sender today)
 //       udp  UDP to port 4500, sendmmsg of 64 (ESP in UDP, RFC 3948, one datagram per packet)
-//       gso  UDP to port 4500, one sendmsg per 64 datagrams with UDP_SEGMENT (Linux 4.18)
+//       gso  UDP to port 4500, one sendmsg per 64 datagrams with UDP_SEGMENT (Linux 4.18);
+//            fewer for large ones, so that a train stays under 64 KiB
 //   esp-gso recv raw|udp|gro SECONDS            count what arrives for SECONDS (stops early
 //                                                after 1 s of silence once something came):
 //       raw  raw IPPROTO_ESP socket, recvmmsg of 64
@@ -63,7 +64,9 @@ static int do_send(const char* mode, const char* dst, int seconds, int size) {
     iovs[i] = (struct iovec){buf + i * size, (size_t)size};
     msgs[i] = (struct mmsghdr){.msg_hdr = {.msg_iov = &iovs[i], .msg_iovlen = 1}};
   }
-  struct iovec whole = {buf, (size_t)size * kBatch};
+  // A train is one UDP datagram to the stack: at most 64 segments and under 64 KiB in all.
+  const int seg = size * kBatch <= 65000 ? kBatch : 65000 / size;
+  struct iovec whole = {buf, (size_t)size * seg};
   char ctl[CMSG_SPACE(sizeof(uint16_t))];
   struct msghdr gm = {.msg_iov = &whole, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof(ctl)};
   struct cmsghdr* c = CMSG_FIRSTHDR(&gm);
@@ -72,18 +75,19 @@ static int do_send(const char* mode, const char* dst, int seconds, int size) {
   c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
   *(uint16_t*)CMSG_DATA(c) = (uint16_t)size;
   uint64_t sent = 0, errs = 0;
+  int lastErr = 0;
   int64_t t0 = now_ns(), c0 = cpu_ns(), end = t0 + (int64_t)seconds * 1000000000;
   while (now_ns() < end) {
     if (gso) {
       ssize_t r = sendmsg(fd, &gm, 0);
-      if (r > 0) sent += kBatch; else errs++;
+      if (r > 0) sent += seg; else errs++, lastErr = errno;
     } else {
       int r = sendmmsg(fd, msgs, kBatch, 0);
-      if (r > 0) sent += r; else errs++;
+      if (r > 0) sent += r; else errs++, lastErr = errno;
     }
   }
   report(mode, sent, now_ns() - t0, cpu_ns() - c0);
-  if (errs > 0) fprintf(stderr, "send errors (ENOBUFS and the like): %llu calls\n", (unsigned long long)errs);
+  if (errs > 0) fprintf(stderr, "send errors: %llu calls, the last %s\n", (unsigned long long)errs, strerror(lastErr));
   return 0;
 }
 
