@@ -55,10 +55,10 @@ export function nfqAddonError(): unknown {
   return loadAddon<NfqAddon>('espgate_nfq').error;
 }
 
-/** NativeNfqStats adds the addon's own counters to NfqueueStats. */
 /** SharedFds are the sender's raw ESP sockets per family (-1: none) that socket mode reads through dup()s. */
 export interface SharedFds { readonly v4: number; readonly v6: number }
 
+/** NativeNfqStats adds the addon's own counters to NfqueueStats. */
 export interface NativeNfqStats extends NfqueueStats {
   /** truncated: packets cut by the kernel's copy range (never delivered, dropped). */
   truncated: number;

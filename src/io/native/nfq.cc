@@ -33,11 +33,11 @@
 // queue at all. Two raw IPPROTO_ESP sockets (AF_INET, AF_INET6) take every ESP packet addressed
 // to this host after the stack's own input hooks (the rules notrack it in raw PREROUTING and
 // accept it in filter INPUT; fd4/fd6 are the sender's sockets, shared: see OpenSockets); fd is
-// an epoll fd over both, so the poller, the express thread and
-// readBatch see one source. The slots come out exactly as the queue's would: an IPv4 packet as
-// the kernel hands it (header included); an IPv6 raw socket strips its header, so the payload is
-// received 40 bytes into the slot and an IPv6 header is written in front of it (source from
-// msg_name, destination from IPV6_PKTINFO, next header 50). No verdicts. What the kernel dropped
+// an epoll fd over both, so the poller, the express thread and readBatch see one source. The
+// slots come out exactly as the queue's would: an IPv4 packet as the kernel hands it (header
+// included); an IPv6 raw socket strips its header, so the payload is received 40 bytes into the
+// slot and an IPv6 header is written in front of it (source from msg_name, destination from
+// IPV6_PKTINFO, next header 50). No verdicts. What the kernel dropped
 // at the sockets' full receive buffers is read when asked (SO_MEMINFO's drop count, current even
 // when nothing arrived since): stats().socketDrops.
 // While no daemon holds such a socket, the kernel (without an ESP protocol of its own) answers
@@ -823,7 +823,8 @@ class NfqSocket : public Napi::ObjectWrap<NfqSocket> {
   }
 
   int fd_ = -1;  // the netlink socket, the stand-in's socketpair end, or socket mode's epoll fd
-  // Socket mode: the raw ESP sockets (-1: that family is not offered) and recvmmsg's arrays (ReadCore runs on one thread at a time, under the poller's lock).
+  // Socket mode: the raw ESP sockets (-1: that family is not offered) and recvmmsg's arrays
+  // (ReadCore runs on one thread at a time, under the poller's lock).
   static constexpr size_t kIp6HeaderLen = 40;
   bool socket_ = false;
   int fd4_ = -1;
